@@ -167,6 +167,7 @@ class Kubernetes(_Model):
     version: Annotated[StrictStr, Field(pattern=r"^1\.[0-9]{2}$")] = "1.31"
     namespace: Name = "helix"
     storage_class: Name | None = None
+    ingress_namespace: Name = "ingress-nginx"
 
     @field_validator("version")
     @classmethod
