@@ -401,13 +401,13 @@ def validate_kubernetes(objects: list[Manifest], version: str) -> None:
 
     Raises :class:`RenderError` naming the object and the field path.
     """
-    import kubernetes_validate
+    from kubernetes_validate import utils as kv
 
     for obj in objects:
         try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
+            kv.validate(obj, version, strict=True)
+        except kv.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path) or "(top level)"
             raise RenderError(f"{obj['kind']}/{obj['metadata']['name']}: {path}: {exc.message}") from None
-        except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.VersionNotSupportedError) as exc:
+        except (kv.SchemaNotFoundError, kv.VersionNotSupportedError, kv.InvalidSchemaError) as exc:
             raise RenderError(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}") from None
