@@ -93,13 +93,13 @@ def _message(model: type[BaseModel], err: Mapping[str, Any], loc: tuple[str | in
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected')}, got {_short(err.get('input'))}"
     if kind == "greater_than":
-        return f"must be greater than {ctx['gt']}"
+        return f"must be greater than {_num(ctx['gt'])}"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']}"
+        return f"must be at least {_num(ctx['ge'])}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx['le']}"
+        return f"must be at most {_num(ctx['le'])}"
     if kind == "less_than":
-        return f"must be less than {ctx['lt']}"
+        return f"must be less than {_num(ctx['lt'])}"
     if kind == "string_pattern_mismatch":
         return f"{_short(err.get('input'))} does not match the expected form {ctx.get('pattern')}"
     if kind == "string_too_short":
@@ -108,6 +108,11 @@ def _message(model: type[BaseModel], err: Mapping[str, Any], loc: tuple[str | in
         return f"expected 'kind' to be one of {ctx.get('expected_tags', '?')}"
     msg = str(err.get("msg", "invalid value"))
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _num(value: Any) -> str:
+    """``0.0`` → ``0``; other values unchanged."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _kind(value: Any) -> str:

@@ -1,0 +1,190 @@
+"""The stack model: apply order, environment wiring, secrets by reference, scaling and sizing rules."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from core_helpers import DEPLOYMENTS, descriptor_data, dump, helix_config_text, mutate
+
+from helix_ops.descriptor import load_descriptor, parse_descriptor
+from helix_ops.errors import ConfigError
+from helix_ops.rules import resolved_resources
+from helix_ops.stack import EnvVar, apply_order, build_stack, secret_blocks
+
+
+def stack(env="prod", config=True):
+    return build_stack(load_descriptor(DEPLOYMENTS / f"{env}.yaml"), helix_config_text() if config else None)
+
+
+def test_apply_order_puts_dependencies_first():
+    s = stack()
+    names = s.names()
+    assert names == ("neo4j", "redis", "redis-sentinel", "dashboard", "mcp-graph", "mcp-discovery",
+                     "mcp-derivation", "mcp-cascade", "mcp-verification", "nginx")
+    for svc in s.services:
+        for dep in svc.depends_on:
+            assert names.index(dep) < names.index(svc.name)
+
+
+def test_apply_order_refuses_cycles_and_unknown_dependencies():
+    s = stack("local")
+    neo, redis = s.service("neo4j"), s.service("redis")
+    import dataclasses
+
+    with pytest.raises(ConfigError, match="dependency cycle"):
+        apply_order([dataclasses.replace(neo, depends_on=("redis",)), dataclasses.replace(redis, depends_on=("neo4j",))])
+    with pytest.raises(ConfigError, match="unknown service ghost"):
+        apply_order([dataclasses.replace(neo, depends_on=("ghost",))])
+
+
+def test_dashboard_wiring_for_sentinel_and_cluster():
+    env = {e.name: e for e in stack().service("dashboard").env}
+    assert env["NEO4J_URI"] == EnvVar("NEO4J_URI", "neo4j://neo4j:7687")
+    assert env["REDIS_HOST"].value == "redis-sentinel"
+    assert env["REDIS_PORT"].value == "26379"
+    assert env["REDIS_SENTINEL_MASTER"].value == "helix"
+    assert env["NEO4J_PASSWORD"] == EnvVar("NEO4J_PASSWORD", secret="neo4j-password")
+    assert env["NEXTAUTH_SECRET"] == EnvVar("NEXTAUTH_SECRET", secret="nextauth-secret")
+    assert env["NEXTAUTH_URL"].value == "https://dashboard.example.com"
+    assert "ANTHROPIC_API_KEY" not in env
+
+
+def test_single_server_wiring_and_ports_for_the_probe():
+    s = stack("local", config=False)
+    graph = {e.name: e.value for e in s.service("mcp-graph").env}
+    assert graph["NEO4J_URI"] == "bolt://neo4j:7687"
+    assert graph["REDIS_HOST"] == "redis" and graph["REDIS_PORT"] == "6379"
+    assert graph["HELIX_SERVICE"] == "mcp-graph" and graph["PORT"] == "3101"
+    assert s.service("mcp-graph").probe.port == 3101
+    assert s.service("mcp-graph").probe.path == "/api/health"
+    assert "HELIX_CONFIG" not in graph
+
+
+def test_only_discovery_and_derivation_get_the_anthropic_key():
+    s = stack()
+    with_key = {svc.name for svc in s.services if "anthropic-api-key" in svc.secret_keys()}
+    assert with_key == {"mcp-discovery", "mcp-derivation"}
+
+
+def test_no_service_carries_a_literal_secret():
+    for svc in stack().services:
+        for e in svc.env:
+            assert (e.value is None) != (e.secret is None), e
+            if re.search(r"PASSWORD|SECRET|API_KEY|AUTH", e.name) and e.name != "NEXTAUTH_URL":
+                assert e.secret is not None, e
+
+
+def test_neo4j_uses_neo4j5_setting_names_and_auth_key():
+    env = {e.name: e for e in stack().service("neo4j").env}
+    assert env["NEO4J_AUTH"].secret == "neo4j-auth"
+    assert env["NEO4J_server_memory_heap_max__size"].value == "4G"
+    assert env["NEO4J_server_memory_pagecache_size"].value == "2G"
+    assert env["NEO4J_ACCEPT_LICENSE_AGREEMENT"].value == "yes"
+    assert not any(name.startswith("NEO4J_dbms_memory") for name in env)
+
+
+def test_scaling_flags_and_strategies():
+    s = stack()
+    assert s.service("mcp-graph").strategy == "Recreate" and not s.service("mcp-graph").scalable
+    assert s.service("dashboard").strategy == "RollingUpdate" and s.service("dashboard").scalable
+    assert s.service("mcp-discovery").replicas == 2
+
+
+def test_redis_password_never_on_the_command_line():
+    cmd = stack().service("redis").command
+    assert cmd[:2] == ("sh", "-c")
+    assert "$REDIS_PASSWORD" in cmd[2] and "--requirepass" not in cmd[2]
+    assert "echo \"requirepass $REDIS_PASSWORD\"" in cmd[2]
+
+
+def test_guide_table_is_the_default_resources():
+    d = load_descriptor(DEPLOYMENTS / "staging.yaml")
+    assert resolved_resources(d, "mcp-discovery") == (("2Gi", "2"), ("4Gi", "2"))
+    assert resolved_resources(d, "dashboard") == (("256Mi", "500m"), ("512Mi", "500m"))
+
+
+def test_secret_blocks_name_the_prefect_blocks():
+    d = load_descriptor(DEPLOYMENTS / "prod.yaml")
+    assert secret_blocks(d) == {
+        "neo4j-password": "helix-prod-neo4j",
+        "redis-password": "helix-prod-redis",
+        "nextauth-secret": "helix-prod-nextauth",
+        "anthropic-api-key": "helix-prod-anthropic",
+    }
+
+
+def test_build_stack_refuses_rule_breaking_descriptors_built_by_hand():
+    d = load_descriptor(DEPLOYMENTS / "prod.yaml")
+    services = d.services.model_copy(update={"mcp_graph": d.services.mcp_graph.model_copy(update={"replicas": 2})})
+    with pytest.raises(ConfigError, match="single writer"):
+        build_stack(d.model_copy(update={"services": services}))
+
+
+def test_helix_config_variables_must_be_wired():
+    d = load_descriptor(DEPLOYMENTS / "prod.yaml")
+    with pytest.raises(ConfigError) as info:
+        build_stack(d, helix_config_text() + "extra:\n  key: ${SOMETHING_UNWIRED}\n")
+    assert info.value.path == "helix_config"
+    assert "SOMETHING_UNWIRED" in info.value.message
+
+
+def test_descriptor_is_frozen():
+    d = load_descriptor(DEPLOYMENTS / "prod.yaml")
+    with pytest.raises(Exception):
+        d.environment = "other"  # type: ignore[misc]
+
+
+def test_local_descriptor_uses_test_bed_images():
+    s = stack("local", config=False)
+    images = {svc.name: svc.image for svc in s.services}
+    assert images["neo4j"] == "localhost/helix-neo4j:5.26"
+    assert images["redis"] == "localhost/helix-redis:7"
+    assert images["nginx"] == "localhost/helix-nginx:1"
+    for name in ("dashboard", "mcp-graph", "mcp-discovery", "mcp-derivation", "mcp-cascade", "mcp-verification"):
+        assert images[name] == "localhost/helix-probe:v1"
+
+
+def test_compose_only_publishes_the_load_balancer():
+    from helix_ops.render.compose import render_compose
+
+    doc = render_compose(stack("local", config=False))
+    published = {name for name, svc in doc["services"].items() if "ports" in svc}
+    assert published == {"nginx"}
+    assert doc["services"]["nginx"]["ports"] == [{"target": 8080, "published": "8080", "protocol": "tcp"}]
+    assert "version" not in doc
+    assert not any("container_name" in svc for svc in doc["services"].values())
+    assert doc["services"]["dashboard"]["deploy"]["replicas"] == 2
+
+
+def test_compose_secrets_are_env_references():
+    from helix_ops.render.compose import env_file_keys, render_compose
+
+    s = stack("local", config=False)
+    doc = render_compose(s)
+    assert doc["services"]["neo4j"]["environment"]["NEO4J_AUTH"] == (
+        "neo4j/${NEO4J_PASSWORD:?set NEO4J_PASSWORD in .env}")
+    assert doc["services"]["redis"]["environment"]["REDISCLI_AUTH"] == (
+        "${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}")
+    assert env_file_keys(s) == ["ANTHROPIC_API_KEY", "NEO4J_PASSWORD", "NEXTAUTH_SECRET", "REDIS_PASSWORD"]
+
+
+def test_kubernetes_secret_template_and_supplied_values():
+    from helix_ops.render.kubernetes import secret
+
+    s = stack()
+    tmpl = secret(s, None)
+    assert tmpl["stringData"] == dict.fromkeys(
+        ["anthropic-api-key", "neo4j-auth", "neo4j-password", "nextauth-secret", "redis-password"], "")
+    values = {"neo4j-password": "pw", "redis-password": "r", "nextauth-secret": "n", "anthropic-api-key": "k"}
+    assert secret(s, values)["stringData"]["neo4j-auth"] == "neo4j/pw"
+    with pytest.raises(ConfigError, match="helix-prod-redis"):
+        secret(s, {**values, "redis-password": ""})
+    with pytest.raises(ConfigError, match="not a secret key"):
+        secret(s, {**values, "neo4j-auth": "neo4j/x"})
+
+
+def test_cluster_on_community_refused_before_rendering():
+    data = mutate(descriptor_data("prod"), "services.neo4j.edition", "community")
+    with pytest.raises(ConfigError, match="needs edition enterprise"):
+        parse_descriptor(dump(data))
