@@ -1,0 +1,99 @@
+"""``python -m testbed up|down|status|build-images``: the test bed from the command line.
+
+``up`` starts every part (or the ones named) in the background and prints where they listen; the passwords go
+only into the run's ``state.json`` (mode 0600). ``down`` stops every run this machine has. Both are safe to
+repeat, and both clean up after a crashed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+from testbed import bed as bedmod
+from testbed import procs
+from testbed.paths import runs_dir
+
+
+def _public(state: dict) -> dict:
+    """The state without secrets, for printing."""
+    hidden = {"password", "secret_key"}
+    return {k: ({kk: ("***" if kk in hidden else vv) for kk, vv in v.items()} if isinstance(v, dict) else v)
+            for k, v in state.items()}
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    # The run belongs to no live process once this command exits, so mark it as owned by "up" itself
+    # via pid 1 (always alive): only `down` removes it.
+    bed = bedmod.Bed.create(owner_pid=1, log=lambda m: print(m, file=sys.stderr))
+    try:
+        bed.up(tuple(args.parts) or bedmod.PARTS)
+    except Exception:
+        bed.down()
+        raise
+    path = bed.write_state()
+    print(json.dumps(_public(bed.state()), indent=2))
+    print(f"state (with passwords, mode 0600): {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from testbed.engine import Engine
+
+    stopped = 0
+    for run in sorted(runs_dir().iterdir()):
+        state_file = run / "state.json"
+        if state_file.exists():
+            engine = json.loads(state_file.read_text()).get("engine")
+            if engine:
+                eng = Engine(run / "engine", kind=engine["kind"], base_url=engine["base_url"])
+                try:
+                    eng.remove_labelled(owner=run.name)
+                except Exception as exc:  # noqa: BLE001
+                    print(f"could not remove containers of {run.name}: {exc}", file=sys.stderr)
+        for pidfile in sorted(run.rglob("*.pid"), key=lambda p: p.stem == "podman"):
+            stopped += procs.reap_stale(pidfile)
+        shutil.rmtree(run, ignore_errors=True)
+    print(f"stopped {stopped} server process(es)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    runs = []
+    for run in sorted(runs_dir().iterdir()):
+        state_file = run / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {"run_id": run.name}
+        alive = {p.stem: procs.pid_alive(json.loads(p.read_text())["pid"]) for p in run.rglob("*.pid")}
+        runs.append({**_public(state), "processes": alive})
+    print(json.dumps(runs, indent=2))
+    return 0
+
+
+def cmd_build_images(args: argparse.Namespace) -> int:
+    bed = bedmod.Bed.create(log=lambda m: print(m, file=sys.stderr))
+    try:
+        print(json.dumps(bed.images(), indent=2))
+    finally:
+        bed.down()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the bed (all parts, or those named) in the background")
+    up.add_argument("parts", nargs="*", metavar="PART",
+                    help=f"any of {', '.join(bedmod.PARTS)} (default: all)")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop every run of the bed and remove its containers").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="what runs, where (no passwords)").set_defaults(func=cmd_status)
+    sub.add_parser("build-images", help="build the local images (cached by their inputs)").set_defaults(
+        func=cmd_build_images)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

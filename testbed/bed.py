@@ -1,0 +1,211 @@
+"""The whole test bed: real Neo4j, Redis, S3 storage, a container engine with the local images, and Prefect.
+
+``Bed`` starts each part on first use (free loopback ports, fresh passwords, its own folder under
+``.testbed/runs/<run id>``), waits for it with a deadline and stops everything in ``down()``. The command line
+(``python -m testbed up|down|status``) and the pytest fixtures (``tests/conftest.py``) both use it.
+
+A run folder holds ``owner.json`` (the pid that owns it) and the pid files of its servers, so a run that
+crashed is cleaned up by the next one: its processes are stopped (after checking their command lines), its
+containers removed and its folder deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed import procs
+from testbed.engine import TESTBED_LABEL, Engine
+from testbed.images import ensure_images
+from testbed.neo4j import Neo4jServer
+from testbed.paths import NEO4J_LIB, S3PROXY_JAR, runs_dir
+from testbed.prefect_server import PrefectServer
+from testbed.redis_server import RedisServer
+from testbed.s3proxy import S3Server
+
+PARTS = ("redis", "neo4j", "s3", "engine", "images", "prefect")
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def reap_stale_runs(log=print) -> list[str]:
+    """Stop and delete every run whose owner process is gone; return their ids."""
+    reaped = []
+    for run in sorted(runs_dir().iterdir()):
+        try:
+            owner = json.loads((run / "owner.json").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            owner = None
+        if owner is not None and procs.pid_alive(owner):
+            continue
+        for pidfile in run.rglob("*.pid"):
+            if procs.reap_stale(pidfile):
+                log(f"stopped a leftover {pidfile.stem} of run {run.name}")
+        (run / "engine" / "podman.sock").unlink(missing_ok=True)
+        shutil.rmtree(run, ignore_errors=True)
+        reaped.append(run.name)
+    return reaped
+
+
+@dataclass
+class Bed:
+    """One test-bed run. Parts start lazily; ``down()`` stops the ones this run started."""
+
+    run_dir: Path
+    log: object = print
+    _parts: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, owner_pid: int | None = None, log=print) -> Bed:
+        reaped = reap_stale_runs(log)
+        if reaped:
+            log(f"cleaned up {len(reaped)} crashed test-bed run(s)")
+        run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        run_dir = runs_dir() / run_id
+        run_dir.mkdir(parents=True, mode=0o700)
+        (run_dir / "owner.json").write_text(json.dumps({"pid": owner_pid or os.getpid()}))
+        return cls(run_dir=run_dir, log=log)
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    def _timed(self, name: str, start) -> object:
+        t0 = time.monotonic()
+        part = start()
+        self.log(f"{name} up in {time.monotonic() - t0:.1f}s")
+        self._parts[name] = part
+        return part
+
+    def redis(self) -> RedisServer:
+        if "redis" not in self._parts:
+            def start():
+                server = RedisServer(self.run_dir / "redis", procs.free_port(), new_password())
+                server.start()
+                return server
+            self._timed("redis", start)
+        return self._parts["redis"]
+
+    def neo4j(self) -> Neo4jServer:
+        if "neo4j" not in self._parts:
+            self._timed("neo4j", lambda: self.new_neo4j("neo4j"))
+        return self._parts["neo4j"]
+
+    def new_neo4j(self, name: str) -> Neo4jServer:
+        """A fresh Neo4j server of its own (for tests that stop it, e.g. dump and load)."""
+        _require(NEO4J_LIB, "the Neo4j jars")
+        server = Neo4jServer(self.run_dir / name, procs.free_port(), new_password())
+        server.prepare()
+        server.start()
+        return server
+
+    def s3(self) -> S3Server:
+        if "s3" not in self._parts:
+            def start():
+                _require(S3PROXY_JAR, "the S3Proxy jar")
+                server = S3Server(self.run_dir / "s3", procs.free_port(), "helix" + secrets.token_hex(6),
+                                  new_password())
+                server.start()
+                return server
+            self._timed("s3", start)
+        return self._parts["s3"]
+
+    def engine(self) -> Engine:
+        if "engine" not in self._parts:
+            def start():
+                engine = Engine(self.run_dir / "engine")
+                engine.start()
+                return engine
+            self._timed("engine", start)
+        return self._parts["engine"]
+
+    def images(self) -> dict[str, str]:
+        """Build (or reuse, when their inputs did not change) the local images; key -> tag."""
+        if "images" not in self._parts:
+            def build():
+                client = self.engine().client(timeout=900)
+                try:
+                    return ensure_images(client, log=self.log)
+                finally:
+                    client.close()
+            self._timed("images", build)
+        return self._parts["images"]
+
+    def prefect(self) -> PrefectServer:
+        if "prefect" not in self._parts:
+            def start():
+                server = PrefectServer(self.run_dir / "prefect", procs.free_port())
+                server.start()
+                return server
+            self._timed("prefect", start)
+        return self._parts["prefect"]
+
+    def container_labels(self) -> dict[str, str]:
+        """Labels for every container a test starts, so ``down()`` (or the next run) removes it."""
+        return {TESTBED_LABEL: "1", f"{TESTBED_LABEL}.owner": self.run_id}
+
+    def up(self, parts: tuple[str, ...] = PARTS) -> None:
+        for part in parts:
+            getattr(self, part)()
+        self.write_state()
+
+    def state(self) -> dict:
+        """What is running, for ``python -m testbed status`` (passwords included: the file is mode 0600)."""
+        out: dict[str, object] = {"run_id": self.run_id, "run_dir": str(self.run_dir)}
+        if "redis" in self._parts:
+            r = self._parts["redis"]
+            out["redis"] = {"host": "127.0.0.1", "port": r.port, "password": r.password}
+        if "neo4j" in self._parts:
+            n = self._parts["neo4j"]
+            out["neo4j"] = {"uri": n.uri, "user": n.user, "password": n.password}
+        if "s3" in self._parts:
+            s = self._parts["s3"]
+            out["s3"] = {"endpoint": s.endpoint, "access_key": s.access_key, "secret_key": s.secret_key}
+        if "engine" in self._parts:
+            e = self._parts["engine"]
+            out["engine"] = {"kind": e.kind, "base_url": e.base_url}
+        if "images" in self._parts:
+            out["images"] = self._parts["images"]
+        if "prefect" in self._parts:
+            out["prefect"] = {"api_url": self._parts["prefect"].api_url}
+        return out
+
+    def write_state(self) -> Path:
+        path = self.run_dir / "state.json"
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(self.state(), indent=2))
+        return path
+
+    def logs(self) -> dict[str, str]:
+        """The tail of every server log of this run (printed when a test fails)."""
+        return {p.stem: "\n".join(p.read_text(errors="replace").splitlines()[-30:])
+                for p in sorted(self.run_dir.rglob("*.log"))}
+
+    def down(self) -> None:
+        """Remove this run's containers, stop its servers (newest first) and delete its folder."""
+        engine = self._parts.get("engine")
+        if engine is not None:
+            try:
+                removed = engine.remove_labelled(owner=self.run_id)
+                if removed:
+                    self.log(f"removed {removed} container(s)")
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                self.log(f"could not remove containers: {exc}")
+        for name in reversed(list(self._parts)):
+            stop = getattr(self._parts[name], "stop", None)
+            if stop is not None:
+                stop()
+        self._parts.clear()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _require(path: Path, what: str) -> None:
+    if not path.exists():
+        raise RuntimeError(f"{what} are missing at {path}: run `make deps` (it runs Maven) first")

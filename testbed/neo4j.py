@@ -1,0 +1,120 @@
+"""Neo4j 5.26 Community as a real server process, from the jars Maven copied into ``testbed/maven/target``.
+
+The server starts through Neo4j's own launcher (``org.neo4j.server.startup.Neo4jBoot console``); the admin
+entry point (``Neo4jAdminBoot``) sets the initial password and runs ``database dump`` / ``database load``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed import procs
+from testbed.paths import NEO4J_LIB
+
+LAUNCHER = "org.neo4j.server.startup.Neo4jBoot"
+ADMIN = "org.neo4j.server.startup.Neo4jAdminBoot"
+VERSION = "5.26"
+
+
+def render_conf(home: Path, bolt_port: int, heap: str = "512m", pagecache: str = "128m") -> str:
+    """neo4j.conf for a loopback-only, auth-on, HTTP-off server rooted at ``home``."""
+    settings = {
+        "server.default_listen_address": "127.0.0.1",
+        "server.bolt.listen_address": f"127.0.0.1:{bolt_port}",
+        "server.bolt.advertised_address": f"127.0.0.1:{bolt_port}",
+        "server.http.enabled": "false",
+        "server.https.enabled": "false",
+        "dbms.security.auth_enabled": "true",
+        "dbms.usage_report.enabled": "false",
+        "server.directories.data": str(home / "data"),
+        "server.directories.logs": str(home / "logs"),
+        "server.directories.run": str(home / "run"),
+        "server.directories.plugins": str(home / "plugins"),
+        "server.directories.import": str(home / "import"),
+        "server.directories.dumps.root": str(home / "data" / "dumps"),
+        "server.directories.lib": str(NEO4J_LIB),
+        "server.memory.heap.initial_size": heap,
+        "server.memory.heap.max_size": heap,
+        "server.memory.pagecache.size": pagecache,
+        "db.tx_log.rotation.retention_policy": "1 files",
+    }
+    return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+@dataclass
+class Neo4jServer:
+    """One Neo4j instance on loopback with its own home folder."""
+
+    home: Path
+    bolt_port: int
+    password: str
+    user: str = "neo4j"
+    proc: procs.Proc | None = field(default=None, repr=False)
+
+    @property
+    def uri(self) -> str:
+        return f"bolt://127.0.0.1:{self.bolt_port}"
+
+    def _env(self) -> dict[str, str]:
+        # The launcher JVM itself needs little memory; the server JVM gets the heap from neo4j.conf.
+        return {"NEO4J_HOME": str(self.home), "NEO4J_CONF": str(self.home / "conf"),
+                "JAVA_OPTS": "-Xmx96m", "JAVA_TOOL_OPTIONS": ""}
+
+    def _java(self, main: str) -> list[str]:
+        return [shutil.which("java") or "java", "-Xmx128m", "-cp", f"{NEO4J_LIB}/*", main]
+
+    def admin_argv(self, *args: str) -> list[str]:
+        """argv for ``neo4j-admin <args>`` through the admin entry point."""
+        return [*self._java(ADMIN), *args]
+
+    def admin(self, *args: str, timeout_s: float = 600) -> str:
+        """Run ``neo4j-admin <args>``; return its output, raise CommandFailed on failure."""
+        return procs.run(self.admin_argv(*args), env=self._env(), cwd=self.home, timeout_s=timeout_s).stdout
+
+    def prepare(self) -> None:
+        """Create the folders and neo4j.conf, and set the initial password (before the first start)."""
+        for sub in ("conf", "data", "logs", "run", "plugins", "import"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        (self.home / "conf" / "neo4j.conf").write_text(render_conf(self.home, self.bolt_port))
+        self.admin("dbms", "set-initial-password", self.password)
+
+    def start(self, deadline_s: float = 120) -> None:
+        """Start the server through Neo4j's launcher and wait until Bolt accepts this password."""
+        self.proc = procs.start("neo4j", self._java(LAUNCHER) + ["console"], self.home, env=self._env())
+        self.wait_ready(deadline_s)
+
+    def wait_ready(self, deadline_s: float) -> None:
+        def ready() -> bool:
+            if self.proc is not None and not self.proc.alive():
+                raise RuntimeError(f"neo4j exited; log tail:\n{self.proc.log_tail()}")
+            if not procs.port_open(self.bolt_port):
+                return False
+            self.query("RETURN 1")
+            return True
+
+        procs.wait_until(f"neo4j bolt on 127.0.0.1:{self.bolt_port}", ready, deadline_s, interval_s=0.5)
+
+    def query(self, cypher: str, **params: object) -> list[dict]:
+        """Run one auto-commit query and return the records as dicts (test helper)."""
+        import neo4j
+
+        with neo4j.GraphDatabase.driver(self.uri, auth=(self.user, self.password)) as driver:
+            records, _, _ = driver.execute_query(cypher, params, database_="neo4j")
+            return [r.data() for r in records]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(grace_s=30)
+            self.proc = None
+
+    def dump(self, to_dir: Path, database: str = "neo4j") -> Path:
+        """``neo4j-admin database dump`` of a stopped server; returns the dump file."""
+        to_dir.mkdir(parents=True, exist_ok=True)
+        self.admin("database", "dump", database, f"--to-path={to_dir}", "--overwrite-destination=true")
+        return to_dir / f"{database}.dump"
+
+    def load(self, from_dir: Path, database: str = "neo4j") -> None:
+        """``neo4j-admin database load --overwrite-destination`` into a stopped server."""
+        self.admin("database", "load", database, f"--from-path={from_dir}", "--overwrite-destination=true")

@@ -1,0 +1,83 @@
+"""Session fixtures over the real test bed (``testbed.bed.Bed``): each part starts on first use, once per
+session, and everything stops at the end. When a test that used the bed fails, the tail of every server log
+is attached to its report."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from testbed.prefect_server import QUIET
+
+os.environ.update(QUIET)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+_BED = None
+
+
+@pytest.fixture(scope="session")
+def bed():
+    """The session's test bed; parts start lazily (``bed.redis()``, ``bed.neo4j()``, ``bed.engine()``, …)."""
+    global _BED
+    from testbed.bed import Bed
+
+    _BED = Bed.create(log=lambda m: print(f"[testbed] {m}"))
+    yield _BED
+    _BED.down()
+    _BED = None
+
+
+@pytest.fixture(scope="session")
+def neo4j_server(bed):
+    return bed.neo4j()
+
+
+@pytest.fixture(scope="session")
+def redis_server(bed):
+    return bed.redis()
+
+
+@pytest.fixture(scope="session")
+def s3_server(bed):
+    return bed.s3()
+
+
+@pytest.fixture(scope="session")
+def engine(bed):
+    return bed.engine()
+
+
+@pytest.fixture(scope="session")
+def images(bed):
+    return bed.images()
+
+
+@pytest.fixture(scope="session")
+def docker_client(engine):
+    client = engine.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(bed):
+    return bed.prefect()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's own test harness (a temporary database and API), once per session, for flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _BED is not None and "bed" in item.fixturenames:
+        for name, tail in _BED.logs().items():
+            report.sections.append((f"test bed log: {name}", tail))
