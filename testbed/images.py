@@ -141,10 +141,7 @@ def build_probe_binary(out: Path, version: str, force_unhealthy: bool = False) -
     ldflags = f"-s -w -X main.version={version}"
     if force_unhealthy:
         ldflags += " -X main.forceUnhealthy=true"
-    gocache = home() / "go"
-    env = {"CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod",
-           "GOMODCACHE": os.environ.get("GOMODCACHE", str(gocache / "mod")),
-           "GOCACHE": os.environ.get("GOCACHE", str(gocache / "build"))}
+    env = {"CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}  # Go's own caches persist per machine
     go = shutil.which("go") or "/usr/local/go/bin/go"
     procs.run([go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(out), "."], env=env, cwd=PROBE_DIR,
               timeout_s=900)

@@ -1,0 +1,50 @@
+# helix-ops: one Makefile for the set-up commands the README gives.
+#   make test        installs what is missing, builds the images, brings the bed up (from the fixtures), runs pytest
+#   make quickstart  the local quickstart (see README)
+#   make bed-up / make bed-down   the test bed by hand
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark
+MAVEN_STAMP := testbed/maven/target/.stamp
+PYTEST_ARGS ?=
+
+.PHONY: deps apt venv maven images test bed-up bed-down quickstart clean
+
+deps: apt venv maven
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
+	@test -x $(PY) || python3 -m uv venv -q --python python3 $(VENV)
+	python3 -m uv pip install -q --python $(PY) -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.stamp
+
+$(MAVEN_STAMP): testbed/maven/pom.xml
+	mvn -B -q -f testbed/maven/pom.xml package
+	@touch $@
+
+maven: $(MAVEN_STAMP)
+
+images: deps
+	$(PY) -m testbed build-images
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bed-up: deps
+	$(PY) -m testbed up
+
+bed-down:
+	$(PY) -m testbed down
+
+clean: bed-down
+	rm -rf testbed/maven/target .testbed
