@@ -87,3 +87,11 @@ def test_rendering_and_validation_import_nothing_forbidden(isolated_modules):
 def test_the_blocker_really_blocks(isolated_modules):
     with pytest.raises(ImportError, match="must not import subprocess"):
         importlib.import_module("subprocess")
+
+
+def test_import_linter_contract_is_kept(monkeypatch):
+    from core_helpers import ROOT
+    from importlinter.cli import lint_imports
+
+    monkeypatch.chdir(ROOT)
+    assert lint_imports(config_filename=str(ROOT / ".importlinter")) == 0
