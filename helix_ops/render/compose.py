@@ -15,7 +15,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from helix_ops import guide
 from helix_ops.errors import RenderError
 from helix_ops.quantities import compose_cpus, compose_memory
 from helix_ops.stack import (
