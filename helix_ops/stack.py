@@ -112,6 +112,7 @@ class ServiceSpec:
     resources: Resources
     run_as_user: int
     command: tuple[str, ...] = ()
+    """The full argv, replacing the image's entrypoint (Compose ``entrypoint``, Kubernetes ``command``)."""
     allowed_from: tuple[str, ...] = ()
     stateful: bool = False
 

@@ -105,7 +105,7 @@ def _member_env(stack: Stack, svc: ServiceSpec, member: str) -> list[EnvVar]:
 def _service(stack: Stack, svc: ServiceSpec, member: str) -> dict[str, Any]:
     out: dict[str, Any] = {"image": svc.image}
     if svc.command:
-        out["command"] = [escape(part) for part in svc.command]
+        out["entrypoint"] = [escape(part) for part in svc.command]
     env = [*svc.env, *_member_env(stack, svc, member)]
     if env:
         out["environment"] = _environment(env)

@@ -188,3 +188,14 @@ def test_cluster_on_community_refused_before_rendering():
     data = mutate(descriptor_data("prod"), "services.neo4j.edition", "community")
     with pytest.raises(ConfigError, match="needs edition enterprise"):
         parse_descriptor(dump(data))
+
+
+def test_compose_never_interpolates_a_value_into_argv():
+    from helix_ops.render.compose import render_compose
+
+    doc = render_compose(stack())
+    redis = doc["services"]["redis"]
+    assert redis["entrypoint"][:2] == ["sh", "-c"] and "command" not in redis
+    for name, svc in doc["services"].items():
+        for part in [*svc.get("entrypoint", []), *svc.get("command", []), *svc["healthcheck"]["test"]]:
+            assert "${" not in part.replace("$${", ""), (name, part)
