@@ -1,0 +1,341 @@
+"""The container-engine driver: applies a rendered Compose document through the Docker Engine API.
+
+The same code drives Docker and Podman (its Docker-compatible API). It reads back what runs from container
+labels, so the plan can be computed from the live state:
+
+* ``helix-ops.project`` / ``helix-ops.environment`` / ``helix-ops.service`` — whose container it is;
+* ``helix-ops.spec-hash`` — the hash of the rendered Compose service it was created from.
+
+Secrets reach containers only as environment values at creation time (resolved from the ``${VAR}``
+references of the rendering): they never appear in labels, names, logs or errors.
+
+Health is probed from outside the container (HTTP, a Bolt login, Redis AUTH + PING), through the probe port
+published on 127.0.0.1 only, since engines without systemd do not run image health checks periodically.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+from docker.models.containers import Container
+
+from helix_ops.errors import ConfigError, DriverError, WaitTimeout
+from helix_ops.plan import HASH_LABEL, CurrentObject, CurrentState
+
+PROJECT_LABEL = "helix-ops.project"
+ENV_LABEL = "helix-ops.environment"
+SERVICE_LABEL = "helix-ops.service"
+KIND_LABEL = "helix-ops.kind"
+IMAGE_LABEL = "helix-ops.image"
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[?-][^}]*)?\}")
+
+
+def interpolate(value: str, variables: Mapping[str, str]) -> str:
+    """Compose interpolation: ``${NAME}``, ``${NAME:?message}`` from ``variables``; ``$$`` is a literal ``$``.
+
+    A missing variable is a ConfigError naming it (never an empty string).
+    """
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        if name not in variables:
+            raise ConfigError(f"environment.{name}", "is not set: its credentials block has no value for it")
+        return variables[name]
+
+    return _VAR.sub(sub, value)
+
+
+def _memory_bytes(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = str(text).strip().lower().rstrip("b")
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """Everything needed to create one replica of a service (no secret values: those come at create time)."""
+
+    service: str
+    name: str
+    image: str
+    command: tuple[str, ...] | None
+    environment: Mapping[str, str]
+    labels: Mapping[str, str]
+    network: str
+    aliases: tuple[str, ...]
+    volumes: Mapping[str, Mapping[str, str]]
+    ports: Mapping[str, Any]
+    probe_port: int | None
+    mem_limit: int | None
+    nano_cpus: int | None
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+def container_plans(project: str, environment: str, name: str, spec: Mapping[str, Any], spec_hash: str,
+                    files: Mapping[str, str], probe_port: int | None,
+                    extra_labels: Mapping[str, str] | None = None) -> list[ContainerPlan]:
+    """The replicas of one Compose service as container plans (pure).
+
+    ``files`` maps a container path to its text, for the service's bind-mounted config files (``./nginx.conf``):
+    they are copied into the container before it starts, so the engine needs no access to this machine's disk.
+    """
+    replicas = int(spec.get("deploy", {}).get("replicas", 1))
+    network = f"{project}_{spec.get('networks', ['default'])[0]}"
+    volumes: dict[str, dict[str, str]] = {}
+    copied: dict[str, str] = {}
+    for entry in spec.get("volumes", []):
+        source, target, *mode = entry.split(":")
+        if source.startswith("./"):
+            copied[target] = files[source[2:]]
+        else:
+            volumes[f"{project}_{source}"] = {"bind": target, "mode": mode[0] if mode else "rw"}
+    ports: dict[str, Any] = {}
+    for p in spec.get("ports", []):
+        ports[f"{p['target']}/{p.get('protocol', 'tcp')}"] = int(p["published"])
+    if probe_port is not None and f"{probe_port}/tcp" not in ports:
+        ports[f"{probe_port}/tcp"] = ("127.0.0.1", None)  # an ephemeral loopback port, for health probes only
+    limits = spec.get("deploy", {}).get("resources", {}).get("limits", {})
+    labels = {**spec.get("labels", {}), **(extra_labels or {}), PROJECT_LABEL: project, ENV_LABEL: environment,
+              SERVICE_LABEL: name, KIND_LABEL: "service", HASH_LABEL: spec_hash, IMAGE_LABEL: spec["image"]}
+    plans = []
+    for i in range(1, replicas + 1):
+        plans.append(ContainerPlan(
+            service=name,
+            name=f"{project}-{name}-{spec_hash[:8]}-{i}",
+            image=spec["image"],
+            command=tuple(spec["command"]) if "command" in spec else None,
+            environment=dict(spec.get("environment", {})),
+            labels=labels,
+            network=network,
+            aliases=(name,),
+            volumes=volumes,
+            ports=ports,
+            probe_port=probe_port,
+            mem_limit=_memory_bytes(limits["memory"]) if "memory" in limits else None,
+            nano_cpus=int(float(limits["cpus"]) * 1e9) if "cpus" in limits else None,
+            files=copied,
+        ))
+    return plans
+
+
+def _tar_of(files: Mapping[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class EngineDriver:
+    """One project's containers, networks and volumes on one engine."""
+
+    def __init__(self, client: docker.DockerClient, project: str, environment: str,
+                 extra_labels: Mapping[str, str] | None = None) -> None:
+        self.client = client
+        self.project = project
+        self.environment = environment
+        self.extra_labels = dict(extra_labels or {})
+
+    @classmethod
+    def connect(cls, base_url: str | None, project: str, environment: str,
+                extra_labels: Mapping[str, str] | None = None, timeout: int = 120) -> EngineDriver:
+        """Connect to the engine at ``base_url`` (``None``: DOCKER_HOST or the default socket) and ping it."""
+        try:
+            client = docker.DockerClient(base_url=base_url, timeout=timeout) if base_url else docker.from_env(
+                timeout=timeout)
+            client.ping()
+        except Exception as exc:  # docker raises several unrelated types here
+            where = base_url or "DOCKER_HOST / the default socket"
+            raise DriverError(f"container engine at {where} is not reachable: {type(exc).__name__}",
+                              hint="start the engine (dockerd, or `podman system service`) or fix the engine "
+                                   "block's base_url") from exc
+        return cls(client, project, environment, extra_labels)
+
+    def version(self) -> dict[str, str]:
+        info = self.client.version()
+        return {"engine": info.get("Components", [{}])[0].get("Name", "docker"), "version": info.get("Version", "")}
+
+    # --- reading the current state -----------------------------------------------------------------------
+
+    def _filters(self, **more: str) -> dict[str, list[str]]:
+        return {"label": [f"{PROJECT_LABEL}={self.project}", *(f"{k}={v}" for k, v in more.items())]}
+
+    def containers(self, service: str | None = None) -> list[Container]:
+        more = {SERVICE_LABEL: service} if service else {}
+        return self.client.containers.list(all=True, filters=self._filters(**more))
+
+    def current_state(self) -> CurrentState:
+        """What runs now, as the plan's CurrentState: one object per service, network and volume."""
+        objects: list[CurrentObject] = []
+        by_service: dict[str, list[Container]] = {}
+        for c in self.containers():
+            by_service.setdefault(c.labels.get(SERVICE_LABEL, "?"), []).append(c)
+        for name, cs in sorted(by_service.items()):
+            hashes = {c.labels.get(HASH_LABEL) for c in cs}
+            running = [c for c in cs if c.status == "running"]
+            # A service counts as unchanged only when every replica runs the same spec.
+            same = len(hashes) == 1 and len(running) == len(cs)
+            fields: dict[str, Any] = {"image": cs[0].labels.get(IMAGE_LABEL) or cs[0].attrs["Config"]["Image"]}
+            fields["replicas"] = len(running)
+            objects.append(CurrentObject(f"service/{name}", hashes.pop() if same else None, fields))
+        for net in self.client.networks.list(filters=self._filters()):
+            short = net.name.removeprefix(f"{self.project}_")
+            objects.append(CurrentObject(f"network/{short}", net.attrs.get("Labels", {}).get(HASH_LABEL)))
+        for vol in self.client.volumes.list(filters=self._filters()):
+            short = vol.name.removeprefix(f"{self.project}_")
+            objects.append(CurrentObject(f"volume/{short}", (vol.attrs.get("Labels") or {}).get(HASH_LABEL)))
+        return CurrentState(tuple(objects))
+
+    # --- applying ----------------------------------------------------------------------------------------
+
+    def _labels(self, spec_hash: str, kind: str) -> dict[str, str]:
+        return {**self.extra_labels, PROJECT_LABEL: self.project, ENV_LABEL: self.environment, KIND_LABEL: kind,
+                HASH_LABEL: spec_hash}
+
+    def ensure_network(self, name: str, spec: Mapping[str, Any], spec_hash: str) -> str:
+        full = f"{self.project}_{name}"
+        if self.client.networks.list(names=[full]):
+            return f"network {full} exists"
+        self.client.networks.create(full, driver=spec.get("driver", "bridge"), labels=self._labels(spec_hash, "network"))
+        return f"network {full} created"
+
+    def ensure_volume(self, name: str, spec_hash: str) -> str:
+        full = f"{self.project}_{name}"
+        try:
+            self.client.volumes.get(full)
+            return f"volume {full} exists"
+        except docker.errors.NotFound:
+            self.client.volumes.create(full, labels=self._labels(spec_hash, "volume"))
+            return f"volume {full} created"
+
+    def create_container(self, plan: ContainerPlan, variables: Mapping[str, str]) -> Container:
+        """Create and start one replica; ``variables`` resolve the ``${VAR}`` secret references."""
+        env = {k: interpolate(str(v), variables) for k, v in plan.environment.items()}
+        command = [interpolate(a, {}) for a in plan.command] if plan.command else None
+        stale = self.client.containers.list(all=True, filters={"name": f"^{plan.name}$"})
+        for c in stale:  # a half-created replica of an earlier, failed attempt
+            c.remove(force=True)
+        try:
+            container = self.client.containers.create(
+                plan.image, command=command, name=plan.name, environment=env, labels=dict(plan.labels),
+                detach=True, network=plan.network, volumes={k: dict(v) for k, v in plan.volumes.items()},
+                ports=dict(plan.ports), mem_limit=plan.mem_limit, nano_cpus=plan.nano_cpus,
+                restart_policy={"Name": "unless-stopped"},
+                networking_config={plan.network: self.client.api.create_endpoint_config(
+                    aliases=list(plan.aliases))},
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise DriverError(f"image {plan.image} of {plan.service} is not on the engine",
+                              hint="build or pull it first (the test bed builds localhost/ images)") from exc
+        except docker.errors.APIError as exc:
+            raise DriverError(f"creating {plan.name} failed: {exc.explanation}",
+                              hint="check the engine's log") from exc
+        if plan.files:
+            container.put_archive("/", _tar_of(plan.files))
+        container.start()
+        container.reload()
+        return container
+
+    def remove(self, containers: Iterable[Container], grace_s: int = 20) -> list[str]:
+        """Stop (SIGTERM, then KILL after ``grace_s``) and remove containers; return their names."""
+        names = []
+        for c in containers:
+            try:
+                c.stop(timeout=grace_s)
+                c.remove(v=False)
+            except docker.errors.NotFound:
+                pass
+            names.append(c.name)
+        return names
+
+    def remove_service(self, name: str) -> list[str]:
+        return self.remove(self.containers(name))
+
+    def probe_address(self, container: Container, port: int) -> tuple[str, int]:
+        """The loopback host port where ``port`` of ``container`` is published."""
+        container.reload()
+        bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
+        if not bindings:
+            raise DriverError(f"{container.name} publishes no port for {port}", hint="the driver publishes the "
+                                                                                  "probe port; was it created by "
+                                                                                  "helix-ops?")
+        return "127.0.0.1", int(bindings[0]["HostPort"])
+
+    def wait_healthy(self, container: Container, check: Callable[[], str], what: str, deadline_s: float,
+                     interval_s: float = 0.5) -> str:
+        """Call ``check`` (returns a short status, raises while unhealthy) until it passes or the deadline.
+
+        Fails early when the container exits; the error names the service and what was last seen.
+        """
+        end = time.monotonic() + deadline_s
+        last = "no answer yet"
+        while True:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                logs = container.logs(tail=15).decode(errors="replace")
+                raise WaitTimeout(what, f"container {container.name} {container.status}; log tail: {logs}")
+            try:
+                return check()
+            except Exception as exc:  # noqa: BLE001 - unhealthy until it passes
+                last = str(exc) or type(exc).__name__
+            if time.monotonic() >= end:
+                raise WaitTimeout(what, last)
+            time.sleep(interval_s)
+
+    def remove_project(self) -> list[str]:
+        """Remove every container, network and volume of the project (tests and `helix-ops destroy`)."""
+        gone = self.remove(self.containers(), grace_s=5)
+        for net in self.client.networks.list(filters=self._filters()):
+            net.remove()
+        for vol in self.client.volumes.list(filters=self._filters()):
+            vol.remove(force=True)
+        return gone
+
+
+# --- health checks (raise while unhealthy, return a short status when healthy) ------------------------------
+
+
+def http_check(host: str, port: int, path: str) -> Callable[[], str]:
+    def check() -> str:
+        r = httpx.get(f"http://{host}:{port}{path}", timeout=3)
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+        return f"HTTP 200 {path}"
+    return check
+
+
+def bolt_check(host: str, port: int, user: str, password: str) -> Callable[[], str]:
+    def check() -> str:
+        import neo4j
+
+        with neo4j.GraphDatabase.driver(f"bolt://{host}:{port}", auth=(user, password),
+                                        connection_timeout=3, max_transaction_retry_time=0) as drv:
+            drv.verify_connectivity()
+        return "bolt login ok"
+    return check
+
+
+def redis_check(host: str, port: int, password: str) -> Callable[[], str]:
+    def check() -> str:
+        import redis
+
+        with redis.Redis(host=host, port=port, password=password, socket_timeout=3,
+                         socket_connect_timeout=3) as r:
+            r.ping()
+        return "redis AUTH + PING ok"
+    return check
