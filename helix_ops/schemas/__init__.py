@@ -1,0 +1,1 @@
+"""Vendored JSON schemas (package data); see README.md."""
