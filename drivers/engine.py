@@ -71,6 +71,7 @@ class ContainerPlan:
     name: str
     image: str
     command: tuple[str, ...] | None
+    entrypoint: tuple[str, ...] | None
     environment: Mapping[str, str]
     labels: Mapping[str, str]
     network: str
@@ -116,6 +117,7 @@ def container_plans(project: str, environment: str, name: str, spec: Mapping[str
             name=f"{project}-{name}-{spec_hash[:8]}-{i}",
             image=spec["image"],
             command=tuple(spec["command"]) if "command" in spec else None,
+            entrypoint=tuple(spec["entrypoint"]) if "entrypoint" in spec else None,
             environment=dict(spec.get("environment", {})),
             labels=labels,
             network=network,
@@ -226,13 +228,15 @@ class EngineDriver:
     def create_container(self, plan: ContainerPlan, variables: Mapping[str, str]) -> Container:
         """Create and start one replica; ``variables`` resolve the ``${VAR}`` secret references."""
         env = {k: interpolate(str(v), variables) for k, v in plan.environment.items()}
+        # Compose's `$$` escapes stay literal `$` in argv; no value is ever interpolated into a command line.
         command = [interpolate(a, {}) for a in plan.command] if plan.command else None
+        entrypoint = [interpolate(a, {}) for a in plan.entrypoint] if plan.entrypoint else None
         stale = self.client.containers.list(all=True, filters={"name": f"^{plan.name}$"})
         for c in stale:  # a half-created replica of an earlier, failed attempt
             c.remove(force=True)
         try:
             container = self.client.containers.create(
-                plan.image, command=command, name=plan.name, environment=env, labels=dict(plan.labels),
+                plan.image, command=command, entrypoint=entrypoint, name=plan.name, environment=env, labels=dict(plan.labels),
                 detach=True, network=plan.network, volumes={k: dict(v) for k, v in plan.volumes.items()},
                 ports=dict(plan.ports), mem_limit=plan.mem_limit, nano_cpus=plan.nano_cpus,
                 restart_policy={"Name": "unless-stopped"},

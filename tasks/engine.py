@@ -1,0 +1,175 @@
+"""Prefect tasks over the container-engine driver: one verb on one object each, with retries and timeouts.
+
+Tasks that see secrets use ``cache_policy=NO_CACHE`` and return no secret. A task gets an ``EngineTarget``
+(plain data) and connects itself, so nothing unpicklable crosses a task boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from drivers.engine import (
+    EngineDriver,
+    bolt_check,
+    container_plans,
+    http_check,
+    redis_check,
+)
+from helix_ops.descriptor import Descriptor
+from helix_ops.plan import CurrentState
+
+
+def _secret_env(descriptor: Descriptor) -> Mapping[str, str]:
+    """The environment's secrets as the rendering's ``${VAR}`` names, loaded from its blocks (never returned)."""
+    from blocks.secrets import compose_env, load_environment_secrets
+
+    return compose_env(load_environment_secrets(descriptor))
+
+
+@dataclass(frozen=True)
+class EngineTarget:
+    """Where and as whom to act: engine address, project, environment, extra container labels."""
+
+    base_url: str | None
+    project: str
+    environment: str
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def driver(self) -> EngineDriver:
+        return EngineDriver.connect(self.base_url, self.project, self.environment, self.extra_labels)
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """How the flow checks a service's health: ``http`` (port, path), ``bolt`` or ``redis`` (port)."""
+
+    kind: str
+    port: int
+    path: str | None = None
+
+
+@task(name="connect-engine", retries=3, retry_delay_seconds=[1, 3, 5], timeout_seconds=60, cache_policy=NO_CACHE)
+def connect_engine(target: EngineTarget) -> dict[str, str]:
+    """Ping the engine (retried: an engine that is down fails after the retries with a clear error)."""
+    return target.driver().version()
+
+
+@task(name="read-current-state", retries=2, retry_delay_seconds=2, timeout_seconds=60, cache_policy=NO_CACHE)
+def read_current_state(target: EngineTarget) -> CurrentState:
+    """The project's services, networks and volumes as they run now (from container labels)."""
+    return target.driver().current_state()
+
+
+@task(name="apply-network", retries=2, retry_delay_seconds=2, timeout_seconds=60, cache_policy=NO_CACHE)
+def apply_network(target: EngineTarget, name: str, spec: Mapping[str, Any], spec_hash: str) -> str:
+    return target.driver().ensure_network(name, spec, spec_hash)
+
+
+@task(name="apply-volume", retries=2, retry_delay_seconds=2, timeout_seconds=60, cache_policy=NO_CACHE)
+def apply_volume(target: EngineTarget, name: str, spec_hash: str) -> str:
+    return target.driver().ensure_volume(name, spec_hash)
+
+
+def _health_check(driver: EngineDriver, container, probe: ProbeSpec, secrets: Mapping[str, str]):
+    host, port = driver.probe_address(container, probe.port)
+    if probe.kind == "http":
+        return http_check(host, port, probe.path or "/")
+    if probe.kind == "bolt":
+        return bolt_check(host, port, "neo4j", secrets["NEO4J_PASSWORD"])
+    return redis_check(host, port, secrets["REDIS_PASSWORD"])
+
+
+@task(name="apply-service", timeout_seconds=900, cache_policy=NO_CACHE)
+def apply_service(target: EngineTarget, name: str, spec: Mapping[str, Any], spec_hash: str,
+                  files: Mapping[str, str], probe: ProbeSpec, descriptor: Descriptor,
+                  health_deadline_s: float = 180) -> dict[str, Any]:
+    """Bring ``name`` to ``spec``: new replicas are started and gated on their health before old ones go.
+
+    Stateless services (``update_config.order: start-first``) start the new replicas first, then remove the
+    old ones; the others (single writer, databases, load balancer) stop the old replica first. A replica whose
+    health does not pass by the deadline fails the task with the service and what was last seen; replicas
+    that were healthy before stay up.
+
+    The secrets are loaded here from the blocks ``descriptor`` names, never passed in, logged or returned.
+    """
+    logger = get_run_logger()
+    secrets = _secret_env(descriptor)
+    driver = target.driver()
+    old = driver.containers(name)
+    plans = container_plans(target.project, target.environment, name, spec, spec_hash, files, probe.port,
+                            target.extra_labels)
+    start_first = spec.get("deploy", {}).get("update_config", {}).get("order") == "start-first"
+    if old and not start_first:
+        logger.info("%s: stopping %d old replica(s) first (%s)", name, len(old), "stop-first")
+        driver.remove(old)
+    statuses = []
+    for plan in plans:
+        logger.info("%s: starting %s (%s)", name, plan.name, plan.image)
+        container = driver.create_container(plan, secrets)
+        check = _health_check(driver, container, probe, secrets)
+        status = driver.wait_healthy(container, check, f"{name} ({plan.name}) to be healthy", health_deadline_s)
+        logger.info("%s: %s healthy: %s", name, plan.name, status)
+        statuses.append(status)
+    if old and start_first:
+        logger.info("%s: new replicas healthy; removing %d old one(s)", name, len(old))
+        driver.remove(old)
+    return {"service": name, "image": spec["image"], "replicas": len(plans), "health": statuses[-1] if statuses else "",
+            "containers": [p.name for p in plans]}
+
+
+@task(name="remove-service", retries=1, timeout_seconds=120, cache_policy=NO_CACHE)
+def remove_service(target: EngineTarget, name: str) -> list[str]:
+    return target.driver().remove_service(name)
+
+
+@task(name="reload-load-balancer", retries=2, retry_delay_seconds=1, timeout_seconds=60, cache_policy=NO_CACHE)
+def reload_load_balancer(target: EngineTarget, service: str = "nginx") -> str:
+    """``nginx -s reload`` in the load balancer (re-resolves the dashboard replicas; in-flight requests finish)."""
+    driver = target.driver()
+    out = []
+    for c in driver.containers(service):
+        if c.status == "running":
+            result = c.exec_run(["nginx", "-s", "reload"])
+            if result.exit_code != 0:
+                raise RuntimeError(f"nginx reload in {c.name} failed: {result.output.decode(errors='replace')[-300:]}")
+            out.append(c.name)
+    return f"reloaded {', '.join(out)}" if out else "no load balancer running"
+
+
+@task(name="neo4j-endpoint", retries=1, timeout_seconds=60, cache_policy=NO_CACHE)
+def neo4j_endpoint(target: EngineTarget, service: str = "neo4j", port: int = 7687) -> str:
+    """The Bolt URI (on loopback) where the flow reaches the environment's Neo4j."""
+    driver = target.driver()
+    running = [c for c in driver.containers(service) if c.status == "running"]
+    if not running:
+        raise RuntimeError(f"no running {service} container in project {target.project}")
+    host, host_port = driver.probe_address(running[0], port)
+    return f"bolt://{host}:{host_port}"
+
+
+@task(name="service-status", retries=1, timeout_seconds=120, cache_policy=NO_CACHE)
+def service_status(target: EngineTarget, probes: Mapping[str, ProbeSpec], descriptor: Descriptor) -> list[dict]:
+    """Per service: image, running replicas, health (checked now) and the loopback endpoint of its probe."""
+    secrets = _secret_env(descriptor)
+    driver = target.driver()
+    rows = []
+    for name, probe in probes.items():
+        containers = [c for c in driver.containers(name) if c.status == "running"]
+        health, endpoint = "absent", ""
+        for c in containers:
+            host, port = driver.probe_address(c, probe.port)
+            endpoint = f"{host}:{port}"
+            try:
+                health = _health_check(driver, c, probe, secrets)()
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                health = f"unhealthy: {exc}"
+                break
+        image = containers[0].labels.get("helix-ops.image", "") if containers else ""
+        rows.append({"service": name, "image": image, "replicas": len(containers), "health": health,
+                     "endpoint": endpoint})
+    return rows
