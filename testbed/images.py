@@ -157,19 +157,20 @@ class ImageSpec:
     inputs: list[Path] = field(default_factory=list)
 
     def input_hash(self) -> str:
-        """Hash of everything the image is made of (small files by content, big trees by name, size, mtime)."""
+        """Hash of everything the image is made of: file contents and their paths relative to each input root.
+
+        No absolute path and no mtime goes in, so two checkouts of the same sources agree on the hash.
+        """
         h = hashlib.sha256(self.key.encode())
         for root in [self.source, *self.inputs]:
             paths = sorted(root.rglob("*")) if root.is_dir() else [root]
             for p in paths:
-                if not p.is_file():
+                if not p.is_file() or p.name == "probe":  # the probe binary is built from the sources
                     continue
-                st = p.stat()
-                h.update(str(p).encode())
-                if st.st_size < 1 << 20:
-                    h.update(p.read_bytes())
-                else:
-                    h.update(f"{st.st_size}:{int(st.st_mtime)}".encode())
+                h.update(str(p.relative_to(root) if root.is_dir() else p.name).encode())
+                with open(p, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
         return h.hexdigest()[:32]
 
 
