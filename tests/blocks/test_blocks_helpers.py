@@ -1,0 +1,72 @@
+"""The reuse helpers: S3 (prefect-aws AwsCredentials + S3Bucket, endpoint_url for S3-compatible servers),
+the container engine (prefect-docker DockerHost) and loading an environment's backup storage."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from prefect_aws import AwsCredentials, S3Bucket
+from prefect_docker import DockerHost
+from pydantic import SecretStr
+
+from blocks.engine import load_docker_host, save_docker_host
+from blocks.storage import LocalBackupStorage, load_backup_storage, s3_storage_blocks, save_s3_storage
+from helix_ops.errors import ConfigError
+from tests.blocks.conftest import assert_no_secret
+
+
+def test_s3_blocks_round_trip_with_endpoint_url():
+    name = f"s3-{uuid.uuid4().hex[:10]}"
+    save_s3_storage(
+        name, "helix-backups", prefix="local/", access_key_id="helixkey",
+        secret_access_key=SecretStr("s3-secret-Zq8Zq8"), region="eu-west-1", endpoint_url="http://127.0.0.1:9123",
+    )
+    bucket = S3Bucket.load(name)
+    creds = AwsCredentials.load(name)
+    assert (bucket.bucket_name, bucket.bucket_folder) == ("helix-backups", "local/")
+    for c in (bucket.credentials, creds):
+        assert c.aws_access_key_id == "helixkey"
+        assert c.aws_secret_access_key.get_secret_value() == "s3-secret-Zq8Zq8"
+        assert c.region_name == "eu-west-1"
+        assert c.aws_client_parameters.endpoint_url == "http://127.0.0.1:9123"
+    client = creds.get_s3_client()  # no request is made; the endpoint is what the client will call
+    assert client.meta.endpoint_url == "http://127.0.0.1:9123"
+    assert_no_secret([repr(bucket), str(bucket), repr(creds)], ["s3-secret-Zq8Zq8"])
+
+
+def test_s3_keys_go_together():
+    with pytest.raises(ConfigError, match="both"):
+        s3_storage_blocks("helix-backups", access_key_id="helixkey")
+    creds, bucket = s3_storage_blocks("helix-backups")
+    assert creds.aws_access_key_id is None and bucket.credentials is creds
+
+
+def test_docker_host_round_trip():
+    name = f"engine-{uuid.uuid4().hex[:10]}"
+    save_docker_host(name, "unix:///run/podman/podman.sock", timeout=30)
+    host = load_docker_host(name)
+    assert isinstance(host, DockerHost)
+    assert (host.base_url, host.timeout) == ("unix:///run/podman/podman.sock", 30)
+    with pytest.raises(ValueError):
+        save_docker_host(name, "tcp://127.0.0.1:2375")  # exists: not replaced without overwrite
+    save_docker_host(name, "tcp://127.0.0.1:2375", overwrite=True)
+    assert load_docker_host(name).base_url == "tcp://127.0.0.1:2375"
+
+
+def test_load_backup_storage_local_without_a_block(local_descriptor):
+    storage = load_backup_storage(local_descriptor)
+    assert isinstance(storage, LocalBackupStorage)
+    assert storage.path == "/var/lib/helix-ops/backups"
+
+
+def test_load_backup_storage_s3_after_bootstrap(env_root, suffix):
+    from blocks.bootstrap import main
+    from helix_ops.descriptor import load_descriptor
+
+    env = {"HELIX_S3_ACCESS_KEY_ID": "helixkey", "HELIX_S3_SECRET_ACCESS_KEY": "s3-secret-Zq8Zq8"}
+    assert main(["--env", "staging"], env) == 0
+    storage = load_backup_storage(load_descriptor(env_root / "deployments" / "staging.yaml"))
+    assert isinstance(storage, S3Bucket)
+    assert (storage.bucket_name, storage.bucket_folder) == ("helix-staging-backups", "staging/")
+    assert storage.credentials.aws_secret_access_key.get_secret_value() == "s3-secret-Zq8Zq8"
