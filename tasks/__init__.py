@@ -1,0 +1,1 @@
+"""Prefect tasks: one verb on one object, explicit retries and timeouts, no caching where secrets pass."""
