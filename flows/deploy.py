@@ -137,5 +137,6 @@ def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: 
     create_markdown_artifact(status_markdown(desc.environment, rows), key=f"helix-status-{desc.environment}",
                              description=f"Helix {desc.environment} after deploy")
     unhealthy = [r["service"] for r in rows if not r["health"] or r["health"].startswith(("unhealthy", "absent"))]
-    return {"environment": desc.environment, "applied": not plan.is_noop, "plan": plan.to_dict(),
+    return {"environment": desc.environment, "flow_run_id": str(flow_run.get_id()), "applied": not plan.is_noop,
+            "plan": plan.to_dict(),
             "changed": changed, "status": rows, "unhealthy": unhealthy}
