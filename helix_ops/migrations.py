@@ -27,7 +27,7 @@ uid_prefix})`` node (and refuses a run that asks for a different prefix), and co
 
 Example::
 
-    from helix_ops.migrations import plan_migrations
+    from helix_ops.migrations import MIGRATIONS, plan_migrations
     steps = plan_migrations({1: MIGRATIONS[0].checksum})
     [s.action for s in steps]  # ['already-applied', 'apply', 'apply']
 """
