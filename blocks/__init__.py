@@ -10,13 +10,24 @@ prefect-kubernetes ``KubernetesClusterConfig``/``KubernetesCredentials`` (:mod:`
 environments and ``.env`` files; ``python -m blocks.bootstrap --env NAME`` creates the blocks.
 """
 
-from blocks.credentials import AnthropicCredentials, HelixAppSecrets, Neo4jCredentials, RedisCredentials
-from blocks.storage import LocalBackupStorage
+from __future__ import annotations
 
-__all__ = [
-    "AnthropicCredentials",
-    "HelixAppSecrets",
-    "LocalBackupStorage",
-    "Neo4jCredentials",
-    "RedisCredentials",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "AnthropicCredentials": "blocks.credentials",
+    "HelixAppSecrets": "blocks.credentials",
+    "Neo4jCredentials": "blocks.credentials",
+    "RedisCredentials": "blocks.credentials",
+    "LocalBackupStorage": "blocks.storage",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so ``python -m blocks.bootstrap`` can reject bad input before importing Prefect (seconds).
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'blocks' has no attribute {name!r}")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-USER_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+from blocks.inputs import USER_PATTERN
 
 
 def utc_now() -> datetime:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from blocks import AnthropicCredentials, HelixAppSecrets, LocalBackupStorage, Neo4jCredentials, RedisCredentials
-from blocks.bootstrap import HELIX_BLOCK_TYPES, REUSED_BLOCK_TYPES, register_block_types
+from blocks.provision import HELIX_BLOCK_TYPES, REUSED_BLOCK_TYPES, register_block_types
 from tests.blocks.conftest import assert_no_secret
 
 WHEN = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)

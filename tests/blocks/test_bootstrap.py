@@ -238,3 +238,22 @@ def test_module_entry_point_bad_env_exits_2_with_one_line(tmp_path):
     assert result.stderr == (
         "blocks.bootstrap: error: --env: unknown environment 'nosuch': no deployments/nosuch.yaml (known: local)\n"
     )
+
+
+def test_bad_input_is_rejected_before_prefect_is_imported(tmp_path):
+    """A typo costs a second, not the many seconds importing Prefect takes on these machines."""
+    code = (
+        "import sys\n"
+        "from blocks.bootstrap import main\n"
+        "rc = main(['--env', 'local'], {'HELIX_NEXTAUTH_SECRET': 'short'})\n"
+        "assert rc == 2, rc\n"
+        "loaded = sorted(m for m in sys.modules if m == 'prefect' or m.startswith(('prefect.', 'prefect_')))\n"
+        "print(loaded)\n"
+    )
+    (tmp_path / "deployments").mkdir()
+    (tmp_path / "deployments" / "local.yaml").write_text(Path(REPO / "deployments/local.yaml").read_text())
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_subprocess_env({}),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+    assert result.stderr == "blocks.bootstrap: error: HELIX_NEXTAUTH_SECRET: must be at least 32 characters\n"

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import copy
 import pickle
-import uuid
-
 import pytest
 from pydantic import SecretStr
 
-from blocks import Neo4jCredentials
 from blocks.bootstrap import main
 from blocks.secrets import (
     COMPOSE_ENV_NAMES,
@@ -154,13 +151,16 @@ def test_missing_block_names_the_credentials_entry(local_descriptor):
     assert "python -m blocks.bootstrap --env local" in str(info.value)
 
 
-def test_wrong_block_type_under_a_name_is_reported(local_descriptor, capsys):
+def test_a_name_holding_another_block_type_is_reported(local_descriptor, capsys):
+    """credentials.redis naming the Neo4j block: the Redis type has no block of that name."""
     assert main(["--env", "local"], {}) == 0
     capsys.readouterr()
-    # a Neo4j block stored under the Redis name: loading Redis credentials from it must fail cleanly
-    Neo4jCredentials(password="wrong-type-Zq8").save(f"wt-{uuid.uuid4().hex[:8]}")
-    bundle = load_environment_secrets(local_descriptor)
-    assert len(bundle.redis_password.get_secret_value()) >= 32
+    creds = local_descriptor.credentials
+    wrong = local_descriptor.model_copy(update={"credentials": creds.model_copy(update={"redis": creds.neo4j})})
+    with pytest.raises(ConfigError) as info:
+        load_environment_secrets(wrong)
+    assert info.value.path == "credentials.redis"
+    assert f"no Prefect block '{creds.neo4j}' of type helix-redis-credentials" in str(info.value)
 
 
 def test_bundle_passes_through_a_prefect_task_without_being_persisted(bundle):
