@@ -1,0 +1,251 @@
+"""Redis backups without exec into the server's container, and restores that survive AOF.
+
+* :func:`snapshot_rdb`: ``redis-cli --rdb <file>`` against the published port pulls an RDB over the
+  replication protocol (the password only in ``REDISCLI_AUTH``); :func:`check_rdb` runs ``redis-check-rdb``.
+* :func:`bgsave` / :func:`wait_lastsave`: the other snapshot (BGSAVE, poll LASTSAVE until it changes) for a
+  server whose data folder this process can read (the bench compares both).
+* :func:`restore_rdb_into_dir`: the AOF-safe restore into the data folder of a **stopped** server. With AOF
+  on, Redis loads the AOF and ignores an RDB copied back (ops-facts), so: drop the old AOF folder, put the
+  RDB in place, start a temporary ``redis-server`` with ``appendonly no`` (it loads the RDB), ``CONFIG SET
+  appendonly yes`` (Redis rewrites a fresh AOF from memory), wait for the rewrite, ``SHUTDOWN``. The real
+  server then starts with AOF on and finds an AOF holding every restored key.
+* :func:`dataset_fingerprint`: key count plus sampled values (DUMP payloads and TTLs) to compare after a restore.
+
+Example::
+
+    rdb = snapshot_rdb("127.0.0.1", 6379, password, Path("/tmp/x.rdb"))
+    check_rdb(rdb)                 # 'RDB looks OK (12 keys read)'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from pydantic import SecretStr
+
+from helix_ops.backup import parse_redis_check_rdb, redis_check_rdb_argv, redis_cli_rdb_argv, redis_keyspace_counts
+from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError, PlanError, WaitTimeout
+
+
+def _secret(password: SecretStr | str | None) -> str | None:
+    return password.get_secret_value() if isinstance(password, SecretStr) else password
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 600,
+        secret: str | None = None) -> str:
+    """Run an argument list (never a shell); output on success, :class:`CommandFailed` (secret scrubbed) else."""
+    full_env = {**os.environ, **(env or {})}
+    try:
+        proc = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except FileNotFoundError as exc:
+        raise DriverError(f"{argv[0]} is not installed", hint="install redis-tools") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise WaitTimeout(f"{argv[0]} to finish", f"still running after {timeout_s:.0f}s") from exc
+    out = proc.stdout + proc.stderr
+    if secret:
+        out = out.replace(secret, "***")
+    if proc.returncode != 0:
+        raise CommandFailed(argv, proc.returncode, out)
+    return out
+
+
+def connect(host: str, port: int, password: SecretStr | str | None, username: str | None = None,
+            timeout_s: float = 10) -> redis.Redis:
+    return redis.Redis(host=host, port=port, password=_secret(password), username=username,
+                       socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+def server_facts(client: redis.Redis) -> dict[str, Any]:
+    """Version, key counts and persistence settings (no secret)."""
+    try:
+        info = client.info()
+        keyspace = client.info("keyspace")
+    except redis.RedisError as exc:
+        raise DriverError(f"Redis: {type(exc).__name__} reading INFO", hint="is Redis up, the password right?") from exc
+    keys, expires, by_db = redis_keyspace_counts(keyspace)
+    return {"version": str(info.get("redis_version", "")), "keys": keys, "expires": expires, "keys_by_db": by_db,
+            "aof_enabled": bool(info.get("aof_enabled")), "rdb_last_save_time": info.get("rdb_last_save_time")}
+
+
+def snapshot_rdb(host: str, port: int, password: SecretStr | str | None, to_file: Path,
+                 username: str | None = None, timeout_s: float = 900, redis_cli: str = "redis-cli") -> Path:
+    """Pull an RDB from ``host:port`` with ``redis-cli --rdb`` into ``to_file`` (replication protocol: no
+    access to the server's disk or container needed). The password is passed as ``REDISCLI_AUTH`` only."""
+    argv = redis_cli_rdb_argv(host, port, str(to_file), redis_cli=redis_cli, user=username)
+    secret = _secret(password)
+    env = {"REDISCLI_AUTH": secret} if secret else {}
+    run(argv, env=env, timeout_s=timeout_s, secret=secret)
+    if not to_file.exists() or to_file.stat().st_size < 9:
+        raise BackupIntegrityError(f"redis-cli --rdb wrote no RDB to {to_file}")
+    return to_file
+
+
+def check_rdb(rdb: Path, tool: str = "redis-check-rdb") -> str:
+    """``redis-check-rdb`` verdict; :class:`BackupIntegrityError` when it refuses the file."""
+    try:
+        out = run(redis_check_rdb_argv(str(rdb), tool=tool), timeout_s=900)
+        return parse_redis_check_rdb(0, out)
+    except CommandFailed as exc:
+        try:
+            parse_redis_check_rdb(exc.rc, exc.stderr)
+        except PlanError as refused:
+            raise BackupIntegrityError(str(refused)) from None
+        raise
+
+
+def bgsave(client: redis.Redis, deadline_s: float = 600) -> int:
+    """``BGSAVE`` and wait until ``LASTSAVE`` moves past its old value; returns the new LASTSAVE (unix s).
+
+    LASTSAVE has a one-second resolution, so a save within the same second as the previous one is waited
+    for until the next second ticks and the save status says ok.
+    """
+    before = int(client.lastsave().timestamp())
+    while int(time.time()) <= before:  # same second as the last save: LASTSAVE could not show a change
+        time.sleep(0.05)
+    try:
+        client.bgsave()
+    except redis.ResponseError as exc:
+        if "in progress" not in str(exc):
+            raise
+        client.bgsave(schedule=True)
+    return wait_lastsave(client, before, deadline_s)
+
+
+def wait_lastsave(client: redis.Redis, before: int, deadline_s: float) -> int:
+    end = time.monotonic() + deadline_s
+    while True:
+        now = int(client.lastsave().timestamp())
+        info = client.info("persistence")
+        if now > before and not info.get("rdb_bgsave_in_progress"):
+            if info.get("rdb_last_bgsave_status") != "ok":
+                raise DriverError("Redis BGSAVE failed", hint="read the Redis log (disk full? permissions?)")
+            return now
+        if time.monotonic() > end:
+            raise WaitTimeout("Redis BGSAVE (LASTSAVE to change)", {"lastsave": now, "before": before})
+        time.sleep(0.05)
+
+
+def dataset_fingerprint(host: str, port: int, password: SecretStr | str | None, username: str | None = None,
+                        sample: int = 200) -> dict[str, Any]:
+    """Key counts per db plus a digest of ``sample`` keys' DUMP payloads and whether each has a TTL.
+
+    Keys are sampled deterministically (the ``sample`` smallest key names per db, found by SCAN), so two
+    servers holding the same data give the same fingerprint.
+    """
+    with connect(host, port, password, username) as client:
+        keyspace = client.info("keyspace")
+    out: dict[str, Any] = {"keys": 0, "dbs": {}}
+    for db in sorted(keyspace):
+        with redis.Redis(host=host, port=port, password=_secret(password), username=username, db=int(db[2:]),
+                         socket_timeout=30) as c:
+            smallest: list[bytes] = []
+            for key in c.scan_iter(count=1000):
+                smallest.append(key)
+                if len(smallest) > 4 * sample:
+                    smallest = sorted(smallest)[:sample]
+            smallest = sorted(smallest)[:sample]
+            h = hashlib.sha256()
+            for key in smallest:
+                h.update(key + b"\0" + (c.dump(key) or b"") + (b"T" if c.pttl(key) > 0 else b"-"))
+        n = int(keyspace[db].get("keys", 0))
+        out["dbs"][db] = {"keys": n, "sample": len(smallest), "digest": h.hexdigest()}
+        out["keys"] += n
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def restore_rdb_into_dir(data_dir: Path, rdb: Path, *, redis_server: str | None = None,
+                         appenddirname: str = "appendonlydir", dbfilename: str = "dump.rdb",
+                         deadline_s: float = 600, aof: bool = True, log: Callable[[str], None] = lambda m: None
+                         ) -> dict[str, Any]:
+    """Restore ``rdb`` into the data folder of a stopped Redis (see the module docstring). Returns the key
+    counts the temporary server loaded. ``aof=False``: just place the RDB (for servers with AOF off)."""
+    binary = redis_server or shutil.which("redis-server") or "/usr/bin/redis-server"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    staged = data_dir / f".{dbfilename}.restore"
+    shutil.copyfile(rdb, staged)
+    os.replace(staged, data_dir / dbfilename)
+    if not aof:
+        return {"aof": "off"}
+    # The old AOF would win over the RDB: move it aside until the new one is written.
+    old_aof = data_dir / appenddirname
+    aside = data_dir / f"{appenddirname}.before-restore"
+    shutil.rmtree(aside, ignore_errors=True)
+    if old_aof.exists():
+        os.replace(old_aof, aside)
+    port = _free_port()
+    password = os.urandom(18).hex()
+    conf = "\n".join([f"port {port}", "bind 127.0.0.1", f"dir {data_dir}", f"dbfilename {dbfilename}",
+                      "appendonly no", f'appenddirname "{appenddirname}"', "save \"\"", f"requirepass {password}",
+                      "daemonize no", "loglevel warning"]) + "\n"
+    fd, conf_path = tempfile.mkstemp(prefix="helix-redis-restore-", suffix=".conf")
+    with os.fdopen(fd, "w") as f:
+        f.write(conf)
+    proc = subprocess.Popen([binary, conf_path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=10)
+    try:
+        end = time.monotonic() + deadline_s
+
+        def until(what: str, cond: Callable[[], Any]) -> Any:
+            last: Any = None
+            while time.monotonic() < end:
+                if proc.poll() is not None:
+                    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                    raise DriverError(f"temporary redis-server exited while {what}: {out[-500:]}",
+                                      hint="is the RDB from a newer Redis?")
+                try:
+                    last = cond()
+                    if last:
+                        return last
+                except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError) as exc:
+                    last = type(exc).__name__
+                time.sleep(0.05)
+            raise WaitTimeout(what, last)
+
+        until("loading the RDB", lambda: client.ping() and not client.info("persistence").get("loading"))
+        facts = server_facts(client)
+        log(f"temporary redis loaded {facts['keys']} keys; turning AOF on")
+        client.config_set("appendonly", "yes")
+
+        def rewritten() -> bool:
+            p = client.info("persistence")
+            return (p.get("aof_enabled") == 1 and not p.get("aof_rewrite_in_progress")
+                    and not p.get("aof_rewrite_scheduled") and p.get("aof_last_bgrewrite_status") == "ok")
+
+        until("the AOF rewrite", rewritten)
+        try:
+            client.shutdown(save=True)
+        except redis.ConnectionError:
+            pass
+        proc.wait(timeout=60)
+        if not (data_dir / appenddirname).is_dir():
+            raise DriverError("the restore wrote no AOF", hint="check appenddirname")
+        shutil.rmtree(aside, ignore_errors=True)
+        return {"keys": facts["keys"], "expires": facts["expires"], "keys_by_db": facts["keys_by_db"],
+                "aof": "rewritten"}
+    except BaseException:
+        # Put the old AOF back so the server starts as it was (the RDB alone is ignored while AOF is on).
+        if aside.exists() and not (data_dir / appenddirname).exists():
+            os.replace(aside, data_dir / appenddirname)
+        raise
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.unlink(conf_path)

@@ -1,0 +1,133 @@
+"""Redis snapshots through the replication protocol and the AOF-safe restore, on real redis-server 7 processes
+with AOF on (the test bed's RedisServer)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shutil
+
+import pytest
+
+from drivers.redis_backup import (
+    bgsave,
+    check_rdb,
+    dataset_fingerprint,
+    restore_rdb_into_dir,
+    server_facts,
+    snapshot_rdb,
+)
+from helix_ops.errors import BackupIntegrityError, CommandFailed
+from testbed import procs
+from testbed.redis_server import RedisServer
+
+
+@pytest.fixture
+def private_redis(bed, tmp_path):
+    server = RedisServer(tmp_path / "redis", procs.free_port(), secrets.token_urlsafe(16))
+    server.start()
+    yield server
+    server.stop()
+
+
+def fill(client, n: int = 2000, prefix: str = "k") -> None:
+    """Every Redis type, in two databases, a third of the keys with a TTL."""
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        kind = i % 7
+        key = f"{prefix}:{kind}:{i}"
+        if kind == 0:
+            pipe.set(key, os.urandom(16))
+        elif kind == 1:
+            pipe.hset(key, mapping={"a": i, "b": "x" * (i % 50), "c": 1.5})
+        elif kind == 2:
+            pipe.rpush(key, *[f"v{j}" for j in range(5)])
+        elif kind == 3:
+            pipe.sadd(key, *[f"m{j}" for j in range(i % 9 + 1)])
+        elif kind == 4:
+            pipe.zadd(key, {f"z{j}": j * 1.25 for j in range(6)})
+        elif kind == 5:
+            pipe.xadd(key, {"event": "created", "n": str(i)})
+        else:
+            pipe.pfadd(key, *[f"h{j}" for j in range(20)])
+        if i % 3 == 0:
+            pipe.expire(key, 3600 + i)
+    pipe.execute()
+    client.execute_command("SELECT", 3)
+    client.set("db3-key", "in another database")
+    client.execute_command("SELECT", 0)
+
+
+def test_snapshot_check_and_aof_safe_restore_lose_nothing(private_redis, tmp_path):
+    with private_redis.client() as c:
+        fill(c)
+        with private_redis.client(db=3) as c3:
+            c3.set("db3-key", "in another database")
+            c3.expire("db3-key", 7200)
+        before = dataset_fingerprint('127.0.0.1', private_redis.port, private_redis.password)
+        facts = server_facts(c)
+        assert facts["aof_enabled"] and facts["keys"] == 2001 and facts["expires"] == 668
+    rdb = snapshot_rdb("127.0.0.1", private_redis.port, private_redis.password, tmp_path / "snap.rdb")
+    assert check_rdb(rdb) == "RDB looks OK (2001 keys read)"
+
+    with private_redis.client() as c:  # changes after the snapshot: the restore must take them away
+        c.flushall()
+        c.set("after-snapshot", "must be gone after the restore")
+    private_redis.stop()
+    data = private_redis.home / "data"
+    assert (data / "appendonlydir").is_dir()  # AOF on: an RDB copied back alone would be ignored
+
+    loaded = restore_rdb_into_dir(data, rdb)
+    assert loaded["keys"] == 2001 and loaded["aof"] == "rewritten"
+    private_redis.start()
+    with private_redis.client() as c:
+        assert dataset_fingerprint('127.0.0.1', private_redis.port, private_redis.password) == before
+        assert c.get("after-snapshot") is None
+        assert c.ttl("k:0:0") > 3000 and c.ttl("k:1:1") == -1
+        assert c.info("persistence")["aof_enabled"] == 1
+    # The data now lives in the AOF: a second restart (AOF wins) still has every key.
+    (data / "dump.rdb").unlink()
+    private_redis.stop()
+    private_redis.start()
+    with private_redis.client() as c:
+        assert dataset_fingerprint('127.0.0.1', private_redis.port, private_redis.password) == before
+
+
+def test_naive_rdb_copy_with_aof_on_is_ignored(private_redis, tmp_path):
+    """The ops-fact the restore is built around, checked on the real server: copy an RDB back, restart, and
+    Redis loads the (empty) AOF instead."""
+    with private_redis.client() as c:
+        fill(c, 100)
+    rdb = snapshot_rdb("127.0.0.1", private_redis.port, private_redis.password, tmp_path / "snap.rdb")
+    with private_redis.client() as c:
+        c.flushall()
+    private_redis.stop()
+    shutil.copyfile(rdb, private_redis.home / "data" / "dump.rdb")
+    private_redis.start()
+    with private_redis.client() as c:
+        assert c.dbsize() == 0
+
+
+def test_bgsave_waits_for_lastsave(private_redis):
+    with private_redis.client() as c:
+        fill(c, 50)
+        before = int(c.lastsave().timestamp())
+        after = bgsave(c, deadline_s=30)
+        assert after > before
+    assert check_rdb(private_redis.home / "data" / "dump.rdb").== "RDB looks OK (51 keys read)"  # 50 + the db3 key
+
+
+def test_bad_password_and_corrupt_rdb(private_redis, tmp_path):
+    with pytest.raises(CommandFailed) as err:
+        snapshot_rdb("127.0.0.1", private_redis.port, "wrong-password-xyz", tmp_path / "x.rdb")
+    assert "wrong-password-xyz" not in str(err.value) + err.value.stderr + " ".join(err.value.argv)
+    with private_redis.client() as c:
+        fill(c, 200)
+    rdb = snapshot_rdb("127.0.0.1", private_redis.port, private_redis.password, tmp_path / "ok.rdb")
+    data = bytearray(rdb.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = tmp_path / "bad.rdb"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(BackupIntegrityError, match="redis-check-rdb refused"):
+        check_rdb(bad)
