@@ -115,7 +115,7 @@ def test_bgsave_waits_for_lastsave(private_redis):
         before = int(c.lastsave().timestamp())
         after = bgsave(c, deadline_s=30)
         assert after > before
-    assert check_rdb(private_redis.home / "data" / "dump.rdb").== "RDB looks OK (51 keys read)"  # 50 + the db3 key
+    assert check_rdb(private_redis.home / "data" / "dump.rdb") == "RDB looks OK (51 keys read)"  # 50 + the db3 key
 
 
 def test_bad_password_and_corrupt_rdb(private_redis, tmp_path):
