@@ -7,12 +7,26 @@ Runs unprivileged: pid and temp files under /tmp. A separate plain listener serv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from helix_ops import guide
 from helix_ops.stack import Stack
 
 
-def render_nginx_conf(stack: Stack) -> str:
-    """The complete nginx.conf text for ``stack``."""
+def upstream_servers(port: int, members: Sequence[str] | None) -> str:
+    """The ``server`` lines of the dashboard upstream: the service name, or each replica by name.
+
+    Listing replicas by name lets a rolling upgrade add a new replica and take an old one out with a
+    graceful reload (old workers finish their in-flight requests) before the old replica stops.
+    """
+    if not members:
+        return f"        server dashboard:{port};"
+    return "\n".join(f"        server {m}:{port} max_fails=1 fail_timeout=2s;" for m in members)
+
+
+def render_nginx_conf(stack: Stack, members: Sequence[str] | None = None) -> str:
+    """The complete nginx.conf text for ``stack``; ``members`` names the dashboard replicas (default: the
+    service name, resolved by the engine's DNS)."""
     d = stack.descriptor
     ingress = d.ingress
     dashboard = stack.service("dashboard")
@@ -46,7 +60,7 @@ http {{
     limit_req_status 429;
 
     upstream dashboard {{
-        server dashboard:{dashboard.port};
+{upstream_servers(dashboard.port, members)}
         keepalive 16;
     }}
 
@@ -71,6 +85,7 @@ http {{
             proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_next_upstream error timeout http_502 http_503;
         }}
     }}
 }}

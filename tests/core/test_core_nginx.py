@@ -42,3 +42,13 @@ def test_real_nginx_accepts_the_config(tmp_path, env):
     proc = subprocess.run(["nginx", "-t", "-q", "-c", str(path), "-p", str(tmp_path), "-e", str(tmp_path / "err")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_upstream_lists_named_replicas_when_given():
+    stack = build_stack(load_descriptor(DEPLOYMENTS / "local.yaml"))
+    text = render_nginx_conf(stack, members=["helix-local-dashboard-aaaa-1", "helix-local-dashboard-bbbb-1"])
+    upstream = text.split("upstream dashboard {", 1)[1].split("}", 1)[0]
+    servers = [line.strip() for line in upstream.splitlines() if line.strip().startswith("server ")]
+    assert servers == ["server helix-local-dashboard-aaaa-1:3000 max_fails=1 fail_timeout=2s;",
+                       "server helix-local-dashboard-bbbb-1:3000 max_fails=1 fail_timeout=2s;"]
+    assert "server dashboard:3000;" not in text
