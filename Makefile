@@ -9,7 +9,7 @@ APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: deps apt venv maven images test bed-up bed-down quickstart clean
+.PHONY: deps apt venv maven images test bed-up bed-down down quickstart clean
 
 deps: apt venv maven
 
@@ -43,8 +43,11 @@ test: deps
 bed-up: deps
 	$(PY) -m testbed up
 
-bed-down:
+down bed-down:
 	$(PY) -m testbed down
 
 clean: bed-down
 	rm -rf testbed/maven/target .testbed
+
+quickstart: deps
+	$(PY) -m testbed.quickstart

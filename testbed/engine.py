@@ -88,7 +88,10 @@ class Engine:
         return docker_client(self.base_url, timeout=timeout)
 
     def remove_labelled(self, owner: str | None = None) -> int:
-        """Remove the bed's containers (all, or one owner's); returns how many were removed."""
+        """Remove the bed's containers, then its networks and volumes (all, or one owner's).
+
+        Returns how many containers were removed.
+        """
         label = f"{TESTBED_LABEL}.owner={owner}" if owner else TESTBED_LABEL
         client = self.client()
         try:
@@ -96,6 +99,10 @@ class Engine:
             for c in client.containers.list(all=True, filters={"label": label}):
                 c.remove(force=True, v=True)
                 gone += 1
+            for net in client.networks.list(filters={"label": label}):
+                net.remove()
+            for vol in client.volumes.list(filters={"label": label}):
+                vol.remove(force=True)
             return gone
         finally:
             client.close()
