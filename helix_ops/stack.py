@@ -280,13 +280,16 @@ def _neo4j(d: Descriptor) -> ServiceSpec:
 
 REDIS_SCRIPT = (
     "set -eu\n"
+    "if [ ! -e /data/users.acl ]; then\n"
+    '  (umask 077; echo "user default on >$REDIS_PASSWORD ~* &* +@all" > /data/users.acl)\n'
+    "fi\n"
     "{{\n"
     '  echo "port {port}"\n'
     '  echo "dir /data"\n'
     '  echo "appendonly yes"\n'
     '  echo "maxmemory {maxmemory}"\n'
     '  echo "maxmemory-policy {policy}"\n'
-    '  echo "requirepass $REDIS_PASSWORD"\n'
+    '  echo "aclfile /data/users.acl"\n'
     '  echo "masterauth $REDIS_PASSWORD"\n'
     '  if [ "$REDIS_SELF_HOST" != "$REDIS_PRIMARY_HOST" ]; then\n'
     '    echo "replicaof $REDIS_PRIMARY_HOST {port}"\n'
@@ -296,7 +299,12 @@ REDIS_SCRIPT = (
     "exec redis-server /tmp/redis.conf\n"
 )
 """Writes redis.conf from the environment at start, so the password never appears on a command line
-(``echo`` is a shell builtin) and ``CONFIG REWRITE`` has a file to write."""
+(``echo`` is a shell builtin) and ``CONFIG REWRITE`` has a file to write.
+
+The ACL lives in ``/data/users.acl`` on the data volume: seeded from ``$REDIS_PASSWORD`` on the first start
+only, then owned by Redis (``ACL SETUSER`` + ``ACL SAVE``, hashed), so a password rotated live survives a
+restart even though the container's environment still holds the password it was created with. With an
+aclfile Redis ignores ``requirepass``, so none is written."""
 
 SENTINEL_SCRIPT = (
     "set -eu\n"

@@ -95,7 +95,9 @@ def test_redis_password_never_on_the_command_line():
     cmd = stack().service("redis").command
     assert cmd[:2] == ("sh", "-c")
     assert "$REDIS_PASSWORD" in cmd[2] and "--requirepass" not in cmd[2]
-    assert "echo \"requirepass $REDIS_PASSWORD\"" in cmd[2]
+    # the ACL (seeded once from the environment, then owned by Redis) persists on the data volume
+    assert '(umask 077; echo "user default on >$REDIS_PASSWORD ~* &* +@all" > /data/users.acl)' in cmd[2]
+    assert 'echo "aclfile /data/users.acl"' in cmd[2] and "requirepass" not in cmd[2]
 
 
 def test_guide_table_is_the_default_resources():
