@@ -471,3 +471,14 @@ def _rate_limiting(f: AuditFacts) -> Result:
 
 def _limits(conf: str) -> bool:
     return "limit_req_zone" in conf and "limit_req zone=" in conf
+
+
+class AuditFailed(ConfigError):
+    """deploy-helix's gate: required checklist items fail and no override reason was given."""
+
+    def __init__(self, environment: str, blocking: Sequence[Finding]) -> None:
+        self.environment = environment
+        self.blocking = tuple(blocking)
+        items = "; ".join(f"{f.item.id}: {f.detail}" for f in blocking)
+        super().__init__("audit", f"{len(blocking)} required security item(s) fail in {environment}: {items} "
+                                  "(fix them, record an exception, or override with a reason)")

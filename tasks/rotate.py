@@ -1,0 +1,260 @@
+"""The steps of rotate-helix-secrets, each idempotent, and the driver loop that resumes from recorded state.
+
+Every step reads what it needs from the rotation-state block (``blocks.rotation_state``) and the credential
+blocks, acts on the servers, then records itself; see ``helix_ops.rotation`` for the protocol. Passwords
+travel only inside these functions: nothing returned or logged holds one.
+
+``drive_rotation(target, credentials, roll)`` is the whole protocol; ``roll(services, roll_id)`` restarts
+consumers so they read the blocks' current values (the flow passes a health-gated rolling restart on the
+engine; tests may pass any consumer that re-reads the blocks).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import SecretStr
+
+from helix_ops import rotation
+from helix_ops.descriptor import Descriptor
+from helix_ops.errors import DriverError, HelixOpsError
+from helix_ops.rotation import CRASH_ENV, CredentialState, parse_crash_point
+
+
+class InjectedCrash(HelixOpsError):
+    """Raised where ``HELIX_ROTATE_CRASH_AFTER`` asks (tests of crash-resume)."""
+
+
+@dataclass(frozen=True)
+class RotationTarget:
+    """Where the credentials live: Redis servers (host, port), the Neo4j Bolt URI, an optional ``.env``."""
+
+    descriptor: Descriptor
+    redis_endpoints: tuple[tuple[str, int], ...]
+    neo4j_uri: str
+    env_file: str | None = None
+    log: Callable[[str], None] = field(default=print, compare=False)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _new_secret() -> SecretStr:
+    from blocks.inputs import generate_secret
+
+    return SecretStr(generate_secret())
+
+
+def _blocks(d: Descriptor):
+    from blocks.credentials import HelixAppSecrets, Neo4jCredentials, RedisCredentials
+
+    c = d.credentials
+    return Neo4jCredentials.load(c.neo4j), RedisCredentials.load(c.redis), HelixAppSecrets.load(c.dashboard)
+
+
+def _save_block(block, name: str, **changes: Any) -> None:
+    data = {k: getattr(block, k) for k in type(block).model_fields}
+    data.update(changes)
+    type(block)(**data).save(name, overwrite=True)
+
+
+def _cred_state(state, credential: str) -> CredentialState:
+    started = state.started_at or _now()
+    return CredentialState(credential, state.rotation_id or "", state.step(credential), started, state.updated_at)
+
+
+def _same(a: SecretStr | None, b: SecretStr | None) -> bool:
+    return a is not None and b is not None and a.get_secret_value() == b.get_secret_value()
+
+
+# --- redis ------------------------------------------------------------------------------------------------
+
+
+def _redis_nodes(t: RotationTarget, username: str):
+    from drivers.redis_acl import RedisAcl
+
+    if not t.redis_endpoints:
+        raise DriverError("no Redis server to rotate on", hint="is the redis service running?")
+    return [RedisAcl(h, p, username) for h, p in t.redis_endpoints]
+
+
+def redis_step(t: RotationTarget, state, step: str):
+    """Do one Redis step; returns the state with the step's data (recording is the caller's)."""
+    d = t.descriptor
+    _, redis_block, _ = _blocks(d)
+    if step == "pending":
+        return state.updated(redis_new=_new_secret(), redis_old=redis_block.password)
+    new, old = state.redis_new, state.redis_old
+    nodes = _redis_nodes(t, redis_block.username)
+    if step == "set":
+        for acl in nodes:
+            with acl.login([old, new]) as conn:
+                added = acl.add_password(conn, new)
+                how = acl.persist(conn)
+            t.log(f"redis {acl.host}:{acl.port}: new password {'added' if added else 'already held'}; {how}")
+    elif step == "tested":
+        for acl in nodes:
+            if not acl.can_login(new):
+                raise DriverError(f"the new Redis password does not log in on {acl.host}:{acl.port}",
+                                  hint="the set step did not reach this node; rerun the rotation")
+    elif step == "current":
+        if not _same(redis_block.password, new):
+            _save_block(redis_block, d.credentials.redis, password=new, rotated_at=_now())
+    elif step == "retired":
+        for acl in nodes:
+            with acl.login([new]) as conn:
+                removed = False if _same(old, new) else acl.remove_password(conn, old)
+                how = acl.persist(conn)
+            if not _same(old, new) and acl.can_login(old):
+                raise DriverError(f"the old Redis password still logs in on {acl.host}:{acl.port}", hint="")
+            t.log(f"redis {acl.host}:{acl.port}: old password {'removed' if removed else 'already gone'}; {how}")
+    return state
+
+
+# --- neo4j ------------------------------------------------------------------------------------------------
+
+
+def neo4j_step(t: RotationTarget, state, step: str):
+    from drivers import neo4j_users as nu
+
+    d = t.descriptor
+    neo4j_block, _, _ = _blocks(d)
+    uri = t.neo4j_uri
+    if step == "pending":
+        primary = neo4j_block.user
+        bridge = neo4j_block.alternate_user or rotation.DEFAULT_BRIDGE_USER
+        if bridge == primary:
+            raise DriverError(f"the Neo4j bridge user {bridge} is the primary user", hint="fix alternate_user")
+        return state.updated(neo4j_primary_user=primary, neo4j_bridge_user=bridge, neo4j_old=neo4j_block.password,
+                             neo4j_bridge_password=_new_secret(), neo4j_primary_new=_new_secret())
+    primary, bridge = state.neo4j_primary_user, state.neo4j_bridge_user
+    old, bridge_pw, new = state.neo4j_old, state.neo4j_bridge_password, state.neo4j_primary_new
+    logins = [(primary, old), (primary, new), (bridge, bridge_pw)]
+    if step == "bridge-set":
+        if not nu.can_login(uri, bridge, bridge_pw):
+            with nu.admin(uri, logins) as drv:
+                t.log(f"neo4j: {nu.set_password(drv, bridge, bridge_pw, create=True)}")
+    elif step in ("bridge-tested", "primary-tested"):
+        user, pw = (bridge, bridge_pw) if step == "bridge-tested" else (primary, new)
+        if not nu.can_login(uri, user, pw):
+            raise DriverError(f"the new Neo4j login of {user} is refused", hint="rerun the rotation")
+    elif step == "bridge-current":
+        if neo4j_block.user != bridge or not _same(neo4j_block.password, bridge_pw):
+            _save_block(neo4j_block, d.credentials.neo4j, user=bridge, password=bridge_pw,
+                        alternate_user=primary, alternate_password=old)
+    elif step == "primary-set":
+        if not nu.can_login(uri, primary, new):
+            with nu.admin(uri, [(bridge, bridge_pw), (primary, new), (primary, old)]) as drv:
+                t.log(f"neo4j: {nu.set_password(drv, primary, new)}")
+    elif step == "primary-current":
+        if neo4j_block.user != primary or not _same(neo4j_block.password, new):
+            _save_block(neo4j_block, d.credentials.neo4j, user=primary, password=new, alternate_user=bridge,
+                        alternate_password=bridge_pw, rotated_at=_now())
+    elif step == "retired":
+        with nu.admin(uri, [(primary, new)]) as drv:
+            t.log(f"neo4j: {nu.drop_user(drv, bridge)}")
+        if nu.can_login(uri, bridge, bridge_pw) or (not _same(old, new) and nu.can_login(uri, primary, old)):
+            raise DriverError("a retired Neo4j login still works", hint="check the users with SHOW USERS")
+        if neo4j_block.alternate_user is not None:
+            _save_block(neo4j_block, d.credentials.neo4j, alternate_user=None, alternate_password=None)
+    return state
+
+
+# --- nextauth ---------------------------------------------------------------------------------------------
+
+
+def nextauth_step(t: RotationTarget, state, step: str):
+    d = t.descriptor
+    _, _, app = _blocks(d)
+    if step == "pending":
+        return state.updated(nextauth_new=_new_secret())
+    if step == "current" and not _same(app.nextauth_secret, state.nextauth_new):
+        _save_block(app, d.credentials.dashboard, nextauth_secret=state.nextauth_new, rotated_at=_now())
+    return state
+
+
+STEP_FUNCTIONS = {"redis": redis_step, "neo4j": neo4j_step, "nextauth": nextauth_step}
+
+
+# --- the loop ---------------------------------------------------------------------------------------------
+
+
+def _write_env(t: RotationTarget) -> None:
+    if t.env_file:
+        from blocks.secrets import compose_env, load_environment_secrets, write_env_file
+
+        write_env_file(t.env_file, compose_env(load_environment_secrets(t.descriptor)))
+
+
+def drive_rotation(t: RotationTarget, credentials: Sequence[str] | None,
+                   roll: Callable[[tuple[str, ...], str], Any]) -> dict[str, Any]:
+    """Run (or resume) the rotation of ``credentials`` to the end; returns what happened (no secret).
+
+    A rotation found in progress is finished first, whatever ``credentials`` says. ``roll(services, roll_id)``
+    restarts those services; it is called once per roll batch (two for a full rotation).
+    """
+    from blocks.rotation_state import load_rotation_state, save_rotation_state
+
+    d = t.descriptor
+    crash = parse_crash_point(os.environ.get(CRASH_ENV))
+    state = load_rotation_state(d)
+    resumed = state.in_progress()
+    wanted = rotation.parse_credentials(credentials)
+    todo = [c for c in rotation.CREDENTIALS if c in resumed or c in wanted]
+    if state.rotation_id is None:
+        state = state.updated(rotation_id=uuid.uuid4().hex[:12], started_at=_now())
+    rid = state.rotation_id
+    done_log: list[str] = []
+    rolls: list[dict[str, Any]] = []
+
+    def crash_check(cred: str, step: str, before: bool) -> None:
+        if crash and crash.credential == cred and crash.step == step and crash.before_record == before:
+            raise InjectedCrash(f"injected crash {'before recording' if before else 'after'} {cred}:{step}")
+
+    def run_step(cred: str, step: str) -> None:
+        nonlocal state
+        state = STEP_FUNCTIONS[cred](t, state, step)
+        crash_check(cred, step, True)
+        cs = rotation.record(_cred_state(state, cred), step, _now())
+        state = state.updated(**{f"{cred}_step": cs.done})
+        save_rotation_state(d, state)
+        done_log.append(f"{cred}:{step}")
+        t.log(f"rotation {rid}: {cred} {step} done")
+        crash_check(cred, step, False)
+
+    finished: list[str] = []
+    while True:
+        for cred in todo:
+            if cred in finished:
+                continue
+            for step in rotation.steps_before_roll(_cred_state(state, cred)):
+                run_step(cred, step)
+            if _cred_state(state, cred).finished and cred not in finished:
+                state = state.cleared(cred)
+                save_rotation_state(d, state)
+                finished.append(cred)
+        batch = rotation.roll_batch(_cred_state(state, c) for c in todo if c not in finished)
+        if batch is None:
+            break
+        for cred, step in batch.steps.items():  # the block switch, idempotent
+            state = STEP_FUNCTIONS[cred](t, state, step)
+        _write_env(t)
+        roll_id = f"r{rid[:6]}{len(rolls) + 1}"
+        t.log(f"rotation {rid}: rolling {', '.join(batch.services)} ({roll_id})")
+        roll(batch.services, roll_id)
+        rolls.append({"services": list(batch.services), "completes": dict(batch.steps)})
+        for cred, step in batch.steps.items():
+            crash_check(cred, step, True)
+            cs = rotation.record(_cred_state(state, cred), step, _now())
+            state = state.updated(**{f"{cred}_step": cs.done})
+            save_rotation_state(d, state)
+            done_log.append(f"{cred}:{step}")
+            crash_check(cred, step, False)
+    _write_env(t)
+    return {"rotation_id": rid, "resumed": resumed, "rotated": finished, "steps": done_log, "rolls": rolls}
