@@ -1,0 +1,94 @@
+"""A generated Helix-like graph with every Neo4j property type, and an order-independent content digest.
+
+Used by ``bench/backup_bench.py`` and the backup tests. Generation runs server-side in batches (Cypher
+``UNWIND range``), byte arrays (which Cypher cannot write) through parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import neo4j
+
+from drivers.neo4j_backup import encode_props
+
+NODE_QUERY = """
+UNWIND range($lo, $hi) AS i
+CREATE (n:Entity {uid: 'cpe-' + i, i: i, name: 'entity ' + i, score: i * 0.5, active: i % 2 = 0,
+  big: 9007199254740993 + i, tags: ['t' + (i % 5), 'x'], nums: [i, i + 1], floats: [0.5, i * 1.5],
+  flags: [true, false], created: date('2024-01-01') + duration({days: i % 400}),
+  seen: datetime({year: 2024, month: 3, day: 31, hour: 2, minute: 30, second: 15, nanosecond: 123456789,
+                  timezone: 'Europe/Berlin'}) + duration({seconds: i}),
+  at_offset: datetime('2024-06-01T12:00:00.000000001+05:45'),
+  at_utc: datetime('2024-06-01T12:00:00Z'),
+  local_dt: localdatetime('2024-02-29T23:59:59.999999999'), t: time('12:34:56.789+01:00'),
+  lt: localtime('08:00:00.000000001'), d: duration({months: 14, days: 3, seconds: 7, nanoseconds: 9}),
+  dates: [date('2020-01-01'), date('2021-12-31')],
+  p2: point({x: i * 1.0, y: -1.5}), p3: point({x: 1.0, y: 2.0, z: i * 1.0}),
+  geo: point({longitude: 13.4, latitude: 52.5}), geo3: point({longitude: 13.4, latitude: 52.5, height: i * 1.0}),
+  uni: 'naïve ☃ \\u0000 `quote` "dq"'})
+WITH n, i
+CALL (n, i) {
+  WITH n, i WHERE i % 3 = 0 SET n:Claim
+  UNION
+  WITH n, i WHERE i % 3 = 1 SET n:Source:`Odd Label`
+  UNION
+  WITH n, i WHERE i % 3 = 2 SET n:`Weird``Label`
+}
+"""
+
+REL_QUERY = """
+UNWIND range($lo, $hi) AS k
+MATCH (a:Entity {i: k % $n})
+MATCH (b:Entity {i: (k * 7919 + 1) % $n})
+CALL (a, b, k) {
+  WITH a, b, k WHERE k % 2 = 0 CREATE (a)-[:SUPPORTS {w: k * 0.25, since: date('2023-05-05'), why: ['x', 'y']}]->(b)
+  UNION
+  WITH a, b, k WHERE k % 2 = 1 CREATE (a)-[:`DERIVED FROM` {k: k, at: localtime('10:00')}]->(b)
+}
+"""
+
+
+def generate(uri: str, user: str, password: str, nodes: int, rels: int, batch: int = 10000,
+             database: str = "neo4j") -> None:
+    """Create ``nodes`` :Entity nodes (all property types, three label sets) and ``rels`` relationships,
+    plus a uniqueness constraint, a range index, a text index and a relationship index."""
+    with neo4j.GraphDatabase.driver(uri, auth=(user, password)) as drv, drv.session(database=database) as s:
+        s.run("CREATE CONSTRAINT entity_uid IF NOT EXISTS FOR (n:Entity) REQUIRE n.uid IS UNIQUE").consume()
+        s.run("CREATE INDEX entity_i IF NOT EXISTS FOR (n:Entity) ON (n.i)").consume()
+        s.run("CREATE TEXT INDEX entity_name IF NOT EXISTS FOR (n:Entity) ON (n.name)").consume()
+        s.run("CREATE INDEX supports_w IF NOT EXISTS FOR ()-[r:SUPPORTS]-() ON (r.w)").consume()
+        s.run("CALL db.awaitIndexes(300)").consume()
+        for lo in range(0, nodes, batch):
+            s.run(NODE_QUERY, lo=lo, hi=min(lo + batch, nodes) - 1).consume()
+        blobs = [{"i": i, "b": bytes([i % 256, 0, 255]) * (1 + i % 7)} for i in range(0, nodes, 97)]
+        for lo in range(0, len(blobs), batch):
+            s.run("UNWIND $rows AS r MATCH (n:Entity {i: r.i}) SET n.blob = r.b, n.nan = 0.0/0.0",
+                  rows=blobs[lo:lo + batch]).consume()
+        for lo in range(0, rels, batch):
+            s.run(REL_QUERY, lo=lo, hi=min(lo + batch, rels) - 1, n=nodes).consume()
+
+
+def content_digest(uri: str, user: str, password: str, database: str = "neo4j") -> dict[str, object]:
+    """Counts and an order-independent digest of every node (labels, properties) and relationship (type,
+    properties, endpoint uids). Equal digests: equal content, whatever the internal ids."""
+
+    def h(obj: object) -> int:
+        return int.from_bytes(hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).digest(), "big")
+
+    mod = 1 << 256
+    node_sum = rel_sum = 0
+    n = r = 0
+    with neo4j.GraphDatabase.driver(uri, auth=(user, password)) as drv, drv.session(database=database) as s:
+        for rec in s.run("MATCH (x) RETURN labels(x) AS l, properties(x) AS p"):
+            node_sum = (node_sum + h([sorted(rec["l"]), encode_props(rec["p"])])) % mod
+            n += 1
+        for rec in s.run("MATCH (a)-[x]->(b) RETURN a.uid AS s, type(x) AS t, properties(x) AS p, b.uid AS e"):
+            rel_sum = (rel_sum + h([rec["s"], rec["t"], encode_props(rec["p"]), rec["e"]])) % mod
+            r += 1
+        schema = sorted([x["s"] for x in s.run("SHOW CONSTRAINTS YIELD createStatement AS s RETURN s")]
+                        + [x["s"] for x in s.run("SHOW INDEXES YIELD createStatement AS s, type, owningConstraint "
+                                                 "WHERE owningConstraint IS NULL AND type <> 'LOOKUP' RETURN s")])
+    return {"nodes": n, "relationships": r, "node_digest": f"{node_sum:064x}", "rel_digest": f"{rel_sum:064x}",
+            "schema": schema}

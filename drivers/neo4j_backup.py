@@ -1,0 +1,392 @@
+"""Neo4j backups: the logical strategy over Bolt (any edition, online) and the physical one (Community,
+offline ``neo4j-admin database dump`` / ``load``).
+
+**Logical format** (``helix-neo4j-logical``, version 1): JSON lines (compressed by the storage layer), one
+record each:
+
+* ``{"format": "helix-neo4j-logical", "version": 1, "server_version": …, "edition": …, "database": …}``
+* ``{"n": <id>, "l": [labels], "p": {props}}`` for each node, then
+* ``{"r": <type>, "s": <start id>, "e": <end id>, "p": {props}}`` for each relationship, then
+* ``{"schema": "constraint"|"index", "name": …, "statement": <its createStatement>}``, then
+* ``{"end": true, "nodes": N, "relationships": M}`` (a file without it is truncated and refused).
+
+Property values: JSON strings, integers, booleans and finite floats as they are; anything else tagged in a
+one-key object: ``{"$f": "nan"}``, ``{"$b": base64}`` (byte arrays), ``{"$date": iso}``, ``{"$time": iso}``
+(with offset), ``{"$ltime": iso}``, ``{"$dt": iso, "z": zone id}`` / ``{"$dt": iso with offset}``,
+``{"$ldt": iso}``, ``{"$dur": [months, days, seconds, nanoseconds]}``, ``{"$pt": srid, "c": [x, y(, z)]}``;
+lists element-wise. Nanoseconds survive (ISO with 9 fraction digits).
+
+Both directions stream: the export iterates one read transaction (the driver fetches records in batches),
+the load reads one line at a time and writes batches of ``batch_size`` rows; nodes are matched for the
+relationships through a temporary label and index (``__HelixRestore.__hx``), removed afterwards.
+Peak memory is bounded by the batch size, not the graph.
+
+Consistency: Neo4j's read-committed isolation means a long read is not a snapshot while writers run; the
+flow pauses the writer (mcp-graph) for the export and says so in the manifest.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import neo4j
+import neo4j.exceptions as nex
+from neo4j.spatial import CartesianPoint, Point, WGS84Point
+from neo4j.time import Date, DateTime, Duration, Time
+from pydantic import SecretStr
+
+from helix_ops.errors import BackupIntegrityError, DriverError
+
+FORMAT = "helix-neo4j-logical"
+FORMAT_VERSION = 1
+RESTORE_LABEL = "__HelixRestore"
+RESTORE_KEY = "__hx"
+RESTORE_INDEX = "helix_restore_hx"
+
+
+# --- value codec --------------------------------------------------------------------------------------------
+
+
+def _zone_name(tz: Any) -> str | None:
+    for attr in ("zone", "key"):  # pytz / zoneinfo
+        name = getattr(tz, attr, None)
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def encode_value(v: Any) -> Any:
+    """A property value as JSON-able data (see the module docstring for the tags)."""
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else {"$f": repr(v)}
+    if isinstance(v, (bytes, bytearray)):
+        return {"$b": base64.b64encode(bytes(v)).decode()}
+    if isinstance(v, DateTime):
+        if v.tzinfo is None:
+            return {"$ldt": v.iso_format()}
+        zone = _zone_name(v.tzinfo)
+        if zone and zone != "UTC" or zone == "UTC" and type(v.tzinfo).__name__ != "timezone":
+            return {"$dt": v.replace(tzinfo=None).iso_format(), "z": zone}
+        return {"$dt": v.iso_format()}
+    if isinstance(v, Date):
+        return {"$date": v.iso_format()}
+    if isinstance(v, Time):
+        return {"$time": v.iso_format()} if v.tzinfo is not None else {"$ltime": v.iso_format()}
+    if isinstance(v, Duration):
+        return {"$dur": [v.months, v.days, v.seconds, v.nanoseconds]}
+    if isinstance(v, Point):
+        return {"$pt": v.srid, "c": [float(c) for c in v]}
+    if isinstance(v, (list, tuple)):  # after Duration and Point: both are tuples
+        return [encode_value(x) for x in v]
+    raise DriverError(f"cannot back up a property value of type {type(v).__name__}",
+                      hint="a Neo4j type this format does not know yet")
+
+
+_POINTS = {7203: CartesianPoint, 9157: CartesianPoint, 4326: WGS84Point, 4979: WGS84Point}
+
+
+def decode_value(v: Any) -> Any:
+    """The inverse of :func:`encode_value` (values ready to send as Cypher parameters)."""
+    if isinstance(v, list):
+        return [decode_value(x) for x in v]
+    if not isinstance(v, dict):
+        return v
+    if "$f" in v:
+        return float(v["$f"])
+    if "$b" in v:
+        return base64.b64decode(v["$b"])
+    if "$date" in v:
+        return Date.from_iso_format(v["$date"])
+    if "$ltime" in v:
+        return Time.from_iso_format(v["$ltime"])
+    if "$time" in v:
+        return Time.from_iso_format(v["$time"])
+    if "$ldt" in v:
+        return DateTime.from_iso_format(v["$ldt"])
+    if "$dt" in v:
+        if "z" in v:
+            import pytz
+
+            return pytz.timezone(v["z"]).localize(DateTime.from_iso_format(v["$dt"]))
+        return DateTime.from_iso_format(v["$dt"])
+    if "$dur" in v:
+        months, days, seconds, nanos = v["$dur"]
+        return Duration(months=months, days=days, seconds=seconds, nanoseconds=nanos)
+    if "$pt" in v:
+        cls = _POINTS.get(int(v["$pt"]))
+        if cls is None:
+            raise BackupIntegrityError(f"unknown point srid {v['$pt']}")
+        return cls(tuple(v["c"]))
+    raise BackupIntegrityError(f"unknown value tag in {sorted(v)}")
+
+
+def encode_props(props: dict[str, Any]) -> dict[str, Any]:
+    return {k: encode_value(x) for k, x in props.items()}
+
+
+def decode_props(props: dict[str, Any]) -> dict[str, Any]:
+    return {k: decode_value(x) for k, x in props.items()}
+
+
+def quote(name: str) -> str:
+    """A label, type or property name as a Cypher identifier (backticks doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+# --- export -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LogicalStats:
+    nodes: int = 0
+    relationships: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+    relationship_types: dict[str, int] = field(default_factory=dict)
+    constraints: int = 0
+    indexes: int = 0
+    seconds: float = 0.0
+
+
+def _driver(uri: str, user: str, password: SecretStr | str) -> neo4j.Driver:
+    secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+    return neo4j.GraphDatabase.driver(uri, auth=(user, secret), connection_timeout=15,
+                                      max_transaction_retry_time=30)
+
+
+def _translate(exc: Exception, doing: str, uri: str) -> DriverError:
+    return DriverError(f"Neo4j at {uri}: {type(exc).__name__} while {doing}: "
+                       f"{getattr(exc, 'code', '') or ''} {getattr(exc, 'message', '') or ''}".strip(),
+                       hint="is the server up and the password right?")
+
+
+SCHEMA_QUERIES = (
+    ("constraint", "SHOW CONSTRAINTS YIELD name, createStatement RETURN name, createStatement ORDER BY name"),
+    ("index", "SHOW INDEXES YIELD name, type, owningConstraint, createStatement "
+              "WHERE owningConstraint IS NULL AND type <> 'LOOKUP' AND NOT name STARTS WITH 'helix_restore' "
+              "RETURN name, createStatement ORDER BY name"),
+)
+
+
+def export_logical(uri: str, user: str, password: SecretStr | str, write: Callable[[bytes], Any], *,
+                   database: str = "neo4j", fetch_size: int = 2000, flush_bytes: int = 1 << 20) -> LogicalStats:
+    """Stream the whole database into ``write`` (bytes of JSON lines). Returns the counts."""
+    t0 = time.monotonic()
+    stats = LogicalStats()
+    buf: list[bytes] = []
+    size = 0
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+    def emit(record: dict[str, Any]) -> None:
+        nonlocal size
+        line = dumps(record).encode() + b"\n"
+        buf.append(line)
+        size += len(line)
+        if size >= flush_bytes:
+            write(b"".join(buf))
+            buf.clear()
+            size = 0
+
+    try:
+        with _driver(uri, user, password) as drv:
+            rec = drv.execute_query("CALL dbms.components() YIELD versions, edition RETURN versions[0] AS v, edition",
+                                    database_=database).records[0]
+            emit({"format": FORMAT, "version": FORMAT_VERSION, "server_version": rec["v"],
+                  "edition": rec["edition"], "database": database})
+            with drv.session(database=database, fetch_size=fetch_size,
+                             default_access_mode=neo4j.READ_ACCESS) as session:
+                with session.begin_transaction() as tx:  # one transaction: nodes and relationships agree
+                    for r in tx.run("MATCH (n) RETURN id(n) AS i, labels(n) AS l, properties(n) AS p"):
+                        labels = r["l"]
+                        emit({"n": r["i"], "l": labels, "p": encode_props(r["p"])})
+                        stats.nodes += 1
+                        for lab in labels:
+                            stats.labels[lab] = stats.labels.get(lab, 0) + 1
+                    for r in tx.run("MATCH (a)-[x]->(b) RETURN type(x) AS t, id(a) AS s, id(b) AS e, "
+                                    "properties(x) AS p"):
+                        t = r["t"]
+                        emit({"r": t, "s": r["s"], "e": r["e"], "p": encode_props(r["p"])})
+                        stats.relationships += 1
+                        stats.relationship_types[t] = stats.relationship_types.get(t, 0) + 1
+                for kind, query in SCHEMA_QUERIES:
+                    for r in session.run(query):
+                        emit({"schema": kind, "name": r["name"], "statement": r["createStatement"]})
+                        if kind == "constraint":
+                            stats.constraints += 1
+                        else:
+                            stats.indexes += 1
+    except (nex.Neo4jError, nex.DriverError, OSError) as exc:
+        raise _translate(exc, "exporting", uri) from exc
+    emit({"end": True, "nodes": stats.nodes, "relationships": stats.relationships})
+    if buf:
+        write(b"".join(buf))
+    stats.seconds = time.monotonic() - t0
+    return stats
+
+
+# --- load ---------------------------------------------------------------------------------------------------
+
+
+def read_records(stream: BinaryIO | Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """Records of a logical export, checking the header first and the end record last."""
+    first = True
+    ended = False
+    for raw in stream:
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            raise BackupIntegrityError("logical export holds a line that is not JSON") from None
+        if first:
+            if rec.get("format") != FORMAT:
+                raise BackupIntegrityError("not a helix-neo4j-logical export")
+            if rec.get("version") != FORMAT_VERSION:
+                raise BackupIntegrityError(f"logical export version {rec.get('version')} is not supported "
+                                           f"(this helix-ops reads {FORMAT_VERSION})")
+            first = False
+        if ended:
+            raise BackupIntegrityError("logical export has records after its end record")
+        if rec.get("end"):
+            ended = True
+        yield rec
+    if first or not ended:
+        raise BackupIntegrityError("logical export is truncated (no end record)")
+
+
+def wipe_database(drv: neo4j.Driver, database: str = "neo4j") -> None:
+    """Drop every constraint and non-lookup index, then delete every node (in batches)."""
+    with drv.session(database=database) as s:
+        for r in list(s.run("SHOW CONSTRAINTS YIELD name RETURN name")):
+            s.run(f"DROP CONSTRAINT {quote(r['name'])} IF EXISTS").consume()
+        for r in list(s.run("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP' RETURN name")):
+            s.run(f"DROP INDEX {quote(r['name'])} IF EXISTS").consume()
+        s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS").consume()
+
+
+def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryIO | Iterable[bytes], *,
+                 database: str = "neo4j", batch_size: int = 5000, wipe: bool = False,
+                 log: Callable[[str], None] = lambda m: None) -> LogicalStats:
+    """Load a logical export into ``database``. Refuses a non-empty database unless ``wipe``.
+
+    Nodes and relationships are written in batches of ``batch_size`` (one transaction each) grouped by label
+    set / type; then the temporary restore label and index are removed and the schema is created (after the
+    data: faster, and constraints are checked against the whole graph).
+    """
+    t0 = time.monotonic()
+    stats = LogicalStats()
+    schema: list[tuple[str, str, str]] = []
+    try:
+        with _driver(uri, user, password) as drv:
+            with drv.session(database=database) as s:
+                existing = s.run("MATCH (n) RETURN count(n) AS c").single()["c"]
+                if existing and not wipe:
+                    raise DriverError(f"Neo4j at {uri} holds {existing} nodes: refusing to load over them",
+                                      hint="restore-helix wipes the database after taking a safety backup")
+                if existing or wipe:
+                    log(f"wiping {existing} nodes and the schema")
+                    wipe_database(drv, database)
+                s.run(f"CREATE INDEX {RESTORE_INDEX} IF NOT EXISTS FOR (n:{RESTORE_LABEL}) ON (n.{RESTORE_KEY})"
+                      ).consume()
+                s.run("CALL db.awaitIndexes(300)").consume()
+
+            node_buf: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            rel_buf: dict[str, list[dict[str, Any]]] = {}
+
+            def write_batch(query: str, rows: list[dict[str, Any]]) -> None:
+                with drv.session(database=database) as s:
+                    s.execute_write(lambda tx: tx.run(query, rows=rows).consume())
+
+            def flush_nodes(labels: tuple[str, ...]) -> None:
+                rows = node_buf.pop(labels, [])
+                if rows:
+                    lab = "".join(":" + quote(x) for x in labels)
+                    write_batch(f"UNWIND $rows AS r CREATE (n:{RESTORE_LABEL}{lab} {{{RESTORE_KEY}: r.i}}) "
+                                "SET n += r.p", rows)
+
+            def flush_rels(rtype: str) -> None:
+                rows = rel_buf.pop(rtype, [])
+                if rows:
+                    write_batch(f"UNWIND $rows AS r MATCH (a:{RESTORE_LABEL} {{{RESTORE_KEY}: r.s}}) "
+                                f"MATCH (b:{RESTORE_LABEL} {{{RESTORE_KEY}: r.e}}) "
+                                f"CREATE (a)-[x:{quote(rtype)}]->(b) SET x = r.p", rows)
+
+            end: dict[str, Any] | None = None
+            for rec in read_records(stream):
+                if "n" in rec:
+                    labels = tuple(rec["l"])
+                    node_buf.setdefault(labels, []).append({"i": rec["n"], "p": decode_props(rec["p"])})
+                    stats.nodes += 1
+                    for lab in labels:
+                        stats.labels[lab] = stats.labels.get(lab, 0) + 1
+                    if len(node_buf[labels]) >= batch_size:
+                        flush_nodes(labels)
+                elif "r" in rec:
+                    if node_buf:
+                        for labels in list(node_buf):
+                            flush_nodes(labels)
+                    rtype = rec["r"]
+                    rel_buf.setdefault(rtype, []).append({"s": rec["s"], "e": rec["e"], "p": decode_props(rec["p"])})
+                    stats.relationships += 1
+                    stats.relationship_types[rtype] = stats.relationship_types.get(rtype, 0) + 1
+                    if len(rel_buf[rtype]) >= batch_size:
+                        flush_rels(rtype)
+                elif "schema" in rec:
+                    schema.append((rec["schema"], rec["name"], rec["statement"]))
+                elif rec.get("end"):
+                    end = rec
+            for labels in list(node_buf):
+                flush_nodes(labels)
+            for rtype in list(rel_buf):
+                flush_rels(rtype)
+            if end is None or end.get("nodes") != stats.nodes or end.get("relationships") != stats.relationships:
+                raise BackupIntegrityError(f"logical export counts disagree: end record {end}, read "
+                                           f"{stats.nodes} nodes / {stats.relationships} relationships")
+            log(f"loaded {stats.nodes} nodes, {stats.relationships} relationships; cleaning up")
+            with drv.session(database=database) as s:
+                s.run(f"MATCH (n:{RESTORE_LABEL}) CALL (n) {{ REMOVE n:{RESTORE_LABEL} "
+                      f"REMOVE n.{RESTORE_KEY} }} IN TRANSACTIONS OF {batch_size} ROWS").consume()
+                s.run(f"DROP INDEX {RESTORE_INDEX} IF EXISTS").consume()
+                for kind, _name, statement in schema:
+                    s.run(statement).consume()
+                    if kind == "constraint":
+                        stats.constraints += 1
+                    else:
+                        stats.indexes += 1
+                s.run("CALL db.awaitIndexes(600)").consume()
+    except (nex.Neo4jError, nex.DriverError, OSError) as exc:
+        raise _translate(exc, "loading a logical backup", uri) from exc
+    stats.seconds = time.monotonic() - t0
+    return stats
+
+
+def graph_counts(uri: str, user: str, password: SecretStr | str, database: str = "neo4j") -> dict[str, Any]:
+    """Nodes, relationships, per-label and per-type counts, constraints and indexes (for verification)."""
+    try:
+        with _driver(uri, user, password) as drv, drv.session(database=database) as s:
+            nodes = s.run("MATCH (n) RETURN count(n) AS c").single()["c"]
+            rels = s.run("MATCH ()-[r]->() RETURN count(r) AS c").single()["c"]
+            labels = {r["l"]: r["c"] for r in s.run(
+                "CALL db.labels() YIELD label AS l CALL (l) { MATCH (n) WHERE l IN labels(n) RETURN count(n) AS c } "
+                "RETURN l, c") if r["c"]}
+            types = {r["t"]: r["c"] for r in s.run(
+                "CALL db.relationshipTypes() YIELD relationshipType AS t "
+                "CALL (t) { MATCH ()-[r]->() WHERE type(r) = t RETURN count(r) AS c } RETURN t, c") if r["c"]}
+            constraints = s.run("SHOW CONSTRAINTS YIELD name RETURN count(*) AS c").single()["c"]
+            indexes = s.run("SHOW INDEXES YIELD name, type, owningConstraint WHERE owningConstraint IS NULL "
+                            "AND type <> 'LOOKUP' RETURN count(*) AS c").single()["c"]
+            version, edition = s.run("CALL dbms.components() YIELD versions, edition "
+                                     "RETURN versions[0] AS v, edition AS e").single().values()
+    except (nex.Neo4jError, nex.DriverError, OSError) as exc:
+        raise _translate(exc, "counting", uri) from exc
+    return {"nodes": nodes, "relationships": rels, "labels": labels, "relationship_types": types,
+            "constraints": constraints, "indexes": indexes, "server_version": version, "edition": edition}
