@@ -390,3 +390,112 @@ def graph_counts(uri: str, user: str, password: SecretStr | str, database: str =
         raise _translate(exc, "counting", uri) from exc
     return {"nodes": nodes, "relationships": rels, "labels": labels, "relationship_types": types,
             "constraints": constraints, "indexes": indexes, "server_version": version, "edition": edition}
+
+
+# --- physical: offline dump / load (Community) ----------------------------------------------------------------
+
+
+class OfflineNeo4j:
+    """What the physical strategy needs from where Neo4j runs: stop, start (and wait), run ``neo4j-admin``.
+
+    :class:`HostNeo4j` drives a host process (the test bed's ``Neo4jServer`` and the bench);
+    :class:`EngineNeo4j` drives the environment's container on the engine (stop it, run a one-off container
+    of the same image on the same data volume, start it again).
+    """
+
+    def stop(self) -> None: raise NotImplementedError
+    def start(self) -> None: raise NotImplementedError
+    def dump(self, write: Callable[[bytes], Any], database: str = "neo4j") -> int: raise NotImplementedError
+    def load(self, chunks: Iterable[bytes], size: int, database: str = "neo4j") -> None: raise NotImplementedError
+
+
+@dataclass
+class PhysicalResult:
+    downtime_s: float
+    dump_bytes: int = 0
+
+
+def dump_offline(target: OfflineNeo4j, write: Callable[[bytes], Any], database: str = "neo4j") -> PhysicalResult:
+    """Stop Neo4j, ``neo4j-admin database dump`` into ``write``, start Neo4j again (always, even on failure).
+
+    The downtime is measured from the stop to Neo4j answering again. The writer must be drained first.
+    """
+    t0 = time.monotonic()
+    target.stop()
+    try:
+        size = target.dump(write, database)
+    finally:
+        target.start()
+    return PhysicalResult(time.monotonic() - t0, size)
+
+
+def load_offline(target: OfflineNeo4j, chunks: Iterable[bytes], size: int, database: str = "neo4j") -> PhysicalResult:
+    """Stop Neo4j, ``neo4j-admin database load --overwrite-destination=true`` from ``chunks``, start again."""
+    t0 = time.monotonic()
+    target.stop()
+    try:
+        target.load(chunks, size, database)
+    finally:
+        target.start()
+    return PhysicalResult(time.monotonic() - t0)
+
+
+class HostNeo4j(OfflineNeo4j):
+    """A Neo4j host process with ``stop()``, ``start()`` and ``admin_argv(*args)`` (the test bed's server)."""
+
+    def __init__(self, server: Any, workdir: Any) -> None:
+        from pathlib import Path
+
+        self.server = server
+        self.workdir = Path(workdir)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        self.server.start()
+
+    def _admin(self, argv: list[str]) -> str:
+        from helix_ops.errors import CommandFailed
+
+        try:
+            return self.server.admin(*argv[1:])
+        except CommandFailed:
+            raise
+        except Exception as exc:  # the test bed's runner raises its own error type
+            raise CommandFailed(argv, getattr(exc, "rc", 1), str(exc)) from exc
+
+    def dump(self, write: Callable[[bytes], Any], database: str = "neo4j") -> int:
+        import shutil as _sh
+
+        from helix_ops.backup import neo4j_dump_argv
+
+        folder = self.workdir / "dump"
+        _sh.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            self._admin(neo4j_dump_argv(database, str(folder)))
+            size = 0
+            with open(folder / f"{database}.dump", "rb") as f:
+                while chunk := f.read(1 << 20):
+                    write(chunk)
+                    size += len(chunk)
+            return size
+        finally:
+            _sh.rmtree(folder, ignore_errors=True)
+
+    def load(self, chunks: Iterable[bytes], size: int, database: str = "neo4j") -> None:
+        import shutil as _sh
+
+        from helix_ops.backup import neo4j_load_argv
+
+        folder = self.workdir / "load"
+        _sh.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            with open(folder / f"{database}.dump", "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+            self._admin(neo4j_load_argv(database, str(folder)))
+        finally:
+            _sh.rmtree(folder, ignore_errors=True)
