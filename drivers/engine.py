@@ -29,7 +29,7 @@ import httpx
 from docker.models.containers import Container
 
 from helix_ops.errors import ConfigError, DriverError, WaitTimeout
-from helix_ops.plan import HASH_LABEL, CurrentObject, CurrentState
+from helix_ops.plan import HASH_LABEL, CurrentObject, CurrentState, engine_service_hash
 
 PROJECT_LABEL = "helix-ops.project"
 ENV_LABEL = "helix-ops.environment"
@@ -88,6 +88,9 @@ def container_plans(project: str, environment: str, name: str, spec: Mapping[str
                     files: Mapping[str, str], probe_port: int | None,
                     extra_labels: Mapping[str, str] | None = None) -> list[ContainerPlan]:
     """The replicas of one Compose service as container plans (pure).
+
+    ``spec_hash`` is the service's template hash (``helix_ops.plan.template_hash``): replicas are named
+    ``<project>-<service>-<hash8>-<i>`` and labelled with it, so a scale keeps the replicas that run.
 
     ``files`` maps a container path to its text, for the service's bind-mounted config files (``./nginx.conf``):
     they are copied into the container before it starts, so the engine needs no access to this machine's disk.
@@ -190,11 +193,12 @@ class EngineDriver:
         for name, cs in sorted(by_service.items()):
             hashes = {c.labels.get(HASH_LABEL) for c in cs}
             running = [c for c in cs if c.status == "running"]
-            # A service counts as unchanged only when every replica runs the same spec.
+            # A service counts as unchanged only when every replica runs the same template.
             same = len(hashes) == 1 and len(running) == len(cs)
             fields: dict[str, Any] = {"image": cs[0].labels.get(IMAGE_LABEL) or cs[0].attrs["Config"]["Image"]}
             fields["replicas"] = len(running)
-            objects.append(CurrentObject(f"service/{name}", hashes.pop() if same else None, fields))
+            identity_hash = engine_service_hash(hashes.pop(), len(running)) if same else None
+            objects.append(CurrentObject(f"service/{name}", identity_hash, fields))
         for net in self.client.networks.list(filters=self._filters()):
             short = net.name.removeprefix(f"{self.project}_")
             objects.append(CurrentObject(f"network/{short}", net.attrs.get("Labels", {}).get(HASH_LABEL)))
@@ -300,6 +304,27 @@ class EngineDriver:
             if time.monotonic() >= end:
                 raise WaitTimeout(what, last)
             time.sleep(interval_s)
+
+    def update_load_balancer(self, conf_text: str, service: str = "nginx",
+                             path: str = "/etc/nginx/nginx.conf") -> list[str]:
+        """Write ``conf_text`` into every running load balancer, check it, and reload gracefully.
+
+        nginx's reload starts new workers with the new upstreams; old workers finish their in-flight requests.
+        Returns the names of the reloaded containers (none when no load balancer runs yet).
+        """
+        reloaded = []
+        for c in self.containers(service):
+            if c.status != "running":
+                continue
+            c.put_archive("/", _tar_of({path: conf_text}))
+            for argv in (["nginx", "-t", "-q"], ["nginx", "-s", "reload"]):
+                result = c.exec_run(argv)
+                if result.exit_code != 0:
+                    raise DriverError(f"{' '.join(argv)} in {c.name} failed: "
+                                      f"{result.output.decode(errors='replace')[-300:]}",
+                                      hint="the rendered nginx.conf is refused by nginx")
+            reloaded.append(c.name)
+        return reloaded
 
     def remove_project(self) -> list[str]:
         """Remove every container, network and volume of the project (tests and `helix-ops destroy`)."""

@@ -15,9 +15,8 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 
 from helix_ops.descriptor import load_descriptor
-from helix_ops.plan import Plan, compose_objects, compute_plan
+from helix_ops.plan import Plan, compose_objects, compute_plan, engine_objects, template_hash
 from helix_ops.render.compose import render_compose
-from helix_ops.render.nginx import render_nginx_conf
 from helix_ops.stack import build_stack
 from tasks.engine import (
     EngineTarget,
@@ -28,7 +27,6 @@ from tasks.engine import (
     connect_engine,
     neo4j_endpoint,
     read_current_state,
-    reload_load_balancer,
     remove_service,
     service_status,
 )
@@ -84,15 +82,13 @@ def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: 
     desc = load_descriptor(descriptor_path(env, descriptor))
     stack = build_stack(desc)
     doc = render_compose(stack)
-    files = {"nginx.conf": render_nginx_conf(stack)}
     target = EngineTarget(engine_url, desc.project, desc.environment, container_labels or {})
     connect_engine(target)
 
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     with environment_lease(desc.environment, owner, ttl_s=lease_ttl_s, wait_s=lease_wait_s):
         current = read_current_state(target)
-        objects = compose_objects(doc)
-        plan = compute_plan(objects, current)
+        plan = compute_plan(engine_objects(doc), current)
         for line in plan.lines():
             logger.info("plan: %s", line)
         create_markdown_artifact(plan_markdown(desc.environment, plan), key=f"deploy-plan-{desc.environment}",
@@ -104,7 +100,7 @@ def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: 
                 logger.warning("deploy of prod not approved: %s", answer.reason or "(no reason)")
                 return {"environment": desc.environment, "applied": False, "plan": plan.to_dict()}
 
-        by_identity = {o.identity: o for o in objects}
+        by_identity = {o.identity: o for o in compose_objects(doc)}
         changed: list[str] = []
         for change in plan.changes:
             kind, name = change.identity.split("/", 1)
@@ -123,11 +119,9 @@ def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: 
             else:
                 svc = stack.service(name)
                 probe = ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path)
-                apply_service(target, name, obj.spec, obj.spec_hash, files, probe, desc,
+                apply_service(target, name, obj.spec, template_hash(obj.spec), probe, desc,
                               health_deadline_s=health_timeout_s)
                 changed.append(name)
-        if "dashboard" in changed and "nginx" not in changed:
-            reload_load_balancer(target)
 
         if run_init_db:
             init_helix_db(neo4j_uri=neo4j_endpoint(target), credentials_block=desc.credentials.neo4j)

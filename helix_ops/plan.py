@@ -223,6 +223,38 @@ def compose_objects(doc: Mapping[str, Any]) -> list[DesiredObject]:
     return objs
 
 
+def template_hash(service_spec: Mapping[str, Any]) -> str:
+    """The hash of a Compose service without its replica count: what one replica is made from.
+
+    Container-engine replicas are named after it, so scaling keeps the replicas that run and only adds or
+    removes some (like a Kubernetes pod-template hash).
+    """
+    deploy = {k: v for k, v in service_spec.get("deploy", {}).items() if k != "replicas"}
+    return spec_hash({**service_spec, "deploy": deploy})
+
+
+def engine_service_hash(template: str, replicas: int) -> str:
+    """The identity hash of a service on the container engine: its template hash and replica count."""
+    return spec_hash({"template": template, "replicas": replicas})
+
+
+def engine_objects(doc: Mapping[str, Any]) -> list[DesiredObject]:
+    """Desired objects of a Compose document as the container-engine driver reads them back.
+
+    Like :func:`compose_objects`, but a service's spec is ``{template, replicas}``, so the hash the driver
+    can rebuild from container labels (template hash, running replicas) is comparable.
+    """
+    objs = []
+    for obj in compose_objects(doc):
+        if not obj.identity.startswith("service/"):
+            objs.append(obj)
+            continue
+        replicas = int(obj.spec.get("deploy", {}).get("replicas", 1))
+        objs.append(DesiredObject(obj.identity, {"template": template_hash(obj.spec), "replicas": replicas},
+                                  {"image": obj.spec["image"], "replicas": replicas}))
+    return objs
+
+
 def kubernetes_objects(manifests: Iterable[Mapping[str, Any]]) -> list[DesiredObject]:
     """Desired objects of Kubernetes manifests (identity ``Kind/namespace/name``), Secrets redacted in diffs."""
     objs = []

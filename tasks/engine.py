@@ -13,13 +13,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from drivers.engine import (
-    EngineDriver,
-    bolt_check,
-    container_plans,
-    http_check,
-    redis_check,
-)
+from drivers.engine import EngineDriver, bolt_check, http_check, redis_check
 from helix_ops.descriptor import Descriptor
 from helix_ops.plan import CurrentState
 
@@ -84,61 +78,58 @@ def _health_check(driver: EngineDriver, container, probe: ProbeSpec, secrets: Ma
     return redis_check(host, port, secrets["REDIS_PASSWORD"])
 
 
+def _balancer_conf(descriptor: Descriptor, members: list[str] | None) -> str:
+    from helix_ops.render.nginx import render_nginx_conf
+    from helix_ops.stack import build_stack
+
+    return render_nginx_conf(build_stack(descriptor), members=members)
+
+
+def dashboard_members(driver: EngineDriver) -> list[str]:
+    """The running dashboard replicas, by name, in a stable order."""
+    return sorted(c.name for c in driver.containers("dashboard") if c.status == "running")
+
+
 @task(name="apply-service", timeout_seconds=900, cache_policy=NO_CACHE)
 def apply_service(target: EngineTarget, name: str, spec: Mapping[str, Any], spec_hash: str,
-                  files: Mapping[str, str], probe: ProbeSpec, descriptor: Descriptor,
-                  health_deadline_s: float = 180) -> dict[str, Any]:
-    """Bring ``name`` to ``spec``: new replicas are started and gated on their health before old ones go.
+                  probe: ProbeSpec, descriptor: Descriptor, health_deadline_s: float = 180,
+                  drain_s: float = 1.0) -> dict[str, Any]:
+    """Roll ``name`` to ``spec`` with health gates (see ``drivers.rollout.roll_service``).
 
-    Stateless services (``update_config.order: start-first``) start the new replicas first, then remove the
-    old ones; the others (single writer, databases, load balancer) stop the old replica first. A replica whose
-    health does not pass by the deadline fails the task with the service and what was last seen; replicas
-    that were healthy before stay up.
+    Stateless services start each new replica before an old one goes; the dashboard's replicas also join and
+    leave the load balancer by graceful reloads. The single writer, the databases and the load balancer stop
+    first, with their downtime measured. A replica whose health does not pass by the deadline fails the task
+    with the service and what was last seen; replicas that were serving keep serving.
 
     The secrets are loaded here from the blocks ``descriptor`` names, never passed in, logged or returned.
     """
+    from drivers.rollout import RolloutFailed, roll_service
+
     logger = get_run_logger()
     secrets = _secret_env(descriptor)
     driver = target.driver()
-    old = driver.containers(name)
-    plans = container_plans(target.project, target.environment, name, spec, spec_hash, files, probe.port,
-                            target.extra_labels)
-    start_first = spec.get("deploy", {}).get("update_config", {}).get("order") == "start-first"
-    if old and not start_first:
-        logger.info("%s: stopping %d old replica(s) first (%s)", name, len(old), "stop-first")
-        driver.remove(old)
-    statuses = []
-    for plan in plans:
-        logger.info("%s: starting %s (%s)", name, plan.name, plan.image)
-        container = driver.create_container(plan, secrets)
-        check = _health_check(driver, container, probe, secrets)
-        status = driver.wait_healthy(container, check, f"{name} ({plan.name}) to be healthy", health_deadline_s)
-        logger.info("%s: %s healthy: %s", name, plan.name, status)
-        statuses.append(status)
-    if old and start_first:
-        logger.info("%s: new replicas healthy; removing %d old one(s)", name, len(old))
-        driver.remove(old)
-    return {"service": name, "image": spec["image"], "replicas": len(plans), "health": statuses[-1] if statuses else "",
-            "containers": [p.name for p in plans]}
+    files = {"nginx.conf": _balancer_conf(descriptor, dashboard_members(driver) or None)} if name == "nginx" else {}
+    hook = None
+    if name == "dashboard":
+        def hook(members: list[str]) -> None:
+            reloaded = driver.update_load_balancer(_balancer_conf(descriptor, members))
+            if reloaded:
+                logger.info("load balancer now sends to %s", ", ".join(members))
+
+    def health(container):
+        return _health_check(driver, container, probe, secrets)
+
+    try:
+        report = roll_service(driver, name, spec, spec_hash, files, probe.port, health, secrets, health_deadline_s,
+                              members_hook=hook, drain_s=drain_s, log=logger.info)
+    except RolloutFailed as failed:
+        raise failed.cause from None
+    return {**report.as_dict(), "image": spec["image"], "replicas": len(report.started) + len(report.kept)}
 
 
 @task(name="remove-service", retries=1, timeout_seconds=120, cache_policy=NO_CACHE)
 def remove_service(target: EngineTarget, name: str) -> list[str]:
     return target.driver().remove_service(name)
-
-
-@task(name="reload-load-balancer", retries=2, retry_delay_seconds=1, timeout_seconds=60, cache_policy=NO_CACHE)
-def reload_load_balancer(target: EngineTarget, service: str = "nginx") -> str:
-    """``nginx -s reload`` in the load balancer (re-resolves the dashboard replicas; in-flight requests finish)."""
-    driver = target.driver()
-    out = []
-    for c in driver.containers(service):
-        if c.status == "running":
-            result = c.exec_run(["nginx", "-s", "reload"])
-            if result.exit_code != 0:
-                raise RuntimeError(f"nginx reload in {c.name} failed: {result.output.decode(errors='replace')[-300:]}")
-            out.append(c.name)
-    return f"reloaded {', '.join(out)}" if out else "no load balancer running"
 
 
 @task(name="neo4j-endpoint", retries=1, timeout_seconds=60, cache_policy=NO_CACHE)

@@ -40,3 +40,17 @@ def environment_lease(environment: str, owner: str, ttl_s: float = 120, wait_s: 
             yield
     except TimeoutError as exc:
         raise LockHeld(environment, f"another run (this is {owner})", f"its lease ends (waited {wait_s:.0f}s)") from exc
+
+
+def break_lease(environment: str) -> int:
+    """Free ``environment``'s lease held by a crashed or stuck run; returns how many slots were taken."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    name = lease_name(environment)
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except Exception:  # noqa: BLE001 - no limit yet: nothing to break
+            return 0
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+        return int(limit.active_slots)

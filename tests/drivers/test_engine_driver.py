@@ -6,7 +6,7 @@ import pytest
 
 from drivers.engine import EngineDriver, container_plans, http_check, interpolate
 from helix_ops.errors import ConfigError, DriverError, WaitTimeout
-from helix_ops.plan import HASH_LABEL, spec_hash
+from helix_ops.plan import HASH_LABEL, engine_service_hash, spec_hash
 
 pytestmark = pytest.mark.bed
 
@@ -67,7 +67,7 @@ def test_apply_read_back_and_remove(driver, images):
     assert [s for _, s in started] == ["HTTP 200 /api/health"] * 2
     state = driver.current_state()
     svc = state.by_identity()["service/web"]
-    assert svc.spec_hash == h and svc.fields == {"image": images["probe-v1"], "replicas": 2}
+    assert svc.spec_hash == engine_service_hash(h, 2) and svc.fields == {"image": images["probe-v1"], "replicas": 2}
     assert "network/helix" in state.by_identity()
     env = started[0][0].attrs["Config"]["Env"]
     assert "SECRET_THING=s3cr3t-value" in env  # resolved at creation...

@@ -1,0 +1,128 @@
+"""Rolling a service to a new spec on the container engine, without taking it down.
+
+* start-first services (the dashboard and the stateless MCP servers): one replica at a time, start the new
+  one, wait until it is healthy, add it to the load balancer (if the service sits behind it), take an old one
+  out (graceful reload: in-flight requests finish), let it drain, stop it. The service never has fewer
+  healthy replicas than requested.
+* stop-first services (mcp-graph, the single writer; the databases; the load balancer): stop, then start;
+  the downtime is measured.
+
+A rollout resumes cleanly: replicas of the new spec that already run healthy are kept, so a rerun after a
+crash finishes the job instead of starting over.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from docker.models.containers import Container
+
+from drivers.engine import EngineDriver, container_plans
+from helix_ops.plan import HASH_LABEL
+
+HealthCheck = Callable[[Container], Callable[[], str]]
+"""Given a container, the check that tells it is healthy (raises while it is not)."""
+
+MembersHook = Callable[[list[str]], None]
+"""Called with the replica names the load balancer should send traffic to, in order."""
+
+
+@dataclass
+class RolloutReport:
+    service: str
+    strategy: str
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    downtime_s: float = 0.0
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "strategy": self.strategy, "started": self.started,
+                "stopped": self.stopped, "kept": self.kept, "downtime_s": round(self.downtime_s, 3),
+                "wall_s": round(self.wall_s, 3)}
+
+
+class RolloutFailed(Exception):
+    """A new replica did not become healthy; ``report`` says what was started and stopped before."""
+
+    def __init__(self, report: RolloutReport, cause: Exception) -> None:
+        self.report = report
+        self.cause = cause
+        super().__init__(str(cause))
+
+
+def _running(containers: Sequence[Container]) -> list[Container]:
+    return [c for c in containers if c.status == "running"]
+
+
+def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_hash: str,
+                 files: Mapping[str, str], probe_port: int | None, health: HealthCheck,
+                 secrets: Mapping[str, str], deadline_s: float, members_hook: MembersHook | None = None,
+                 drain_s: float = 1.0, log: Callable[[str], None] = lambda m: None) -> RolloutReport:
+    """Bring service ``name`` to ``spec`` (see the module doc); raise RolloutFailed on a failed health gate.
+
+    On failure the unhealthy new replica is removed and, behind the load balancer, never received traffic;
+    replicas that were serving keep serving.
+    """
+    t0 = time.monotonic()
+    start_first = spec.get("deploy", {}).get("update_config", {}).get("order") == "start-first"
+    report = RolloutReport(name, "start-first" if start_first else "stop-first")
+    plans = container_plans(driver.project, driver.environment, name, spec, spec_hash, files, probe_port,
+                            driver.extra_labels)
+    existing = driver.containers(name)
+    new_names = {p.name for p in plans}
+    current = {c.name: c for c in existing if c.labels.get(HASH_LABEL) == spec_hash and c.name in new_names
+               and c.status == "running"}
+    old = [c for c in existing if c.name not in current]
+    serving = [c.name for c in _running(existing)]
+
+    if not start_first and old:
+        down_at = time.monotonic()
+        log(f"{name}: stopping {len(old)} old replica(s) (stop-first)")
+        report.stopped += driver.remove(old)
+        serving = [n for n in serving if n not in set(report.stopped)]
+        old = []
+    else:
+        down_at = None
+
+    for plan in plans:
+        if plan.name in current:
+            report.kept.append(plan.name)
+            continue
+        log(f"{name}: starting {plan.name} ({plan.image})")
+        container = driver.create_container(plan, secrets)
+        try:
+            status = driver.wait_healthy(container, health(container), f"{name} ({plan.name}) to be healthy",
+                                         deadline_s)
+        except Exception as exc:
+            driver.remove([container], grace_s=2)
+            report.wall_s = time.monotonic() - t0
+            raise RolloutFailed(report, exc) from exc
+        if down_at is not None:
+            report.downtime_s = time.monotonic() - down_at
+            down_at = None
+        log(f"{name}: {plan.name} healthy ({status})")
+        report.started.append(plan.name)
+        if members_hook is not None:
+            serving = [*serving, plan.name]
+            members_hook(serving)
+        if start_first and old:
+            victim = old.pop(0)
+            if members_hook is not None and victim.name in serving:
+                serving = [n for n in serving if n != victim.name]
+                members_hook(serving)
+                time.sleep(drain_s)  # the reloaded balancer's old workers finish their requests
+            log(f"{name}: stopping old replica {victim.name}")
+            report.stopped += driver.remove([victim])
+    if old:  # fewer replicas than before, or leftovers of an interrupted run
+        if members_hook is not None:
+            serving = [n for n in serving if n not in {c.name for c in old}]
+            members_hook(serving)
+            time.sleep(drain_s)
+        report.stopped += driver.remove(old)
+    report.wall_s = time.monotonic() - t0
+    return report

@@ -1,0 +1,177 @@
+"""``upgrade-helix`` and ``scale-helix``: change a running environment without taking it down.
+
+upgrade-helix: new image tags (parameters, or what the descriptor says) → plan against the live state
+(published) → approval in prod → a verified pre-upgrade backup (if it fails, nothing is upgraded) → each
+changed service rolled in dependency order with health gates (``drivers.rollout``) → on any failure, every
+service already changed (and the failing one) rolled back to its previous image → audit record.
+
+scale-helix: a new replica count within the scaling rules, through the same rollout and gates.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from typing import Any
+
+from prefect import flow, get_run_logger, pause_flow_run
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows.deploy import Approval, descriptor_path, plan_markdown
+from helix_ops.changes import DATA_SERVICES, AuditRecord, images_from_state, with_images, with_replicas
+from helix_ops.descriptor import Descriptor, load_descriptor
+from helix_ops.errors import HelixOpsError
+from helix_ops.plan import compose_objects, compute_plan, engine_objects, template_hash
+from helix_ops.render.compose import render_compose
+from helix_ops.stack import build_stack
+from tasks.engine import EngineTarget, ProbeSpec, apply_service, connect_engine, read_current_state
+from tasks.lease import break_lease, environment_lease
+from tasks.records import record_change
+
+
+class UpgradeRolledBack(HelixOpsError):
+    """A step failed its health gate; every changed service was rolled back to its previous image."""
+
+
+def _who(triggered_by: str | None) -> str:
+    if triggered_by:
+        return triggered_by
+    run = flow_run.get_id()
+    return f"flow-run/{run}" if run else f"user/{getpass.getuser()}"
+
+
+def _apply_services(target: EngineTarget, desc: Descriptor, names: list[str], health_timeout_s: float,
+                    drain_s: float) -> list[dict[str, Any]]:
+    """Roll ``names`` (in dependency order) to what ``desc`` renders; stop at the first failure."""
+    stack = build_stack(desc)
+    specs = {o.identity.split("/", 1)[1]: o.spec for o in compose_objects(render_compose(stack))
+             if o.identity.startswith("service/")}
+    reports = []
+    for name in [s for s in stack.names() if s in names]:
+        svc = stack.service(name)
+        probe = ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path)
+        reports.append(apply_service(target, name, specs[name], template_hash(specs[name]), probe, desc,
+                                     health_deadline_s=health_timeout_s, drain_s=drain_s))
+    return reports
+
+
+def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], action: str, change: dict[str, Any], scope: set[str] | None,
+            descriptor: str | None, engine_url: str | None, health_timeout_s: float, drain_s: float,
+            lease_ttl_s: float, lease_wait_s: float, break_stale_lease: str | None,
+            container_labels: dict[str, str] | None, triggered_by: str | None, backup_first: bool,
+            current_desc: Descriptor) -> dict[str, Any]:
+    logger = get_run_logger()
+    who = _who(triggered_by)
+    target = EngineTarget(engine_url, current_desc.project, current_desc.environment, container_labels or {})
+    connect_engine(target)
+    if break_stale_lease:
+        taken = break_lease(current_desc.environment)
+        record_change(AuditRecord.now(environment=current_desc.environment, action="break-lease", triggered_by=who,
+                                      change={"reason": break_stale_lease, "slots_freed": taken}, before={},
+                                      after={}, result="succeeded", detail=break_stale_lease))
+    with environment_lease(current_desc.environment, who, ttl_s=lease_ttl_s, wait_s=lease_wait_s):
+        current = read_current_state(target)
+        before = images_from_state(current)
+        desired = desired_for(before)
+        plan = compute_plan(engine_objects(render_compose(build_stack(desired))), current)
+        steps = [c for c in plan.changes if c.identity.startswith("service/") and c.action in ("create", "update")
+                 and (scope is None or c.identity.split("/", 1)[1] in scope)]
+        names = [c.identity.split("/", 1)[1] for c in steps]
+        for line in plan.lines():
+            logger.info("plan: %s", line)
+        create_markdown_artifact(plan_markdown(desired.environment, plan), key=f"{action}-plan-{desired.environment}",
+                                 description=f"{action}-helix plan for {desired.environment}")
+        if not names:
+            logger.info("nothing to %s: every service already matches", action)
+            return {"environment": desired.environment, "changed": [], "result": "noop", "plan": plan.to_dict()}
+        if desired.environment == "prod":
+            answer = pause_flow_run(wait_for_input=Approval, timeout=3600)
+            if not answer.approve:
+                record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
+                                              change=change, before=before, after=before, result="refused",
+                                              detail=answer.reason))
+                return {"environment": desired.environment, "changed": [], "result": "refused"}
+        if backup_first:
+            _pre_upgrade_backup(env, descriptor)
+
+        done: list[str] = []
+        try:
+            reports = []
+            for name in names:
+                reports += _apply_services(target, desired, [name], health_timeout_s, drain_s)
+                done.append(name)
+        except Exception as exc:
+            failed = names[len(done)]
+            logger.error("%s failed at %s: %s; rolling back %s", action, failed, exc, ", ".join([*done, failed]))
+            previous = with_images(current_desc, {n: before[n] for n in [*done, failed] if n in before},
+                                   include_data_services=True)
+            _apply_services(target, previous, [*done, failed], health_timeout_s, drain_s)
+            after = images_from_state(read_current_state(target))
+            record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
+                                          change=change, before=before, after=after, result="rolled-back",
+                                          detail=f"{failed} failed its health gate: {exc}"))
+            raise UpgradeRolledBack(f"{action} of {desired.environment} failed at {failed} and was rolled back: "
+                                    f"{exc}") from exc
+        after = images_from_state(read_current_state(target))
+        record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
+                                      change=change, before=before, after=after, result="succeeded",
+                                      detail=", ".join(f"{r['service']}: {r['strategy']}, downtime "
+                                                       f"{r['downtime_s']}s" for r in reports)))
+    return {"environment": desired.environment, "changed": names, "result": "succeeded", "before": before,
+            "after": after, "reports": reports, "plan": plan.to_dict()}
+
+
+def _pre_upgrade_backup(env: str, descriptor: str | None) -> None:
+    """A verified backup before anything changes; raises (and so upgrades nothing) when it fails."""
+    from flows.backup import backup_helix
+
+    backup_helix(env=env, descriptor=descriptor)
+
+
+@flow(name="upgrade-helix")
+def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, descriptor: str | None = None,
+                  engine_url: str | None = None, include_data_services: bool = False, backup_first: bool = True,
+                  health_timeout_s: float = 120, drain_s: float = 1.0, lease_ttl_s: float = 120,
+                  lease_wait_s: float = 600, break_stale_lease: str | None = None,
+                  container_labels: dict[str, str] | None = None, triggered_by: str | None = None) -> dict[str, Any]:
+    """Upgrade services of one environment with zero downtime, rolling back by itself on a failed gate.
+
+    Args:
+        env / descriptor: the environment (``deployments/<env>.yaml``) or a descriptor path.
+        images: service → new tag (or ``repository:tag``); none: converge to the descriptor's tags.
+        include_data_services: allow Neo4j and Redis in ``images`` (health-gated, with downtime).
+        backup_first: take a verified backup-helix backup first; if it fails nothing is upgraded.
+        health_timeout_s: deadline of each new replica's health gate.
+        break_stale_lease: a reason; frees a lease left by a crashed run (recorded in the audit log).
+        triggered_by: who asked (recorded); default the flow run.
+
+    Example: ``prefect deployment run upgrade-helix/prod -p images='{"dashboard": "1.4.2"}'``.
+    """
+    current_desc = load_descriptor(descriptor_path(env, descriptor))
+    desired = with_images(current_desc, images, include_data_services) if images else current_desc
+    scope = set(images) if images else {s for s in build_stack(desired).names()
+                                         if include_data_services or s not in DATA_SERVICES}
+    return _change(env, lambda _running: desired, "upgrade", {"images": images or "from descriptor"}, scope, descriptor, engine_url,
+                   health_timeout_s, drain_s, lease_ttl_s, lease_wait_s, break_stale_lease, container_labels,
+                   triggered_by, backup_first, current_desc)
+
+
+@flow(name="scale-helix")
+def scale_helix(service: str, replicas: int, env: str = "local", descriptor: str | None = None,
+                engine_url: str | None = None, health_timeout_s: float = 120, drain_s: float = 1.0,
+                lease_ttl_s: float = 120, lease_wait_s: float = 600, break_stale_lease: str | None = None,
+                container_labels: dict[str, str] | None = None, triggered_by: str | None = None) -> dict[str, Any]:
+    """Change one service's replica count within the scaling rules (mcp-graph never above one), gated on
+    health like an upgrade. The service keeps the image it runs now; replicas that run are kept.
+    Note: the descriptor file is not rewritten; commit the new count there too."""
+    current_desc = load_descriptor(descriptor_path(env, descriptor))
+    with_replicas(current_desc, service, replicas)  # refuse a rule break before touching anything
+
+    def desired_for(running: dict[str, str]) -> Descriptor:
+        keep = {service: running[service]} if service in running else {}
+        return with_replicas(with_images(current_desc, keep) if keep else current_desc, service, replicas)
+
+    return _change(env, desired_for, "scale", {"service": service, "replicas": replicas}, {service}, descriptor,
+                   engine_url, health_timeout_s, drain_s, lease_ttl_s, lease_wait_s, break_stale_lease,
+                   container_labels, triggered_by, False, current_desc)

@@ -1,0 +1,132 @@
+"""upgrade-helix and scale-helix on the real engine, under a constant load through the load balancer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from flows.deploy import deploy_helix
+from flows.upgrade import UpgradeRolledBack, scale_helix, upgrade_helix
+from helix_ops.errors import ConfigError
+from testbed.helix import HealthSampler, LoadLoop, container_ids, local_descriptor
+from testbed.paths import REPO
+
+pytestmark = pytest.mark.bed
+STATELESS_MCP = {"mcp-discovery": 3102, "mcp-derivation": 3103, "mcp-cascade": 3104, "mcp-verification": 3105}
+APP = ["dashboard", "mcp-graph", *STATELESS_MCP]
+
+
+@pytest.fixture(scope="module")
+def env(bed, engine, images, prefect_harness, tmp_path_factory):
+    from blocks.bootstrap import main as bootstrap
+    from drivers.engine import EngineDriver
+
+    project = f"up{bed.run_id.split('-')[-1]}"
+    workdir = tmp_path_factory.mktemp("upgrade")
+    path = local_descriptor(workdir / "local.yaml", project, rate_limit_rps=1000)  # one client sends 50 rps
+    assert bootstrap(["--descriptor", str(path)]) == 0
+    os.environ["HELIX_OPS_AUDIT_DIR"] = str(workdir / "audit")
+    common = dict(env="local", descriptor=str(path), engine_url=engine.base_url, container_labels=bed.container_labels())
+    result = deploy_helix(**common)
+    assert result["unhealthy"] == []
+    port = yaml.safe_load(path.read_text())["services"]["nginx"]["host_port"]
+    yield {"common": common, "project": project, "url": f"http://127.0.0.1:{port}/", "workdir": workdir,
+           "path": path}
+    EngineDriver.connect(engine.base_url, project, "local").remove_project()
+
+
+def images_now(docker_client, project):
+    out = {}
+    for c in docker_client.containers.list(filters={"label": f"helix-ops.project={project}"}):
+        out.setdefault(c.labels["helix-ops.service"], set()).add(c.labels["helix-ops.image"].rsplit(":", 1)[1])
+    return out
+
+
+def test_rolling_upgrade_under_load_fails_no_request(env, docker_client):
+    load = LoadLoop(env["url"], env["workdir"])
+    sampler = HealthSampler(docker_client, env["project"], STATELESS_MCP)
+    try:
+        time.sleep(2)
+        result = upgrade_helix(images={s: "v2" for s in APP}, backup_first=False, **env["common"])
+    finally:
+        health = sampler.stop()
+        traffic = load.stop()
+    assert result["result"] == "succeeded" and sorted(result["changed"]) == sorted(APP)
+    assert traffic["sent"] > 100 and traffic["failed"] == 0, traffic
+    assert health["samples"] > 20 and health["gaps"] == {s: 0 for s in STATELESS_MCP}, health
+    now = images_now(docker_client, env["project"])
+    assert all(now[s] == {"v2"} for s in APP), now
+    graph = [r for r in result["reports"] if r["service"] == "mcp-graph"][0]
+    assert graph["strategy"] == "stop-first" and graph["downtime_s"] > 0
+    audit = (env["workdir"] / "audit" / "local.jsonl").read_text().splitlines()
+    assert '"result": "succeeded"' in audit[-1] and '"action": "upgrade"' in audit[-1]
+
+
+def test_second_upgrade_to_the_same_tags_is_a_noop(env, docker_client):
+    before = container_ids(docker_client, env["project"])
+    result = upgrade_helix(images={s: "v2" for s in APP}, backup_first=False, **env["common"])
+    assert result["result"] == "noop" and result["changed"] == []
+    assert container_ids(docker_client, env["project"]) == before
+
+
+def test_an_image_that_never_gets_healthy_rolls_everything_back(env, docker_client):
+    load = LoadLoop(env["url"], env["workdir"])
+    try:
+        time.sleep(1)
+        with pytest.raises(UpgradeRolledBack, match="mcp-cascade"):
+            upgrade_helix(images={"dashboard": "v1", "mcp-cascade": "broken"}, backup_first=False,
+                          health_timeout_s=10, **env["common"])
+    finally:
+        traffic = load.stop()
+    assert traffic["failed"] == 0, traffic
+    now = images_now(docker_client, env["project"])
+    assert now["dashboard"] == {"v2"} and now["mcp-cascade"] == {"v2"}, now
+    assert '"result": "rolled-back"' in (env["workdir"] / "audit" / "local.jsonl").read_text().splitlines()[-1]
+
+
+def test_scale_keeps_running_replicas_and_refuses_rule_breaks(env, docker_client):
+    before = {n: v for n, v in container_ids(docker_client, env["project"]).items() if "-mcp-cascade-" in n}
+    assert len(before) == 1
+    result = scale_helix(service="mcp-cascade", replicas=2, **env["common"])
+    assert result["result"] == "succeeded"
+    after = {n: v for n, v in container_ids(docker_client, env["project"]).items() if "-mcp-cascade-" in n}
+    assert len(after) == 2 and all(after[n] == v for n, v in before.items())  # the old replica kept running
+    with pytest.raises(ConfigError, match="single writer"):
+        scale_helix(service="mcp-graph", replicas=2, **env["common"])
+    scale_helix(service="mcp-cascade", replicas=1, **env["common"])
+    assert len([n for n in container_ids(docker_client, env["project"]) if "-mcp-cascade-" in n]) == 1
+
+
+def test_a_killed_upgrade_is_finished_by_the_next_run(env, docker_client):
+    from prefect.settings import PREFECT_API_URL
+
+    script = (
+        "import sys, json; from flows.upgrade import upgrade_helix;"
+        "upgrade_helix(images={'dashboard': 'v1', 'mcp-discovery': 'v1', 'mcp-derivation': 'v1'},"
+        " backup_first=False, lease_ttl_s=60, **json.loads(sys.argv[1]))"
+    )
+    import json
+
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(env["common"])], cwd=REPO,
+                            env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and "v1" not in images_now(docker_client, env["project"]).get("dashboard", set()):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-upgrade: a v1 dashboard replica exists, the rest is not done
+    proc.wait()
+    result = upgrade_helix(images={"dashboard": "v1", "mcp-discovery": "v1", "mcp-derivation": "v1"},
+                           backup_first=False, break_stale_lease="test: the previous run was killed",
+                           lease_wait_s=120, **env["common"])
+    assert result["result"] == "succeeded"
+    now = images_now(docker_client, env["project"])
+    assert now["dashboard"] == {"v1"} and now["mcp-discovery"] == {"v1"} and now["mcp-derivation"] == {"v1"}
+    names = container_ids(docker_client, env["project"])
+    assert len([n for n in names if "-dashboard-" in n]) == 2  # no leftover replica of the killed run
+    assert '"action": "break-lease"' in (env["workdir"] / "audit" / "local.jsonl").read_text()
