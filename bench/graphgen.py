@@ -50,7 +50,7 @@ CALL (a, b, k) {
 """
 
 
-def generate(uri: str, user: str, password: str, nodes: int, rels: int, batch: int = 10000,
+def generate(uri: str, user: str, password: str, nodes: int, rels: int, batch: int = 2000,
              database: str = "neo4j") -> None:
     """Create ``nodes`` :Entity nodes (all property types, three label sets) and ``rels`` relationships,
     plus a uniqueness constraint, a range index, a text index and a relationship index."""
