@@ -145,22 +145,38 @@ def neo4j_endpoint(target: EngineTarget, service: str = "neo4j", port: int = 768
 
 @task(name="service-status", retries=1, timeout_seconds=120, cache_policy=NO_CACHE)
 def service_status(target: EngineTarget, probes: Mapping[str, ProbeSpec], descriptor: Descriptor) -> list[dict]:
-    """Per service: image, running replicas, health (checked now) and the loopback endpoint of its probe."""
+    """Per service: image, running replicas, health (every replica checked now, in parallel) and the loopback
+    endpoint of its probe."""
+    from concurrent.futures import ThreadPoolExecutor
+
     secrets = _secret_env(descriptor)
     driver = target.driver()
+    running: dict[str, list] = {name: [] for name in probes}
+    for c in driver.containers():
+        name = c.labels.get("helix-ops.service")
+        if name in running and c.status == "running":
+            running[name].append(c)
+
+    def check(name: str, container) -> tuple[str, str]:
+        probe = probes[name]
+        host, port = driver.probe_address(container, probe.port)
+        try:
+            return f"{host}:{port}", _health_check(driver, container, probe, secrets)()
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return f"{host}:{port}", f"unhealthy: {exc}"
+
+    jobs = [(name, c) for name, cs in running.items() for c in cs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda job: check(*job), jobs))
+    by_service: dict[str, list[tuple[str, str]]] = {name: [] for name in probes}
+    for (name, _), result in zip(jobs, results):
+        by_service[name].append(result)
     rows = []
-    for name, probe in probes.items():
-        containers = [c for c in driver.containers(name) if c.status == "running"]
-        health, endpoint = "absent", ""
-        for c in containers:
-            host, port = driver.probe_address(c, probe.port)
-            endpoint = f"{host}:{port}"
-            try:
-                health = _health_check(driver, c, probe, secrets)()
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
-                health = f"unhealthy: {exc}"
-                break
-        image = containers[0].labels.get("helix-ops.image", "") if containers else ""
-        rows.append({"service": name, "image": image, "replicas": len(containers), "health": health,
-                     "endpoint": endpoint})
+    for name in probes:
+        checks = by_service[name]
+        bad = [h for _, h in checks if h.startswith("unhealthy")]
+        health = bad[0] if bad else (checks[0][1] if checks else "absent")
+        image = running[name][0].labels.get("helix-ops.image", "") if running[name] else ""
+        rows.append({"service": name, "image": image, "replicas": len(checks), "health": health,
+                     "endpoint": checks[0][0] if checks else ""})
     return rows

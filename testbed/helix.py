@@ -73,7 +73,16 @@ class HealthSampler:
     def _sample(self) -> None:
         import httpx
 
-        running = self.client.containers.list(filters={"label": f"helix-ops.project={self.project}"})
+        import docker.errors
+
+        for _ in range(5):  # a container removed between listing and inspecting: list again
+            try:
+                running = self.client.containers.list(filters={"label": f"helix-ops.project={self.project}"})
+                break
+            except docker.errors.NotFound:
+                continue
+        else:
+            raise RuntimeError("containers keep vanishing while listing")
         for service, port in self.services.items():
             healthy = False
             for c in running:
