@@ -27,6 +27,9 @@ class ConfigError(HelixOpsError):
         self.source = source
         super().__init__(self.one_line())
 
+    def __reduce__(self):
+        return (type(self), (self.path, self.message, self.source))
+
     def one_line(self) -> str:
         """The error as one line: ``source: path: message`` (parts that are unknown are left out)."""
         parts = [p for p in (self.source, self.path) if p]
@@ -56,6 +59,9 @@ class CommandFailed(HelixOpsError):
         tail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         super().__init__(f"{self.argv[0] if self.argv else '?'} exited {rc}: {tail}".rstrip(": "))
 
+    def __reduce__(self):
+        return (type(self), (self.argv, self.rc, self.stderr))
+
 
 class WaitTimeout(HelixOpsError):
     """A condition was not met before its deadline; ``last_seen`` is the last observed state."""
@@ -64,6 +70,9 @@ class WaitTimeout(HelixOpsError):
         self.what = what
         self.last_seen = last_seen
         super().__init__(f"timed out waiting for {what}; last seen: {last_seen!r}")
+
+    def __reduce__(self):
+        return (type(self), (self.what, self.last_seen))
 
 
 class BackupIntegrityError(HelixOpsError):
@@ -79,10 +88,17 @@ class LockHeld(HelixOpsError):
         self.expires_at = expires_at
         super().__init__(f"environment {environment} is locked by {owner} until {expires_at}")
 
+    def __reduce__(self):
+        return (type(self), (self.environment, self.owner, self.expires_at))
+
 
 class DriverError(HelixOpsError):
     """A side-effecting backend failed; ``hint`` says what to check."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         self.hint = hint
+        self.message = message
         super().__init__(f"{message} (hint: {hint})" if hint else message)
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.hint))
