@@ -1,0 +1,124 @@
+"""Prefect tasks of backup-helix and verify-helix-backup: thin wrappers over ``drivers/neo4j_backup.py``,
+``drivers/redis_backup.py`` and ``drivers/storage.py``.
+
+Every task loads the secrets it needs itself (from the environment's blocks), uses ``cache_policy=NO_CACHE``
+and returns no secret: only counts, versions, object entries and verdict lines.
+
+A :class:`drivers.storage.BackupWriter` is passed between tasks in-process (tasks of these flows run in the
+flow's process). A failed object is discarded by the writer, so a retried task starts the object afresh.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from drivers.storage import BackupStore, BackupWriter, LocalStore, store_from_block
+from helix_ops.backup import Manifest, ObjectEntry
+from helix_ops.descriptor import Descriptor
+from tasks.engine import EngineTarget
+
+NEO4J_OBJECT = "neo4j.jsonl.zst"
+REDIS_OBJECT = "redis.rdb.zst"
+
+
+def open_store(descriptor: Descriptor, storage_path: str | None = None) -> BackupStore:
+    """The backup store: a local folder at ``storage_path`` if given, else the descriptor's storage (a local
+    folder, or S3 through the ``credentials.storage`` block)."""
+    if storage_path:
+        return LocalStore(Path(storage_path).resolve())
+    from blocks.storage import load_backup_storage
+
+    return store_from_block(load_backup_storage(descriptor))
+
+
+@task(name="service-endpoint", retries=2, retry_delay_seconds=2, timeout_seconds=60, cache_policy=NO_CACHE)
+def service_endpoint(target: EngineTarget, service: str, port: int) -> tuple[str, int]:
+    """The loopback ``(host, port)`` where ``port`` of a running replica of ``service`` is published."""
+    driver = target.driver()
+    running = [c for c in driver.containers(service) if c.status == "running"]
+    if not running:
+        raise RuntimeError(f"no running {service} container in project {target.project}")
+    return driver.probe_address(running[0], port)
+
+
+@task(name="backup-neo4j-logical", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=3600,
+      cache_policy=NO_CACHE)
+def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupWriter) -> dict[str, Any]:
+    """Stream a logical export of Neo4j (online, over Bolt) into ``writer`` as one object.
+
+    The writer (mcp-graph) is not paused: the export runs in one read transaction (read-committed, not a
+    snapshot while writes run); the manifest records ``writer_paused: false`` and a warning.
+    """
+    from blocks.secrets import load_environment_secrets
+    from drivers.neo4j_backup import export_logical, graph_counts
+
+    secrets = load_environment_secrets(descriptor)
+    facts = graph_counts(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password)
+    with writer.object(NEO4J_OBJECT, component="neo4j", kind="logical") as obj:
+        stats = export_logical(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password, obj.write)
+    get_run_logger().info("neo4j: exported %d nodes, %d relationships in %.1fs", stats.nodes, stats.relationships,
+                          stats.seconds)
+    return {"strategy": "logical", "server_version": str(facts["server_version"]),
+            "edition": str(facts["edition"]).lower(), "nodes": stats.nodes, "relationships": stats.relationships,
+            "labels": dict(stats.labels), "relationship_types": dict(stats.relationship_types),
+            "constraints": stats.constraints, "indexes": stats.indexes, "writer_paused": False,
+            "tool": "helix-ops export_logical",
+            "warnings": ("online export with the writer (mcp-graph) running: read-committed, not a snapshot",)}
+
+
+@task(name="backup-redis-rdb", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800, cache_policy=NO_CACHE)
+def backup_redis_rdb(host: str, port: int, descriptor: Descriptor, writer: BackupWriter) -> dict[str, Any]:
+    """``redis-cli --rdb`` into a private temporary file, ``redis-check-rdb`` it, store it as one object."""
+    from blocks.secrets import load_environment_secrets
+    from drivers.redis_backup import check_rdb, connect, server_facts, snapshot_rdb
+
+    secrets = load_environment_secrets(descriptor)
+    user = secrets.redis_username if secrets.redis_username not in ("", "default") else None
+    with connect(host, port, secrets.redis_password, user) as client:
+        facts = server_facts(client)
+    with tempfile.TemporaryDirectory(prefix="helix-redis-backup-") as tmp:
+        rdb = snapshot_rdb(host, port, secrets.redis_password, Path(tmp) / "dump.rdb", username=user)
+        verdict = check_rdb(rdb)
+        writer.put_file(REDIS_OBJECT, component="redis", kind="rdb", path=rdb)
+    get_run_logger().info("redis: %s", verdict)
+    return {"strategy": "redis-cli-rdb", "server_version": facts["version"], "keys": facts["keys"],
+            "keys_by_db": facts["keys_by_db"], "expires": facts["expires"], "rdb_check": verdict,
+            "tool": "redis-cli --rdb"}
+
+
+@task(name="commit-backup", retries=2, retry_delay_seconds=2, timeout_seconds=300, cache_policy=NO_CACHE)
+def commit_backup(writer: BackupWriter, manifest: Manifest) -> Manifest:
+    """Write the manifest last (the backup exists from now on)."""
+    return writer.commit(manifest)
+
+
+@task(name="verify-backup", timeout_seconds=3600, cache_policy=NO_CACHE)
+def verify_backup(store: BackupStore, backup_id: str, deep: bool = False) -> list[str]:
+    """Re-read every object of ``backup_id`` and compare sizes and sha256 with its manifest (``deep``: also
+    decompress/decrypt). Raises :class:`helix_ops.errors.BackupIntegrityError` on a mismatch."""
+    return store.verify(backup_id, deep=deep)
+
+
+@task(name="record-verification", retries=2, retry_delay_seconds=2, timeout_seconds=120, cache_policy=NO_CACHE)
+def record_verification(store: BackupStore, backup_id: str, by: str, checks: list[str]) -> Manifest:
+    """Record a passed verification in the backup's manifest (restore picks the newest verified backup)."""
+    import datetime as dt
+
+    from helix_ops.backup import Verification
+
+    m = store.read_manifest(backup_id)
+    m = m.model_copy(update={"verification": Verification(at=dt.datetime.now(dt.UTC), by=by, ok=True,
+                                                          checks=tuple(checks))})
+    m = Manifest.model_validate(m.model_dump())
+    store.write_manifest(m)
+    return m
+
+
+def object_rows(objects: tuple[ObjectEntry, ...]) -> list[dict[str, Any]]:
+    return [{"name": o.name, "component": o.component, "kind": o.kind, "size": o.size, "sha256": o.sha256,
+             "raw_size": o.raw_size} for o in objects]
