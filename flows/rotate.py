@@ -60,7 +60,13 @@ def restart_service(target: EngineTarget, descriptor: Descriptor, name: str, rol
     from tasks.engine import _health_check
 
     stack = build_stack(descriptor)
-    spec = render_compose(stack)["services"][name]
+    spec = dict(render_compose(stack)["services"][name])
+    # The stack names the Neo4j user literally (neo4j); during a rotation the consumers log in as the bridge
+    # user, so the restarted replicas take the user from the block like the password (same value at rest).
+    env = dict(spec.get("environment", {}))
+    if "NEO4J_USER" in env:
+        env["NEO4J_USER"] = "${NEO4J_USER}"
+        spec["environment"] = env
     svc = stack.service(name)
     probe = ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path)
     driver = target.driver()
