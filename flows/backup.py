@@ -73,9 +73,9 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
                 backup_id=backup_id, environment=desc.environment, project=desc.project, created_at=created,
                 finished_at=finished, duration_s=(finished - created).total_seconds(), tool=TOOL,
                 components=("neo4j", "redis"), objects=(), neo4j=Neo4jInfo(**neo4j), redis=RedisInfo(**redis))
-            manifest = commit_backup(writer, manifest)
+            commit_backup(writer, manifest.model_dump(mode="json"))
         checks = verify_backup(store, backup_id)
-        manifest = record_verification(store, backup_id, TOOL, checks)
+        manifest = Manifest.model_validate(record_verification(store, backup_id, TOOL, checks))
 
     create_markdown_artifact(manifest_markdown(manifest), key=f"helix-backup-{desc.environment}",
                              description=f"backup-helix {backup_id}")

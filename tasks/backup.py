@@ -92,9 +92,10 @@ def backup_redis_rdb(host: str, port: int, descriptor: Descriptor, writer: Backu
 
 
 @task(name="commit-backup", retries=2, retry_delay_seconds=2, timeout_seconds=300, cache_policy=NO_CACHE)
-def commit_backup(writer: BackupWriter, manifest: Manifest) -> Manifest:
-    """Write the manifest last (the backup exists from now on)."""
-    return writer.commit(manifest)
+def commit_backup(writer: BackupWriter, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write the manifest last (the backup exists from now on). The manifest crosses the task boundary as
+    plain JSON data (Prefect walks task inputs; a pydantic model with a ``keys`` field confuses it)."""
+    return writer.commit(Manifest.model_validate(manifest)).model_dump(mode="json")
 
 
 @task(name="verify-backup", timeout_seconds=3600, cache_policy=NO_CACHE)
@@ -105,7 +106,7 @@ def verify_backup(store: BackupStore, backup_id: str, deep: bool = False) -> lis
 
 
 @task(name="record-verification", retries=2, retry_delay_seconds=2, timeout_seconds=120, cache_policy=NO_CACHE)
-def record_verification(store: BackupStore, backup_id: str, by: str, checks: list[str]) -> Manifest:
+def record_verification(store: BackupStore, backup_id: str, by: str, checks: list[str]) -> dict[str, Any]:
     """Record a passed verification in the backup's manifest (restore picks the newest verified backup)."""
     import datetime as dt
 
@@ -116,7 +117,7 @@ def record_verification(store: BackupStore, backup_id: str, by: str, checks: lis
                                                           checks=tuple(checks))})
     m = Manifest.model_validate(m.model_dump())
     store.write_manifest(m)
-    return m
+    return m.model_dump(mode="json")
 
 
 def object_rows(objects: tuple[ObjectEntry, ...]) -> list[dict[str, Any]]:
