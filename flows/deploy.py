@@ -63,7 +63,8 @@ def status_markdown(env: str, rows: list[dict[str, Any]]) -> str:
 @flow(name="deploy-helix", log_prints=False)
 def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
                  health_timeout_s: float = 180, lease_ttl_s: float = 120, lease_wait_s: float = 1800,
-                 run_init_db: bool = True, container_labels: dict[str, str] | None = None) -> dict[str, Any]:
+                 run_init_db: bool = True, container_labels: dict[str, str] | None = None,
+                 audit_override: str = "") -> dict[str, Any]:
     """Deploy (or converge) one Helix environment on a container engine.
 
     Args:
@@ -75,6 +76,8 @@ def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: 
             second deploy waits for the first.
         run_init_db: run ``init-helix-db`` after the services are healthy.
         container_labels: extra labels on every container (the test bed uses them for clean-up).
+        audit_override: in prod, apply even though a required security-checklist item fails; the reason is
+            recorded in the audit artifact.
 
     Example: ``prefect deployment run deploy-helix/local`` or ``deploy_helix(env="local")``.
     """
@@ -95,6 +98,9 @@ def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: 
                                  description=f"deploy-helix plan for {desc.environment}")
 
         if desc.environment == "prod" and not plan.is_noop:
+            from tasks.audit import require_audit_pass
+
+            require_audit_pass(desc, engine_url, override_reason=audit_override or None)
             answer = pause_flow_run(wait_for_input=Approval, timeout=3600)
             if not answer.approve:
                 logger.warning("deploy of prod not approved: %s", answer.reason or "(no reason)")

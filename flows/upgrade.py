@@ -41,19 +41,40 @@ def _who(triggered_by: str | None) -> str:
     return f"flow-run/{run}" if run else f"user/{getpass.getuser()}"
 
 
-def _apply_services(target: EngineTarget, desc: Descriptor, names: list[str], health_timeout_s: float,
-                    drain_s: float) -> list[dict[str, Any]]:
-    """Roll ``names`` (in dependency order) to what ``desc`` renders; stop at the first failure."""
+def _service_specs(desc: Descriptor) -> tuple[Any, dict[str, dict[str, Any]]]:
     stack = build_stack(desc)
     specs = {o.identity.split("/", 1)[1]: o.spec for o in compose_objects(render_compose(stack))
              if o.identity.startswith("service/")}
-    reports = []
-    for name in [s for s in stack.names() if s in names]:
-        svc = stack.service(name)
-        probe = ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path)
-        reports.append(apply_service(target, name, specs[name], template_hash(specs[name]), probe, desc,
-                                     health_deadline_s=health_timeout_s, drain_s=drain_s))
-    return reports
+    return stack, specs
+
+
+def _apply_services(target: EngineTarget, desc: Descriptor, names: list[str], health_timeout_s: float,
+                    drain_s: float) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
+    """Roll ``names`` to what ``desc`` renders, wave by wave: services whose dependencies are all in earlier
+    waves roll at the same time. Stops after the first wave with a failure.
+
+    Returns (reports, services done, failures by service).
+    """
+    stack, specs = _service_specs(desc)
+    reports: list[dict[str, Any]] = []
+    done: list[str] = []
+    for wave in dependency_waves(stack, names):
+        futures = {}
+        for name in wave:
+            svc = stack.service(name)
+            probe = ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path)
+            futures[name] = apply_service.submit(target, name, specs[name], template_hash(specs[name]), probe, desc,
+                                                 health_deadline_s=health_timeout_s, drain_s=drain_s)
+        failures: dict[str, Exception] = {}
+        for name, future in futures.items():
+            try:
+                reports.append(future.result())
+                done.append(name)
+            except Exception as exc:  # noqa: BLE001 - collected, the caller rolls back
+                failures[name] = exc
+        if failures:
+            return reports, done, failures
+    return reports, done, {}
 
 
 def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], action: str, change: dict[str, Any], scope: set[str] | None,
@@ -93,26 +114,26 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
                                               detail=answer.reason))
                 return {"environment": desired.environment, "changed": [], "result": "refused"}
         if backup_first:
-            _pre_upgrade_backup(env, descriptor)
+            _pre_upgrade_backup(env, descriptor, engine_url)
 
-        done: list[str] = []
-        try:
-            reports = []
-            for name in names:
-                reports += _apply_services(target, desired, [name], health_timeout_s, drain_s)
-                done.append(name)
-        except Exception as exc:
-            failed = names[len(done)]
-            logger.error("%s failed at %s: %s; rolling back %s", action, failed, exc, ", ".join([*done, failed]))
-            previous = with_images(current_desc, {n: before[n] for n in [*done, failed] if n in before},
+        reports, done, failures = _apply_services(target, desired, names, health_timeout_s, drain_s)
+        if failures:
+            failed = sorted(failures)
+            exc = failures[failed[0]]
+            logger.error("%s failed at %s: %s; rolling back %s", action, ", ".join(failed), exc,
+                         ", ".join([*done, *failed]))
+            previous = with_images(current_desc, {n: before[n] for n in [*done, *failed] if n in before},
                                    include_data_services=True)
-            _apply_services(target, previous, [*done, failed], health_timeout_s, drain_s)
+            _, _, rollback_failures = _apply_services(target, previous, [*done, *failed], health_timeout_s, drain_s)
             after = images_from_state(read_current_state(target))
+            detail = f"{', '.join(failed)} failed its health gate: {exc}"
+            if rollback_failures:
+                detail += f"; the rollback of {', '.join(sorted(rollback_failures))} failed too"
             record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
                                           change=change, before=before, after=after, result="rolled-back",
-                                          detail=f"{failed} failed its health gate: {exc}"))
-            raise UpgradeRolledBack(f"{action} of {desired.environment} failed at {failed} and was rolled back: "
-                                    f"{exc}") from exc
+                                          detail=detail))
+            raise UpgradeRolledBack(f"{action} of {desired.environment} failed at {', '.join(failed)} and was "
+                                    f"rolled back: {exc}") from exc
         after = images_from_state(read_current_state(target))
         record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
                                       change=change, before=before, after=after, result="succeeded",
@@ -122,11 +143,23 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
             "after": after, "reports": reports, "plan": plan.to_dict()}
 
 
-def _pre_upgrade_backup(env: str, descriptor: str | None) -> None:
+def dependency_waves(stack: Any, names: list[str]) -> list[list[str]]:
+    """``names`` grouped into waves: a service's wave is one more than that of its deepest dependency, so a
+    wave only depends on earlier ones (dashboard and mcp-graph together, then the other MCP servers)."""
+    depth: dict[str, int] = {}
+    for svc in stack.services:  # apply order: dependencies come first
+        depth[svc.name] = 1 + max((depth[d] for d in svc.depends_on), default=-1)
+    waves: dict[int, list[str]] = {}
+    for name in [s for s in stack.names() if s in names]:
+        waves.setdefault(depth[name], []).append(name)
+    return [waves[k] for k in sorted(waves)]
+
+
+def _pre_upgrade_backup(env: str, descriptor: str | None, engine_url: str | None) -> None:
     """A verified backup before anything changes; raises (and so upgrades nothing) when it fails."""
     from flows.backup import backup_helix
 
-    backup_helix(env=env, descriptor=descriptor)
+    backup_helix(env=env, descriptor=descriptor, engine_url=engine_url)
 
 
 @flow(name="upgrade-helix")
