@@ -49,16 +49,18 @@ def _service_specs(desc: Descriptor) -> tuple[Any, dict[str, dict[str, Any]]]:
 
 
 def _apply_services(target: EngineTarget, desc: Descriptor, names: list[str], health_timeout_s: float,
-                    drain_s: float) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
-    """Roll ``names`` to what ``desc`` renders, wave by wave: services whose dependencies are all in earlier
-    waves roll at the same time. Stops after the first wave with a failure.
+                    drain_s: float, parallel: bool = False) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
+    """Roll ``names`` to what ``desc`` renders in dependency order, one service at a time; with ``parallel``,
+    wave by wave (services whose dependencies are all in earlier waves roll at the same time). Stops after
+    the first service (or wave) with a failure.
 
     Returns (reports, services done, failures by service).
     """
     stack, specs = _service_specs(desc)
     reports: list[dict[str, Any]] = []
     done: list[str] = []
-    for wave in dependency_waves(stack, names):
+    waves = dependency_waves(stack, names) if parallel else [[n] for n in stack.names() if n in names]
+    for wave in waves:
         futures = {}
         for name in wave:
             svc = stack.service(name)
@@ -81,7 +83,7 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
             descriptor: str | None, engine_url: str | None, health_timeout_s: float, drain_s: float,
             lease_ttl_s: float, lease_wait_s: float, break_stale_lease: str | None,
             container_labels: dict[str, str] | None, triggered_by: str | None, backup_first: bool,
-            current_desc: Descriptor) -> dict[str, Any]:
+            current_desc: Descriptor, parallel: bool = False) -> dict[str, Any]:
     logger = get_run_logger()
     who = _who(triggered_by)
     target = EngineTarget(engine_url, current_desc.project, current_desc.environment, container_labels or {})
@@ -91,6 +93,9 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
         record_change(AuditRecord.now(environment=current_desc.environment, action="break-lease", triggered_by=who,
                                       change={"reason": break_stale_lease, "slots_freed": taken}, before={},
                                       after={}, result="succeeded", detail=break_stale_lease))
+    if backup_first and _pending_services(target, desired_for, scope):
+        # Before taking the lease: backup-helix holds the same environment lease while it runs.
+        _pre_upgrade_backup(env, descriptor, engine_url)
     with environment_lease(current_desc.environment, who, ttl_s=lease_ttl_s, wait_s=lease_wait_s):
         current = read_current_state(target)
         before = images_from_state(current)
@@ -113,10 +118,7 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
                                               change=change, before=before, after=before, result="refused",
                                               detail=answer.reason))
                 return {"environment": desired.environment, "changed": [], "result": "refused"}
-        if backup_first:
-            _pre_upgrade_backup(env, descriptor, engine_url)
-
-        reports, done, failures = _apply_services(target, desired, names, health_timeout_s, drain_s)
+        reports, done, failures = _apply_services(target, desired, names, health_timeout_s, drain_s, parallel)
         if failures:
             failed = sorted(failures)
             exc = failures[failed[0]]
@@ -155,6 +157,16 @@ def dependency_waves(stack: Any, names: list[str]) -> list[list[str]]:
     return [waves[k] for k in sorted(waves)]
 
 
+def _pending_services(target: EngineTarget, desired_for: Callable[[dict[str, str]], Descriptor],
+                      scope: set[str] | None) -> list[str]:
+    """The services a change would touch, from the live state (read without the lease: a preview)."""
+    current = read_current_state(target)
+    desired = desired_for(images_from_state(current))
+    plan = compute_plan(engine_objects(render_compose(build_stack(desired))), current)
+    return [c.identity.split("/", 1)[1] for c in plan.changes if c.identity.startswith("service/")
+            and c.action in ("create", "update") and (scope is None or c.identity.split("/", 1)[1] in scope)]
+
+
 def _pre_upgrade_backup(env: str, descriptor: str | None, engine_url: str | None) -> None:
     """A verified backup before anything changes; raises (and so upgrades nothing) when it fails."""
     from flows.backup import backup_helix
@@ -167,7 +179,8 @@ def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, desc
                   engine_url: str | None = None, include_data_services: bool = False, backup_first: bool = True,
                   health_timeout_s: float = 120, drain_s: float = 1.0, lease_ttl_s: float = 120,
                   lease_wait_s: float = 600, break_stale_lease: str | None = None,
-                  container_labels: dict[str, str] | None = None, triggered_by: str | None = None) -> dict[str, Any]:
+                  container_labels: dict[str, str] | None = None, triggered_by: str | None = None,
+                  parallel: bool = False) -> dict[str, Any]:
     """Upgrade services of one environment with zero downtime, rolling back by itself on a failed gate.
 
     Args:
@@ -178,6 +191,8 @@ def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, desc
         health_timeout_s: deadline of each new replica's health gate.
         break_stale_lease: a reason; frees a lease left by a crashed run (recorded in the audit log).
         triggered_by: who asked (recorded); default the flow run.
+        parallel: roll services of one dependency level at the same time (faster; on a small host the load of
+            several starting replicas can make health checks flap, so it is off by default).
 
     Example: ``prefect deployment run upgrade-helix/prod -p images='{"dashboard": "1.4.2"}'``.
     """
@@ -187,7 +202,7 @@ def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, desc
                                          if include_data_services or s not in DATA_SERVICES}
     return _change(env, lambda _running: desired, "upgrade", {"images": images or "from descriptor"}, scope, descriptor, engine_url,
                    health_timeout_s, drain_s, lease_ttl_s, lease_wait_s, break_stale_lease, container_labels,
-                   triggered_by, backup_first, current_desc)
+                   triggered_by, backup_first, current_desc, parallel)
 
 
 @flow(name="scale-helix")

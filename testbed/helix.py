@@ -90,8 +90,9 @@ class HealthSampler:
                     continue
                 bindings = (c.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
                 try:
+                    # the same 3 s the deploy health gate allows (drivers.engine.http_check)
                     if bindings and httpx.get(f"http://127.0.0.1:{bindings[0]['HostPort']}/api/health",
-                                              timeout=1).status_code == 200:
+                                              timeout=3).status_code == 200:
                         healthy = True
                         break
                 except httpx.HTTPError:

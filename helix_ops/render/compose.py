@@ -134,6 +134,9 @@ def _deploy(svc: ServiceSpec) -> dict[str, Any]:
     r = svc.resources
     deploy: dict[str, Any] = {}
     if not svc.stateful:
+        # `mode: replicated` is the specification's default, spelt out because podman-compose reads
+        # `replicas` only next to it.
+        deploy["mode"] = "replicated"
         deploy["replicas"] = svc.replicas
     deploy["resources"] = {
         "limits": {"memory": compose_memory(r.limit_memory), "cpus": compose_cpus(r.limit_cpu)},

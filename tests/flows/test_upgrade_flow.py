@@ -30,6 +30,9 @@ def env(bed, engine, images, prefect_harness, tmp_path_factory):
     project = f"up{bed.run_id.split('-')[-1]}"
     workdir = tmp_path_factory.mktemp("upgrade")
     path = local_descriptor(workdir / "local.yaml", project, rate_limit_rps=1000)  # one client sends 50 rps
+    data = yaml.safe_load(path.read_text())
+    data["backup"]["storage"]["path"] = str(workdir / "backups")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     assert bootstrap(["--descriptor", str(path)]) == 0
     os.environ["HELIX_OPS_AUDIT_DIR"] = str(workdir / "audit")
     common = dict(env="local", descriptor=str(path), engine_url=engine.base_url, container_labels=bed.container_labels())
@@ -68,6 +71,20 @@ def test_rolling_upgrade_under_load_fails_no_request(env, docker_client):
     assert '"result": "succeeded"' in audit[-1] and '"action": "upgrade"' in audit[-1]
 
 
+def test_a_failed_pre_upgrade_backup_upgrades_nothing(env, docker_client, tmp_path):
+    before = container_ids(docker_client, env["project"])
+    data = yaml.safe_load(env["path"].read_text())
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the backup folder should be")
+    data["backup"]["storage"]["path"] = str(blocker / "backups")
+    broken = tmp_path / "local.yaml"
+    broken.write_text(yaml.safe_dump(data, sort_keys=False))
+    common = {**env["common"], "descriptor": str(broken)}
+    with pytest.raises(Exception):
+        upgrade_helix(images={"dashboard": "v1"}, backup_first=True, **common)
+    assert container_ids(docker_client, env["project"]) == before
+
+
 def test_second_upgrade_to_the_same_tags_is_a_noop(env, docker_client):
     before = container_ids(docker_client, env["project"])
     result = upgrade_helix(images={s: "v2" for s in APP}, backup_first=False, **env["common"])
@@ -80,7 +97,7 @@ def test_an_image_that_never_gets_healthy_rolls_everything_back(env, docker_clie
     try:
         time.sleep(1)
         with pytest.raises(UpgradeRolledBack, match="mcp-cascade"):
-            upgrade_helix(images={"dashboard": "v1", "mcp-cascade": "broken"}, backup_first=False,
+            upgrade_helix(images={"dashboard": "v1", "mcp-cascade": "broken"}, backup_first=True,
                           health_timeout_s=10, **env["common"])
     finally:
         traffic = load.stop()
@@ -88,6 +105,8 @@ def test_an_image_that_never_gets_healthy_rolls_everything_back(env, docker_clie
     now = images_now(docker_client, env["project"])
     assert now["dashboard"] == {"v2"} and now["mcp-cascade"] == {"v2"}, now
     assert '"result": "rolled-back"' in (env["workdir"] / "audit" / "local.jsonl").read_text().splitlines()[-1]
+    manifests = list((env["workdir"] / "backups").rglob("manifest.json"))
+    assert len(manifests) == 1  # the verified pre-upgrade backup was taken before anything changed
 
 
 def test_scale_keeps_running_replicas_and_refuses_rule_breaks(env, docker_client):
