@@ -26,8 +26,12 @@ class PreflightFailed(ConfigError):
     """One or more pre-flight checks failed; ``checks`` are the failures, each with its fix."""
 
     def __init__(self, environment: str, checks: list[preflight.Check]) -> None:
+        self.environment = environment
         self.checks = checks
         super().__init__("preflight", f"{environment}: " + " | ".join(c.line() for c in checks))
+
+    def __reduce__(self):
+        return (type(self), (self.environment, self.checks))
 
 
 @flow(name="provision-helix", log_prints=False)
