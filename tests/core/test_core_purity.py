@@ -1,18 +1,19 @@
 """The core imports no I/O: no network, subprocess, prefect, docker, neo4j, redis or boto3.
 
-In-process and without subprocesses: forbidden modules are hidden from sys.modules and blocked by a
-meta-path finder, every helix_ops module is imported afresh, then sys.modules is inspected.
+In a fresh interpreter: a meta-path finder blocks forbidden imports, every helix_ops module is imported,
+then sys.modules is inspected.
 """
 
 from __future__ import annotations
 
-import importlib
 import pkgutil
+import subprocess  # only to start a fresh interpreter for the checks
 import sys
 
 import pytest
 
 import helix_ops
+from core_helpers import ROOT
 
 FORBIDDEN = (
     "subprocess", "socket", "ssl", "http.client", "urllib.request", "requests", "httpx", "urllib3", "aiohttp",
@@ -44,53 +45,75 @@ def all_core_modules() -> list[str]:
     return names
 
 
-@pytest.fixture
-def isolated_modules():
-    saved = dict(sys.modules)
-    blocker = _Blocker()
-    for name in list(sys.modules):
-        if _forbidden(name) or name == "helix_ops" or name.startswith("helix_ops."):
-            del sys.modules[name]
-    sys.meta_path.insert(0, blocker)
-    try:
-        yield blocker
-    finally:
-        sys.meta_path.remove(blocker)
-        sys.modules.clear()
-        sys.modules.update(saved)
+PREAMBLE = f"""
+import importlib, pkgutil, sys
+FORBIDDEN = {FORBIDDEN!r}
+def _forbidden(name):
+    return any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+class _Blocker:
+    attempts = []
+    def find_spec(self, name, path=None, target=None):
+        if _forbidden(name):
+            self.attempts.append(name)
+            raise ImportError(f"helix_ops must not import {{name}}")
+        return None
+# The core's allowed libraries are loaded first, with whatever the standard library pulls in for them
+# (pydantic's plugin lookup imports importlib.metadata, hence email and socket); then every forbidden module
+# is dropped from sys.modules, so only what helix_ops itself imports counts.
+import pydantic, yaml, jsonschema, kubernetes_validate, importlib.metadata  # noqa: E401
+for _name in list(sys.modules):
+    if _forbidden(_name):
+        del sys.modules[_name]
+blocker = _Blocker()
+sys.meta_path.insert(0, blocker)
+def report():
+    print(sorted(n for n in sys.modules if _forbidden(n)), blocker.attempts)
+"""
 
 
-def test_core_modules_import_nothing_forbidden(isolated_modules):
+def run_isolated(code: str) -> str:
+    """Run ``code`` in a fresh interpreter with the blocker installed first; return its last output line.
+
+    A fresh process, because other tests of the session leave threads running (Prefect's API server, rollouts)
+    that import modules at any moment: hiding modules from a shared ``sys.modules`` would race with them.
+    """
+    out = subprocess.run([sys.executable, "-c", PREAMBLE + code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_core_modules_import_nothing_forbidden():
     names = all_core_modules()
     assert "helix_ops.cli" in names and "helix_ops.render.kubernetes" in names
     assert not any(n.startswith("helix_ops.drivers") for n in names), "drivers belong outside the core"
-    for name in names:
-        importlib.import_module(name)
-    loaded = sorted(n for n in sys.modules if _forbidden(n))
-    assert loaded == []
-    assert isolated_modules.attempts == []
+    code = f"for name in {names!r}: importlib.import_module(name)\nreport()\n"
+    assert run_isolated(code) == "[] []"
 
 
-def test_rendering_and_validation_import_nothing_forbidden(isolated_modules):
-    from helix_ops.descriptor import load_descriptor
-    from helix_ops.render.compose import render_compose, validate_compose
-    from helix_ops.render.kubernetes import render_kubernetes, validate_kubernetes
-    from helix_ops.stack import build_stack
+def test_rendering_and_validation_import_nothing_forbidden():
+    code = (
+        "import helix_ops\n"
+        "from helix_ops.descriptor import load_descriptor\n"
+        "from helix_ops.render.compose import render_compose, validate_compose\n"
+        "from helix_ops.render.kubernetes import render_kubernetes, validate_kubernetes\n"
+        "from helix_ops.stack import build_stack\n"
+        "stack = build_stack(load_descriptor(helix_ops.__path__[0] + '/../deployments/prod.yaml'))\n"
+        "validate_compose(render_compose(stack))\n"
+        "validate_kubernetes(render_kubernetes(stack)[:3], '1.31')\n"
+        "report()\n"
+    )
+    assert run_isolated(code) == "[] []"
 
-    stack = build_stack(load_descriptor(helix_ops.__path__[0] + "/../deployments/prod.yaml"))
-    validate_compose(render_compose(stack))
-    validate_kubernetes(render_kubernetes(stack)[:3], "1.31")
-    assert sorted(n for n in sys.modules if _forbidden(n)) == []
-    assert isolated_modules.attempts == []
 
-
-def test_the_blocker_really_blocks(isolated_modules):
-    with pytest.raises(ImportError, match="must not import subprocess"):
-        importlib.import_module("subprocess")
+def test_the_blocker_really_blocks():
+    code = (
+        "try:\n    importlib.import_module('ssl')\nexcept ImportError as e:\n    print('blocked:', e)\n"
+    )
+    assert run_isolated(code) == "blocked: helix_ops must not import ssl"
 
 
 def test_import_linter_contract_is_kept(monkeypatch):
-    from core_helpers import ROOT
     from importlinter.cli import lint_imports
 
     monkeypatch.chdir(ROOT)
