@@ -54,10 +54,19 @@ def captured_logs():
     handler = Keep(level=logging.DEBUG)
     loggers = [logging.getLogger(), logging.getLogger("neo4j"), logging.getLogger("drivers")]
     saved = [(lg, lg.level) for lg in loggers]
+    # Earlier tests of the session may have run a logging dictConfig that disabled existing loggers:
+    # re-enable the driver's, so this test sees what the driver really logs.
+    children = [lg for name, lg in logging.root.manager.loggerDict.items()
+                if isinstance(lg, logging.Logger) and (name == "neo4j" or name.startswith("neo4j."))]
+    disabled = [(lg, lg.disabled) for lg in children]
+    for lg in children:
+        lg.disabled = False
     for lg in loggers:
         lg.addHandler(handler)
         lg.setLevel(logging.DEBUG)
     yield records
+    for lg, was in disabled:
+        lg.disabled = was
     for lg, level in saved:
         lg.removeHandler(handler)
         lg.setLevel(level)

@@ -139,8 +139,8 @@ def test_probe_container_reports_the_neo4j_and_redis_it_reached(bed, docker_clie
         broken = _wait_health(probe(neo4j_pw, images["probe-broken"]), 503)
         assert broken["status"] == "unhealthy"
     finally:
-        bed.engine().remove_labelled(owner=bed.run_id)
-        net.remove()
+        bed.engine().remove_labelled(owner=bed.run_id)  # its containers, then its networks (this one too)
+    assert net.name not in [n.name for n in docker_client.networks.list()]
 
 
 def test_images_are_cached_by_their_inputs(bed, docker_client, images):
@@ -163,7 +163,11 @@ def test_prefect_server_answers_and_runs_a_flow(prefect_server, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "42"
-    runs = httpx.post(f"{prefect_server.api_url}/flow_runs/filter", json={}, timeout=10).json()
+    # the server is the session's: other tests' runs are there too, so look at this flow's runs only
+    flows = httpx.post(f"{prefect_server.api_url}/flows/filter",
+                       json={"flows": {"name": {"any_": ["testbed-smoke"]}}}, timeout=10).json()
+    runs = httpx.post(f"{prefect_server.api_url}/flow_runs/filter",
+                      json={"flows": {"id": {"any_": [f["id"] for f in flows]}}}, timeout=10).json()
     assert [(r["name"] != "", r["state_type"]) for r in runs] == [(True, "COMPLETED")]
 
 
