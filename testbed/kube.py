@@ -1,0 +1,587 @@
+"""A real local Kubernetes control plane for the test bed: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler (Kubernetes 1.36) and kwok, built from Go modules by ``testbed/kube/build.sh`` and started on
+loopback. kwok plays the nodes: it keeps fake Node objects Ready and moves scheduled pods to Running/Ready, so
+Deployments and StatefulSets roll out. No container runs: a pod is only its status.
+
+Interface (the Kubernetes driver's tests code against this; ``bed.kube()`` or the session fixture ``kube``)::
+
+    cluster.server                 "https://127.0.0.1:<port>" (the API server, TLS with the cluster CA)
+    cluster.kubeconfig             Path, mode 0600: the admin identity (user "helix-admin", group
+                                   system:masters), context "helix-testbed" (current)
+    cluster.ca_file                Path of the cluster CA certificate (PEM)
+    cluster.kubeconfig_for(user, groups=())   -> Path (0600): a client-certificate identity signed by the
+                                   cluster CA. It has no rights but those of system:authenticated (discovery,
+                                   self-reviews): bind what a test needs with ``grant``.
+    cluster.grant(user, namespace, rules, name=None)   a Role with ``rules`` (RBAC rule dicts, e.g.
+                                   {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]})
+                                   and a RoleBinding of it to ``user`` in ``namespace``
+    cluster.new_namespace(prefix="t")  -> str: a fresh namespace (its "default" ServiceAccount exists)
+    cluster.nodes                  names of the fake nodes (kwok), labelled type=kwok
+    cluster.stop_apiserver()       stop kube-apiserver (etcd, the controllers and kwok keep running)
+    cluster.start_apiserver()      start it again on the same port with the same certificates; waits for /readyz
+    cluster.apiserver_up()         True when /readyz answers ok
+    cluster.api(method, path, json=None)   -> httpx.Response: a raw admin request (for the bed's own checks)
+    cluster.stop()                 stop everything (the bed does this in ``down()``)
+
+Behaviour worth knowing in tests:
+- Pods become Ready about a second after they are scheduled (kwok's "fast" stages). A pod whose image contains
+  ``NEVER_READY`` ("never-ready", e.g. ``helix/graph:2.0-never-ready``) or whose annotations have
+  ``testbed.helix/never-ready: "true"`` runs but never becomes Ready: the way to make a rollout fail.
+- A default StorageClass "standard" (the controller manager's host-path provisioner) binds PersistentVolumeClaims
+  at once, so StatefulSets with volumeClaimTemplates become ready; the provisioner makes empty folders under
+  /tmp/hostpath_pv and removes them with their claims.
+- Services get cluster IPs (10.96.0.0/16) but nothing routes them; pods get IPs from kwok (10.0.0.0/16).
+- Jobs complete at once (kwok's pod-complete stage), with exit code 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import os
+import secrets
+import ssl
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from testbed import procs
+from testbed.paths import REPO
+
+BUILD_SCRIPT = REPO / "testbed" / "kube" / "build.sh"
+NEVER_READY = "never-ready"
+NEVER_READY_ANNOTATION = "testbed.helix/never-ready"
+CONTEXT = "helix-testbed"
+ADMIN_USER = "helix-admin"
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.0.0.1/16"
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# A fresh build on 2 cores takes tens of minutes; a build that another process started is waited for.
+BUILD_DEADLINE_S = float(os.environ.get("HELIX_KUBE_BUILD_DEADLINE_S", "3000"))
+
+
+# ---------------------------------------------------------------------------------------------- the binaries
+
+def bin_dir() -> Path:
+    """Where build.sh puts (or put) the binaries for the current inputs."""
+    out = procs.run(["bash", str(BUILD_SCRIPT), "--dir"], timeout_s=60).stdout.strip()
+    return Path(out)
+
+
+def is_built() -> bool:
+    return procs.run(["bash", str(BUILD_SCRIPT), "--check"], timeout_s=60, check=False).returncode == 0
+
+
+def build_log_path() -> Path:
+    return bin_dir().parent.parent / "build.log"
+
+
+def start_build_in_background(nice: int = 19) -> subprocess.Popen | None:
+    """Start build.sh detached (logging to build_log_path()) unless the binaries exist; a build already running
+    holds the lock, so a second one only waits for it. Used at the start of a pytest session."""
+    if is_built():
+        return None
+    log = build_log_path()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(["bash", str(BUILD_SCRIPT)], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "KUBE_BUILD_NICE": str(nice)})
+
+
+def ensure_built(deadline_s: float = BUILD_DEADLINE_S, log=print) -> Path:
+    """The binaries' folder, building them first (or waiting for the build that runs) within ``deadline_s``."""
+    if is_built():
+        return bin_dir()
+    log(f"building (or waiting for the build of) the Kubernetes control plane; log: {build_log_path()}")
+    t0 = time.monotonic()
+    try:
+        out = procs.run(["bash", str(BUILD_SCRIPT)], timeout_s=deadline_s,
+                        env={"KUBE_BUILD_NICE": os.environ.get("KUBE_BUILD_NICE", "0")})
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"the Kubernetes control-plane build did not finish within {deadline_s:.0f}s; "
+                           f"see {build_log_path()}") from exc
+    log(f"Kubernetes control plane ready to start after {time.monotonic() - t0:.0f}s of build/wait")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- certificates
+
+def _key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem_key(key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _pem_cert(cert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class CA:
+    key: object
+    cert: object
+
+    @classmethod
+    def create(cls, name: str) -> CA:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import NameOID
+
+        key = _key()
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = dt.datetime.now(dt.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                             content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=False, encipher_only=False,
+                                             decipher_only=False), critical=True)
+                .sign(key, hashes.SHA256()))
+        return cls(key, cert)
+
+    def issue(self, cn: str, orgs: Sequence[str] = (), *, server: bool = False, dns: Sequence[str] = (),
+              ips: Sequence[str] = ()) -> tuple[bytes, bytes]:
+        """(cert PEM, key PEM) for a client (CN=user, O=groups) or a server (with SANs)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        key = _key()
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+        now = dt.datetime.now(dt.timezone.utc)
+        builder = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(self.cert.subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage(
+                       [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False))
+        if server:
+            sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return _pem_cert(builder.sign(self.key, hashes.SHA256())), _pem_key(key)
+
+
+def _write_secret(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    os.chmod(path, 0o600)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def render_kubeconfig(server: str, ca_pem: bytes, user: str, cert_pem: bytes, key_pem: bytes,
+                      context: str = CONTEXT) -> str:
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": context, "preferences": {},
+        "clusters": [{"name": context, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [{"name": user, "user": {"client-certificate-data": b64(cert_pem),
+                                          "client-key-data": b64(key_pem)}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": user, "namespace": "default"}}],
+    }, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------- kwok stages
+
+def kwok_config() -> str:
+    """kwok's configuration: the "fast" node and pod stages of kwok's own kustomize/stage (v0.8.0), with the
+    pod-ready stage skipping never-ready pods and a pod-never-ready stage for them."""
+    never = (f'([.spec.containers.[].image | contains("{NEVER_READY}")] | any) or '
+             f'(.metadata.annotations["{NEVER_READY_ANNOTATION}"] == "true")')
+    not_deleted = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
+    pending_unready = [
+        not_deleted,
+        {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+        {"key": '.status.conditions.[] | select( .type == "Ready" ) | .status', "operator": "NotIn",
+         "values": ["True"]},
+    ]
+    pod_ip = """
+      {{ $hostIPs := NodeIPsWith .spec.nodeName }}
+      {{ with $hostIPs }}
+      hostIP: {{ index . 0 | Quote }}
+      hostIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+      {{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+      {{ with $podIPs }}
+      podIP: {{ index . 0 | Quote }}
+      podIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+      phase: Running
+      startTime: {{ $now | Quote }}
+"""
+
+    def pod_status(ready: bool) -> str:
+        r = "true" if ready else "false"
+        cond = '"True"' if ready else '"False"'
+        reason = "" if ready else "\n        reason: ContainersNotReady"
+        return f"""{{{{ $now := Now }}}}
+      conditions:
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: Initialized
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: {cond}
+        type: Ready{reason}
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: {cond}
+        type: ContainersReady{reason}
+      {{{{ range .spec.readinessGates }}}}
+      - lastTransitionTime: {{{{ $now | Quote }}}}
+        status: "True"
+        type: {{{{ .conditionType | Quote }}}}
+      {{{{ end }}}}
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: {r}
+        started: true
+        restartCount: 0
+        state:
+          running:
+            startedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      initContainerStatuses:
+      {{{{ range .spec.initContainers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: true
+        restartCount: 0
+        {{{{ if eq .restartPolicy "Always" }}}}
+        started: true
+        state:
+          running:
+            startedAt: {{{{ $now | Quote }}}}
+        {{{{ else }}}}
+        state:
+          terminated:
+            exitCode: 0
+            finishedAt: {{{{ $now | Quote }}}}
+            reason: Completed
+            startedAt: {{{{ $now | Quote }}}}
+        {{{{ end }}}}
+      {{{{ end }}}}""" + pod_ip
+
+    stage_dir = _kwok_stage_dir()
+    docs = [
+        {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
+         "options": {"cidr": POD_CIDR, "nodeIP": "10.0.255.254", "nodeLeaseDurationSeconds": 40}},
+        yaml.safe_load((stage_dir / "node" / "fast" / "node-initialize.yaml").read_text()),
+        yaml.safe_load((stage_dir / "node" / "heartbeat-with-lease" / "node-heartbeat-with-lease.yaml").read_text()),
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": "pod-ready"},
+         "spec": {"resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+                  "selector": {"matchExpressions": pending_unready + [
+                      {"key": never, "operator": "NotIn", "values": ["true"]}]},
+                  "next": {"statusTemplate": pod_status(True)}}},
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": "pod-never-ready"},
+         "spec": {"resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+                  "selector": {"matchExpressions": pending_unready + [
+                      {"key": never, "operator": "In", "values": ["true"]}]},
+                  "next": {"statusTemplate": pod_status(False)}}},
+        yaml.safe_load((stage_dir / "pod" / "fast" / "pod-complete.yaml").read_text()),
+        yaml.safe_load((stage_dir / "pod" / "fast" / "pod-delete.yaml").read_text()),
+    ]
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def _kwok_stage_dir() -> Path:
+    """kwok's kustomize/stage folder in the module cache (the version kwok/go.mod requires)."""
+    mod = REPO / "testbed" / "kube" / "kwok"
+    out = procs.run(["go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"], cwd=mod, timeout_s=120,
+                    env={"PATH": f"/usr/local/go/bin:{os.environ.get('PATH', '')}"})
+    return Path(out.stdout.strip()) / "kustomize" / "stage"
+
+
+# ---------------------------------------------------------------------------------------------- the cluster
+
+@dataclass
+class KubeCluster:
+    """One control plane on loopback, its state under ``home`` (certificates, etcd data, logs, kubeconfigs)."""
+
+    home: Path
+    bin: Path
+    node_count: int = 2
+    log: object = print
+    api_port: int = field(default_factory=procs.free_port)
+    etcd_port: int = field(default_factory=procs.free_port)
+    etcd_peer_port: int = field(default_factory=procs.free_port)
+    _procs: dict[str, procs.Proc] = field(default_factory=dict, repr=False)
+    _ca: CA | None = field(default=None, repr=False)
+    nodes: list[str] = field(default_factory=list)
+
+    # --- public interface
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def pki(self) -> Path:
+        return self.home / "pki"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.pki / "ca.crt"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.home / "kubeconfigs" / f"{ADMIN_USER}.yaml"
+
+    def kubeconfig_for(self, user: str, groups: Sequence[str] = ()) -> Path:
+        """A kubeconfig (mode 0600) for ``user`` in ``groups``: a client certificate signed by the cluster CA."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
+        path = self.home / "kubeconfigs" / f"{safe}.yaml"
+        cert, key = self._ca.issue(user, groups)
+        _write_secret(path, render_kubeconfig(self.server, _pem_cert(self._ca.cert), user, cert, key))
+        return path
+
+    def grant(self, user: str, namespace: str, rules: list[dict], name: str | None = None) -> None:
+        """A Role with ``rules`` in ``namespace`` and a RoleBinding of it to ``user``."""
+        name = name or f"testbed-{''.join(c if c.isalnum() else '-' for c in user.lower())}"
+        role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": name, "namespace": namespace}, "rules": rules}
+        binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": name, "namespace": namespace},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}
+        base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+        self._apply(f"{base}/roles", role)
+        self._apply(f"{base}/rolebindings", binding)
+
+    def new_namespace(self, prefix: str = "t", deadline_s: float = 30) -> str:
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        self._check(self.api("POST", "/api/v1/namespaces",
+                             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+        procs.wait_until(f"the default ServiceAccount of namespace {name}",
+                         lambda: self.api("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
+                         .status_code == 200, deadline_s)
+        return name
+
+    def apiserver_up(self) -> bool:
+        try:
+            r = self.api("GET", "/readyz", timeout=3)
+        except Exception:  # noqa: BLE001
+            return False
+        return r.status_code == 200 and r.text.strip() == "ok"
+
+    def stop_apiserver(self) -> None:
+        proc = self._procs.pop("kube-apiserver", None)
+        if proc is not None:
+            proc.stop()
+        procs.wait_until("the API server port to close", lambda: not procs.port_open(self.api_port), 30)
+
+    def start_apiserver(self, deadline_s: float = 120) -> None:
+        self._start("kube-apiserver", self._apiserver_argv())
+        self._wait("kube-apiserver /readyz", self.apiserver_up, deadline_s)
+
+    def api(self, method: str, path: str, json: object = None, *, timeout: float = 30, **kwargs):
+        """A raw request as the admin identity (the bed's own checks; tests should use a real client)."""
+        import httpx
+
+        with httpx.Client(base_url=self.server, verify=self._ssl_context(), timeout=timeout) as client:
+            return client.request(method, path, json=json, **kwargs)
+
+    # --- lifecycle
+
+    def start(self, deadline_s: float = 180) -> None:
+        t0 = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._make_pki()
+        self._start("etcd", self._etcd_argv())
+        self._wait("etcd /health", self._etcd_healthy, 60)
+        self.start_apiserver(deadline_s=120)
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            cert, key = self._ca.issue(f"system:{name}")
+            _write_secret(self.home / "kubeconfigs" / f"{name}.yaml",
+                          render_kubeconfig(self.server, _pem_cert(self._ca.cert), name, cert, key))
+        self._start("kube-controller-manager", self._kcm_argv())
+        self._start("kube-scheduler", self._scheduler_argv())
+        cert, key = self._ca.issue("kwok", ["system:masters"])
+        _write_secret(self.home / "kubeconfigs" / "kwok.yaml",
+                      render_kubeconfig(self.server, _pem_cert(self._ca.cert), "kwok", cert, key))
+        (self.home / "kwok.yaml").write_text(kwok_config())
+        self._start("kwok", self._kwok_argv())
+        self._create_storage_class()
+        self._create_nodes()
+        remaining = max(30.0, deadline_s - (time.monotonic() - t0))
+        self._wait(f"{self.node_count} kwok node(s) Ready", self._nodes_ready, remaining)
+        self._wait("the default ServiceAccount (controller manager working)",
+                   lambda: self.api("GET", "/api/v1/namespaces/default/serviceaccounts/default").status_code == 200,
+                   remaining)
+
+    def stop(self) -> None:
+        for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                proc.stop(grace_s=10)
+
+    # --- internals
+
+    def _make_pki(self) -> None:
+        self._ca = CA.create("helix-testbed-ca")
+        _write_secret(self.ca_file, _pem_cert(self._ca.cert))
+        _write_secret(self.pki / "ca.key", _pem_key(self._ca.key))
+        cert, key = self._ca.issue(
+            "kube-apiserver", server=True, ips=["127.0.0.1", "10.96.0.1"],
+            dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                 "kubernetes.default.svc.cluster.local"])
+        _write_secret(self.pki / "apiserver.crt", cert)
+        _write_secret(self.pki / "apiserver.key", key)
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _write_secret(self.pki / "sa.key", _pem_key(sa))
+        _write_secret(self.pki / "sa.pub", sa.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        cert, key = self._ca.issue(ADMIN_USER, ["system:masters"])
+        self._admin_cert = _write_secret(self.pki / "admin.crt", cert)
+        self._admin_key = _write_secret(self.pki / "admin.key", key)
+        _write_secret(self.kubeconfig, render_kubeconfig(self.server, _pem_cert(self._ca.cert), ADMIN_USER,
+                                                         cert, key))
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        return ctx
+
+    def _etcd_argv(self) -> list[str]:
+        client = f"http://127.0.0.1:{self.etcd_port}"
+        peer = f"http://127.0.0.1:{self.etcd_peer_port}"
+        return [str(self.bin / "etcd"), "--name", "helix-testbed", "--data-dir", str(self.home / "etcd"),
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"helix-testbed={peer}", "--initial-cluster-state", "new",
+                # a test bed's etcd: no fsync (the disk is shared with three other test suites)
+                "--unsafe-no-fsync", "--quota-backend-bytes", str(2 * 1024**3), "--log-level", "warn"]
+
+    def _apiserver_argv(self) -> list[str]:
+        pki = self.pki
+        return [str(self.bin / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
+                f"--cert-dir={self.home / 'apiserver-certs'}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={self.ca_file}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC", "--allow-privileged=true", "--profiling=false",
+                "--enable-priority-and-fairness=false", "--v=0"]
+
+    def _kcm_argv(self) -> list[str]:
+        kc = self.home / "kubeconfigs" / "kube-controller-manager.yaml"
+        return [str(self.bin / "kube-controller-manager"), f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={self.pki / 'sa.key'}", f"--root-ca-file={self.ca_file}",
+                f"--cluster-signing-cert-file={self.ca_file}", f"--cluster-signing-key-file={self.pki / 'ca.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}", "--enable-hostpath-provisioner=true",
+                "--profiling=false", "--v=0"]
+
+    def _scheduler_argv(self) -> list[str]:
+        kc = self.home / "kubeconfigs" / "kube-scheduler.yaml"
+        return [str(self.bin / "kube-scheduler"), f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--profiling=false",
+                "--v=0"]
+
+    def _kwok_argv(self) -> list[str]:
+        return [str(self.bin / "kwok"), f"--kubeconfig={self.home / 'kubeconfigs' / 'kwok.yaml'}",
+                f"--config={self.home / 'kwok.yaml'}",
+                "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--server-address=127.0.0.1:{procs.free_port()}"]
+
+    def _start(self, name: str, argv: list[str]) -> None:
+        env = {"GOMAXPROCS": os.environ.get("HELIX_KUBE_GOMAXPROCS", "2"), "HOME": str(self.home)}
+        self._procs[name] = procs.start(name, argv, self.home, env=env)
+
+    def _wait(self, what: str, check, deadline_s: float) -> None:
+        def guarded():
+            for name, proc in self._procs.items():
+                if not proc.alive():
+                    raise RuntimeError(f"{name} exited; log tail:\n{proc.log_tail()}")
+            return check()
+        try:
+            procs.wait_until(what, guarded, deadline_s, interval_s=0.5)
+        except Exception:
+            self.log(f"kube: {what} failed; see the logs under {self.home}")
+            raise
+
+    def _etcd_healthy(self) -> bool:
+        import httpx
+
+        r = httpx.get(f"http://127.0.0.1:{self.etcd_port}/health", timeout=2)
+        return r.status_code == 200 and r.json().get("health") == "true"
+
+    def _check(self, r):
+        if r.status_code >= 300:
+            raise RuntimeError(f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text[:500]}")
+        return r
+
+    def _apply(self, collection: str, obj: dict) -> None:
+        """Create, or replace when it exists (the bed's objects only)."""
+        r = self.api("POST", collection, obj)
+        if r.status_code == 409:
+            name = obj["metadata"]["name"]
+            current = self._check(self.api("GET", f"{collection}/{name}")).json()
+            obj = {**obj, "metadata": {**obj["metadata"],
+                                       "resourceVersion": current["metadata"]["resourceVersion"]}}
+            r = self.api("PUT", f"{collection}/{name}", obj)
+        self._check(r)
+
+    def _create_storage_class(self) -> None:
+        self._apply("/apis/storage.k8s.io/v1/storageclasses", {
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "standard",
+                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate", "allowVolumeExpansion": True})
+
+    def _create_nodes(self) -> None:
+        for i in range(self.node_count):
+            name = f"kwok-node-{i}"
+            resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"}
+            self._apply("/api/v1/nodes", {
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name,
+                             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                             "labels": {"type": "kwok", "kubernetes.io/hostname": name,
+                                        "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                                        "kubernetes.io/role": "agent", "node-role.kubernetes.io/agent": ""}},
+                "spec": {},
+                "status": {"allocatable": resources, "capacity": resources}})
+            self.nodes.append(name)
+
+    def _nodes_ready(self) -> bool:
+        items = self._check(self.api("GET", "/api/v1/nodes", params={"labelSelector": "type=kwok"})).json()["items"]
+        ready = [n["metadata"]["name"] for n in items
+                 if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
+        return len(ready) >= self.node_count

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Build the local Kubernetes control plane from Go modules (no downloads but the Go module proxy), once per
+# machine and version:
+#   k8s/   kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes v1.36.x, staging modules
+#          replaced by their published v0.36.x versions)
+#   etcd/  etcd (go.etcd.io/etcd/server/v3 etcdmain)
+#   kwok/  kwok (sigs.k8s.io/kwok), which plays the nodes and the pods' status
+#
+# The binaries go to ${HELIX_KUBE_CACHE:-~/.cache/helix-ops/kube}/<hash of the inputs>/bin; a finished build
+# leaves <dir>/build.json (its timings). A lock makes a second caller wait for a running build instead of
+# starting its own. GOMODCACHE and GOCACHE are Go's defaults, so later builds reuse them.
+#
+#   build.sh            build if missing, print the bin folder
+#   build.sh --dir      print the bin folder (built or not) and exit
+#   build.sh --check    exit 0 when built, 1 when not
+#
+# Environment: KUBE_BUILD_P (go build -p, default: the number of cores), KUBE_BUILD_NICE (default 0).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+export PATH="/usr/local/go/bin:$PATH"
+export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+inputs() {
+  cd "$here"
+  cat build.sh k8s/go.mod k8s/go.sum k8s/tools.go etcd/go.mod etcd/go.sum etcd/main.go kwok/go.mod kwok/go.sum \
+    kwok/tools.go
+  go version
+}
+hash="$(inputs | sha256sum | cut -c1-16)"
+root="${HELIX_KUBE_CACHE:-$HOME/.cache/helix-ops/kube}"
+out="$root/$hash"
+bin="$out/bin"
+
+case "${1:-}" in
+  --dir) echo "$bin"; exit 0 ;;
+  --check) [ -f "$out/build.json" ]; exit $? ;;
+esac
+
+mkdir -p "$root"
+exec 9>"$root/$hash.lock"
+if ! flock -n 9; then
+  echo "another build of $hash is running; waiting for it" >&2
+  flock 9
+fi
+if [ -f "$out/build.json" ]; then
+  echo "$bin"
+  exit 0
+fi
+
+p="${KUBE_BUILD_P:-$(nproc)}"
+nice_n="${KUBE_BUILD_NICE:-0}"
+tmp="$out.tmp.$$"
+rm -rf "$out" "$out".tmp.*
+mkdir -p "$tmp/bin"
+flags=(-p "$p" -trimpath "-ldflags=-s -w")
+t0=$(date +%s)
+step() {  # step <name> <module dir> <packages...>
+  local name=$1 dir=$2; shift 2
+  local s; s=$(date +%s)
+  echo "building $name (go build -p $p) ..." >&2
+  (cd "$here/$dir" && nice -n "$nice_n" go build "${flags[@]}" -o "$tmp/bin/" "$@")
+  echo "$name built in $(( $(date +%s) - s ))s" >&2
+  eval "t_$dir=$(( $(date +%s) - s ))"
+}
+step etcd etcd .
+step kwok kwok sigs.k8s.io/kwok/cmd/kwok
+step kubernetes k8s k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler
+total=$(( $(date +%s) - t0 ))
+printf '{"hash": "%s", "go": "%s", "p": %s, "seconds": {"etcd": %s, "kwok": %s, "kubernetes": %s, "total": %s}}\n' \
+  "$hash" "$(go env GOVERSION)" "$p" "$t_etcd" "$t_kwok" "$t_k8s" "$total" > "$tmp/build.json"
+mv "$tmp" "$out"
+echo "kube control plane built in ${total}s: $bin" >&2
+echo "$bin"
