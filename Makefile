@@ -2,6 +2,7 @@
 #   make test        installs what is missing, builds the images, brings the bed up (from the fixtures), runs pytest
 #   make quickstart  the local quickstart (see README)
 #   make bed-up / make bed-down   the test bed by hand
+#   make kube        builds the local Kubernetes control plane (Go modules; once per machine, see testbed/kube)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: deps apt venv maven images test bed-up bed-down down quickstart clean
+.PHONY: deps apt venv maven images kube kube-background test bed-up bed-down down quickstart clean
 
 deps: apt venv maven
 
@@ -37,7 +38,15 @@ maven: $(MAVEN_STAMP)
 images: deps
 	$(PY) -m testbed build-images
 
-test: deps
+# The Kubernetes build (tens of minutes fresh, seconds warm) starts first, in the background at nice 19, so it
+# overlaps the rest of `make test`; the tests that use it run last and wait for it (tests/conftest.py).
+kube:
+	bash testbed/kube/build.sh
+
+kube-background:
+	@bash testbed/kube/build.sh --background
+
+test: kube-background deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bed-up: deps

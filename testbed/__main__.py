@@ -71,6 +71,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_kube(args: argparse.Namespace) -> int:
+    from testbed.kube import ensure_built
+
+    print(ensure_built(log=lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
 def cmd_build_images(args: argparse.Namespace) -> int:
     bed = bedmod.Bed.create(log=lambda m: print(m, file=sys.stderr))
     try:
@@ -85,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the bed (all parts, or those named) in the background")
     up.add_argument("parts", nargs="*", metavar="PART",
-                    help=f"any of {', '.join(bedmod.PARTS)} (default: all)")
+                    help=f"any of {', '.join(bedmod.PARTS + bedmod.OPTIONAL_PARTS)} (default: {', '.join(bedmod.PARTS)}; "
+                         "kube builds its Go binaries first, once per machine)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop every run of the bed and remove its containers").set_defaults(func=cmd_down)
     sub.add_parser("status", help="what runs, where (no passwords)").set_defaults(func=cmd_status)
     sub.add_parser("build-images", help="build the local images (cached by their inputs)").set_defaults(
         func=cmd_build_images)
+    sub.add_parser("build-kube", help="build the Kubernetes control plane's binaries (cached per version)"
+                   ).set_defaults(func=cmd_build_kube)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -29,6 +29,8 @@ from testbed.redis_server import RedisServer
 from testbed.s3proxy import S3Server
 
 PARTS = ("redis", "neo4j", "s3", "engine", "images", "prefect")
+# Started only when named (``python -m testbed up kube``) or used: its first build takes tens of minutes.
+OPTIONAL_PARTS = ("kube",)
 
 
 def new_password() -> str:
@@ -147,6 +149,22 @@ class Bed:
             self._timed("prefect", start)
         return self._parts["prefect"]
 
+    def kube(self):
+        """The local Kubernetes control plane (``testbed.kube.KubeCluster``), built first when it is missing."""
+        if "kube" not in self._parts:
+            def start():
+                from testbed.kube import KubeCluster, ensure_built
+
+                cluster = KubeCluster(self.run_dir / "kube", ensure_built(log=self.log), log=self.log)
+                try:
+                    cluster.start()
+                except BaseException:
+                    cluster.stop()
+                    raise
+                return cluster
+            self._timed("kube", start)
+        return self._parts["kube"]
+
     def container_labels(self) -> dict[str, str]:
         """Labels for every container a test starts, so ``down()`` (or the next run) removes it."""
         return {TESTBED_LABEL: "1", f"{TESTBED_LABEL}.owner": self.run_id}
@@ -175,6 +193,9 @@ class Bed:
             out["images"] = self._parts["images"]
         if "prefect" in self._parts:
             out["prefect"] = {"api_url": self._parts["prefect"].api_url}
+        if "kube" in self._parts:
+            k = self._parts["kube"]
+            out["kube"] = {"server": k.server, "kubeconfig": str(k.kubeconfig), "nodes": k.nodes}
         return out
 
     def write_state(self) -> Path:

@@ -81,17 +81,10 @@ def build_log_path() -> Path:
     return bin_dir().parent.parent / "build.log"
 
 
-def start_build_in_background(nice: int = 19) -> subprocess.Popen | None:
-    """Start build.sh detached (logging to build_log_path()) unless the binaries exist; a build already running
-    holds the lock, so a second one only waits for it. Used at the start of a pytest session."""
-    if is_built():
-        return None
-    log = build_log_path()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        return subprocess.Popen(["bash", str(BUILD_SCRIPT)], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, "KUBE_BUILD_NICE": str(nice)})
+def start_build_in_background() -> None:
+    """Unless the binaries exist, start build.sh detached (nice 19, log: build_log_path()) and return at once;
+    a build already running holds the lock, so this one then only waits for it."""
+    procs.run(["bash", str(BUILD_SCRIPT), "--background"], timeout_s=60)
 
 
 def ensure_built(deadline_s: float = BUILD_DEADLINE_S, log=print) -> Path:

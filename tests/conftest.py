@@ -66,6 +66,30 @@ def prefect_server(bed):
 
 
 @pytest.fixture(scope="session")
+def kube(bed):
+    """The local Kubernetes control plane (``testbed.kube.KubeCluster``: ``.server``, ``.kubeconfig``,
+    ``.kubeconfig_for(user, groups)``, ``.grant(...)``, ``.new_namespace()``, ``.stop_apiserver()``,
+    ``.start_apiserver()``). Its binaries are built once per machine; tests that use it run last (see
+    ``pytest_collection_modifyitems``) so a fresh build overlaps the rest of the suite."""
+    return bed.kube()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that use ``kube`` run after all others, and their build starts now in the background (nice 19)
+    unless it is done; the first of them may wait for the build, so its timeout covers the build's deadline."""
+    kube_items = [item for item in items if "kube" in getattr(item, "fixturenames", ())]
+    if not kube_items:
+        return
+    from testbed import kube as kubemod
+
+    if not kubemod.is_built():
+        kubemod.start_build_in_background()
+        kube_items[0].add_marker(pytest.mark.timeout(kubemod.BUILD_DEADLINE_S + 600))
+    others = [item for item in items if "kube" not in getattr(item, "fixturenames", ())]
+    items[:] = others + kube_items
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """Prefect's own test harness (a temporary database and API), once per session, for flow tests."""
     from prefect.testing.utilities import prefect_test_harness
