@@ -4,7 +4,7 @@ was not granted, and the API server can be stopped and started again with the cl
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.models.apps_v1 import DeploymentSpec, StatefulSetSpec
@@ -144,7 +144,7 @@ def test_apiserver_can_be_stopped_and_started_again(kube, admin):
     kube.stop_apiserver()
     try:
         assert not kube.apiserver_up()
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx2.ConnectError):
             client_for(kube.kubeconfig).get(Deployment, "web", namespace=ns)
     finally:
         kube.start_apiserver()
