@@ -1,0 +1,254 @@
+"""deploy-helix, upgrade-helix, scale-helix and the Secret part of a rotation on a Kubernetes target, against
+the test bed's real control plane (kube-apiserver, controller manager, scheduler, etcd; kwok plays the nodes).
+
+One environment (Redis in Sentinel mode, so a service can be removed later) is deployed once per module; the
+tests run in order and each leaves it converged for the next."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from drivers.kube import KubeForbidden, KubeUnreachable, RolloutFailed, workload_progress
+from flows.deploy import deploy_helix
+from flows.upgrade import UpgradeRolledBack, scale_helix, upgrade_helix
+from helix_ops.errors import ConfigError
+from tests.kube.conftest import Admin, new_names, write_descriptor
+
+pytestmark = pytest.mark.bed
+
+APPS = ("dashboard", "mcp-graph", "mcp-discovery", "mcp-derivation", "mcp-cascade", "mcp-verification")
+WORKLOADS = ("neo4j", "redis", "redis-sentinel", *APPS)
+
+
+@pytest.fixture(scope="module")
+def env(kube, prefect_harness, audit_dir, tmp_path_factory):
+    from blocks.bootstrap import main as bootstrap
+
+    environment, namespace = new_names("k")
+    path = write_descriptor(tmp_path_factory.mktemp("kdesc") / f"{environment}.yaml", environment, namespace)
+    assert bootstrap(["--descriptor", str(path)]) == 0
+    admin = Admin(kube.kubeconfig, namespace)
+    t0 = time.monotonic()
+    result = deploy_helix(env=environment, descriptor=str(path), kubeconfig=str(kube.kubeconfig), health_timeout_s=90)
+    print(f"first deploy on the local control plane: {time.monotonic() - t0:.1f}s")
+    yield {"environment": environment, "namespace": namespace, "path": path, "admin": admin, "first": result,
+           "audit": audit_dir / f"{environment}.jsonl"}
+    admin.delete_namespace()
+
+
+def deploy(env, kube, path=None, **kw):
+    return deploy_helix(env=env["environment"], descriptor=str(path or env["path"]), kubeconfig=str(kube.kubeconfig),
+                        **{"health_timeout_s": 60, **kw})
+
+
+def images(admin) -> dict[str, str]:
+    objs = admin.objects(("Deployment", "StatefulSet"))
+    return {k.split("/")[1]: v["spec"]["template"]["spec"]["containers"][0]["image"] for k, v in objs.items()}
+
+
+def rendered(path) -> set[str]:
+    """The identities a descriptor renders to (pure)."""
+    from helix_ops.descriptor import load_descriptor
+    from helix_ops.plan import kubernetes_objects
+    from helix_ops.render.kubernetes import render_kubernetes
+    from helix_ops.stack import build_stack
+
+    return {o.identity for o in kubernetes_objects(render_kubernetes(build_stack(load_descriptor(path))))}
+
+
+def audit_lines(env) -> list[dict]:
+    return [json.loads(line) for line in env["audit"].read_text().splitlines()]
+
+
+def test_deploy_creates_every_object_and_every_workload_is_ready(env, kube):
+    result, admin = env["first"], env["admin"]
+    assert result["applied"] and result["unhealthy"] == []
+    planned = {c["identity"] for c in result["plan"]["changes"]}
+    assert {c["action"] for c in result["plan"]["changes"]} == {"create"}
+    live = admin.objects()
+    ns = env["namespace"]
+    assert {f"{k}/{ns}/{n}" for k, n in (i.split("/") for i in live if not i.startswith("Pod/"))} >= planned - {f"Namespace/{ns}"}
+    workloads = {i: o for i, o in live.items() if i.split("/")[0] in ("Deployment", "StatefulSet")}
+    assert {i.split("/")[1] for i in workloads} == set(WORKLOADS)
+    for identity, obj in workloads.items():
+        done, failure, seen = workload_progress(obj)
+        assert done and failure is None, (identity, seen)
+        assert obj["metadata"]["annotations"]["helix-ops.spec-hash"]
+    assert {r["service"]: r["health"] for r in result["status"]} == {w: "ready" for w in WORKLOADS}
+    # every pod passed Pod Security "restricted" (the namespace enforces it) and is Ready
+    pods = [o for i, o in live.items() if i.startswith("Pod/")]
+    assert len(pods) == sum(o["spec"]["replicas"] for o in workloads.values())
+    assert all(any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"]) for p in pods)
+    assert admin.get("Namespace", ns)["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # the secret's values came from the blocks; the plan shows none
+    assert "neo4j/" in __import__("base64").b64decode(admin.get("Secret", "helix-secrets")["data"]["neo4j-auth"]).decode()
+    assert all(d["old"] == "<redacted>" for c in result["plan"]["changes"] if c["identity"].startswith("Secret/")
+               for d in c["diff"])
+
+
+def test_a_second_run_is_an_all_noop_plan_and_changes_no_resource_version(env, kube):
+    before = env["admin"].versions()
+    result = deploy(env, kube)
+    counts = result["plan"]["counts"]
+    assert counts["noop"] == len(result["plan"]["changes"]) and not result["applied"]
+    assert result["changed"] == [] and result["unhealthy"] == []
+    assert env["admin"].versions() == before
+
+
+def test_scale_adds_replicas_and_keeps_the_running_ones(env, kube):
+    admin = env["admin"]
+    before = admin.pods("mcp-cascade")
+    others = {a: admin.pods(a) for a in APPS if a != "mcp-cascade"}
+    result = scale_helix(service="mcp-cascade", replicas=3, env=env["environment"], descriptor=str(env["path"]),
+                         kubeconfig=str(kube.kubeconfig), health_timeout_s=60)
+    assert result["result"] == "succeeded" and result["changed"] == ["mcp-cascade"]
+    after = admin.pods("mcp-cascade")
+    assert len(after) == 3 and set(before.items()) <= set(after.items())
+    assert {a: admin.pods(a) for a in others} == others
+    with pytest.raises(ConfigError, match="single writer"):
+        scale_helix(service="mcp-graph", replicas=2, env=env["environment"], descriptor=str(env["path"]),
+                    kubeconfig=str(kube.kubeconfig))
+    assert audit_lines(env)[-1]["action"] == "scale" and audit_lines(env)[-1]["result"] == "succeeded"
+
+
+def test_an_upgrade_changes_the_image_of_that_workload_only(env, kube):
+    admin = env["admin"]
+    others = {a: admin.pods(a) for a in APPS if a != "mcp-discovery"}
+    result = upgrade_helix(env=env["environment"], descriptor=str(env["path"]), images={"mcp-discovery": "1.5.0"},
+                           kubeconfig=str(kube.kubeconfig), backup_first=False, health_timeout_s=60)
+    assert result["result"] == "succeeded" and result["changed"] == ["mcp-discovery"]
+    assert images(admin)["mcp-discovery"].endswith(":1.5.0")
+    pods = admin.client.list(admin.res("Pod"), namespace=env["namespace"], labels={"app": "mcp-discovery"})
+    assert {p.spec.containers[0].image.rsplit(":", 1)[1] for p in pods if not p.metadata.deletionTimestamp} == {"1.5.0"}
+    assert {a: admin.pods(a) for a in others} == others
+    record = audit_lines(env)[-1]
+    assert record["action"] == "upgrade" and record["result"] == "succeeded"
+    assert record["after"]["mcp-discovery"].endswith(":1.5.0")
+
+
+def test_an_upgrade_whose_new_pods_never_get_ready_is_rolled_back_within_its_deadline(env, kube):
+    admin = env["admin"]
+    before = images(admin)
+    deadline = 10
+    t0 = time.monotonic()
+    with pytest.raises(UpgradeRolledBack) as err:
+        upgrade_helix(env=env["environment"], descriptor=str(env["path"]),
+                      images={"mcp-derivation": "1.5.0", "mcp-verification": "1.6.0-never-ready"},
+                      kubeconfig=str(kube.kubeconfig), backup_first=False, health_timeout_s=deadline)
+    elapsed = time.monotonic() - t0
+    print(f"upgrade with a never-ready workload: failed and rolled back after {elapsed:.1f}s (deadline {deadline}s)")
+    assert "mcp-verification" in str(err.value)
+    assert isinstance(err.value.__cause__, RolloutFailed) and err.value.__cause__.rolled_back
+    # both the failing workload and the one upgraded before it are back on their previous images, and ready
+    assert images(admin) == before
+    for name in ("mcp-derivation", "mcp-verification"):
+        done, _, seen = workload_progress(admin.get("Deployment", name))
+        assert done, seen
+        pods = admin.client.list(admin.res("Pod"), namespace=env["namespace"], labels={"app": name})
+        live = [p for p in pods if not p.metadata.deletionTimestamp]
+        assert live and all("never-ready" not in p.spec.containers[0].image for p in live)
+    assert elapsed < deadline + 60
+    record = audit_lines(env)[-1]
+    assert record["result"] == "rolled-back" and record["after"] == record["before"]
+
+
+def test_a_stuck_statefulset_is_rolled_back_too(env, kube):
+    admin = env["admin"]
+    before = images(admin)
+    with pytest.raises(UpgradeRolledBack):
+        upgrade_helix(env=env["environment"], descriptor=str(env["path"]), images={"redis": "7.4-never-ready"},
+                      include_data_services=True, kubeconfig=str(kube.kubeconfig), backup_first=False,
+                      health_timeout_s=8)
+    assert images(admin) == before
+    done, _, seen = workload_progress(admin.get("StatefulSet", "redis"))
+    assert done, seen
+
+
+def test_rotating_a_secret_updates_it_and_rolls_its_consumers_only(env, kube):
+    import base64
+
+    from blocks.bootstrap import main as bootstrap
+    from helix_ops.descriptor import load_descriptor
+    from tasks.kube import KubeTarget, apply_secret_and_roll_consumers, helix_config_text
+
+    admin = env["admin"]
+    pods_before = {w: admin.pods(w) for w in WORKLOADS}
+    new = "n3w-" + "x" * 40
+    assert bootstrap(["--descriptor", str(env["path"]), "--overwrite"], {"HELIX_NEXTAUTH_SECRET": new}) == 0
+    desc = load_descriptor(env["path"])
+    target = KubeTarget.for_descriptor(desc, kubeconfig=str(kube.kubeconfig))
+    report = apply_secret_and_roll_consumers(target, desc, helix_config_text(desc, env["path"]), deadline_s=60)
+    assert report["secret"] == "updated" and report["rolled"] == ["dashboard"]
+    assert base64.b64decode(admin.get("Secret", "helix-secrets")["data"]["nextauth-secret"]).decode() == new
+    pods_after = {w: admin.pods(w) for w in WORKLOADS}
+    assert set(pods_after["dashboard"].values()).isdisjoint(pods_before["dashboard"].values())
+    assert len(pods_after["dashboard"]) == 2
+    assert {w: p for w, p in pods_after.items() if w != "dashboard"} == \
+        {w: p for w, p in pods_before.items() if w != "dashboard"}
+    # a second call has nothing to do
+    again = apply_secret_and_roll_consumers(target, desc, helix_config_text(desc, env["path"]), deadline_s=60)
+    assert again["secret"] == "unchanged" and again["rolled"] == []
+
+
+def test_a_forbidden_verb_is_a_clear_error_with_a_hint(env, kube):
+    user = f"viewer-{env['environment']}"
+    # may read everything it needs for a plan, but not change Deployments
+    kube.grant(user, env["namespace"], [
+        {"apiGroups": ["", "apps", "policy", "networking.k8s.io"],
+         "resources": ["secrets", "configmaps", "services", "pods", "deployments", "statefulsets",
+                       "poddisruptionbudgets", "networkpolicies", "ingresses"], "verbs": ["get", "list"]}])
+    kube.grant(user, env["namespace"], [], name="unused")  # a second Role does not widen anything
+    kubeconfig = kube.kubeconfig_for(user)
+    with pytest.raises(KubeForbidden) as err:
+        upgrade_helix(env=env["environment"], descriptor=str(env["path"]), images={"mcp-cascade": "1.5.0"},
+                      kubeconfig=str(kubeconfig), backup_first=False, health_timeout_s=30)
+    e = err.value
+    assert (e.verb, e.resource, e.namespace) == ("patch", "deployments", env["namespace"])
+    assert "deployments/rbac/role.yaml" in str(e) and "kubectl auth can-i patch deployments" in str(e)
+    # reading the namespace itself is cluster-scoped: a user without that is told so, naming the verb
+    with pytest.raises(KubeForbidden, match=r"may not get namespaces \(cluster scope\)"):
+        deploy(env, kube, kubeconfig=str(kube.kubeconfig_for("nobody-at-all")))
+
+
+def test_an_api_server_that_is_down_is_a_clear_error_with_a_hint(env, kube):
+    kube.stop_apiserver()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(KubeUnreachable) as err:
+            deploy(env, kube)
+        assert time.monotonic() - t0 < 60
+    finally:
+        kube.start_apiserver()
+    assert kube.server in str(err.value) and "hint:" in str(err.value) and "cluster-info" in str(err.value)
+
+
+def test_removing_a_service_prunes_its_objects_and_nothing_else(env, kube, tmp_path):
+    admin = env["admin"]
+    ns = env["namespace"]
+    foreign = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "someone-elses", "labels": {"app": "redis-sentinel"}},
+         "data": {"a": "b"}},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "other-environment", "labels": {
+             "app.kubernetes.io/managed-by": "helix-ops", "app.kubernetes.io/part-of": "helix",
+             "helix-ops/environment": "another", "app": "redis-sentinel"}}, "data": {"a": "b"}},
+    ]
+    for obj in foreign:
+        admin.create(obj)
+    before = set(admin.objects(("NetworkPolicy", "Secret", "ConfigMap", "Service", "StatefulSet", "Deployment",
+                                "PodDisruptionBudget", "Ingress")))
+    single = write_descriptor(tmp_path / f"{env['environment']}.yaml", env["environment"], ns, sentinel=False)
+    result = deploy(env, kube, path=single)
+    deleted = {c["identity"] for c in result["plan"]["changes"] if c["action"] == "delete"}
+    assert deleted == rendered(env["path"]) - rendered(single)
+    assert {f"StatefulSet/{ns}/redis-sentinel", f"Service/{ns}/redis-sentinel-headless",
+            f"NetworkPolicy/{ns}/allow-redis-sentinel"} <= deleted
+    assert result["unhealthy"] == []
+    after = set(admin.objects(("NetworkPolicy", "Secret", "ConfigMap", "Service", "StatefulSet", "Deployment",
+                               "PodDisruptionBudget", "Ingress")))
+    gone = {i for i in before - after}
+    assert gone == {"/".join((i.split("/")[0], i.split("/")[2])) for i in deleted}
+    assert {"ConfigMap/someone-elses", "ConfigMap/other-environment"} <= after
