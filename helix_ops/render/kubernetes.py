@@ -5,10 +5,17 @@ the ``helix-secrets`` Secret (keys from the stack, values supplied by the caller
 ``neo4j/<password>``), the helix.config ConfigMap, then per service in dependency order: Services,
 StatefulSet (Neo4j, Redis, Sentinel; with PVCs) or Deployment, PodDisruptionBudget; the Ingress last.
 Nginx is not rendered: on Kubernetes the Ingress controller is the load balancer.
+
+:func:`with_secret_checksums` adds to the pod template of every app service that reads a secret
+``helix-ops/secret-checksum``: a checksum over the values of exactly the keys it reads, so changing one secret
+changes (and so rolls) only its consumers. The data services read rotated passwords live (Redis ACL, Neo4j's
+system database) and carry none: a rotation never restarts them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +37,8 @@ from helix_ops.stack import (
 
 Manifest = dict[str, Any]
 CONFIG_MAP = "helix-config"
+SECRET_CHECKSUM = "helix-ops/secret-checksum"
+"""Pod-template annotation: checksum of the Secret values a service reads (changes roll only its pods)."""
 
 
 def render_kubernetes(stack: Stack, secret_values: Mapping[str, str] | None = None) -> list[Manifest]:
@@ -51,6 +60,46 @@ def render_kubernetes(stack: Stack, secret_values: Mapping[str, str] | None = No
         if obj["kind"] != "Namespace":
             obj["metadata"]["namespace"] = ns
     return objects
+
+
+def with_secret_checksums(stack: Stack, objects: list[Manifest]) -> list[Manifest]:
+    """``objects`` (a rendering with secret values) with ``helix-ops/secret-checksum`` on the pod template of
+    every app service that reads a secret: what the Kubernetes driver applies, so that a changed secret rolls
+    exactly its consumers. A template rendering (no values) is returned unchanged."""
+    secrets = [o for o in objects if o["kind"] == "Secret"]
+    if not secrets or secrets[0]["metadata"].get("annotations", {}).get("helix-ops/values") != "supplied":
+        return objects
+    data = secrets[0]["stringData"]
+    out = []
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            obj = json.loads(json.dumps(obj))
+            _annotate_secret_checksum(stack, obj, data)
+        out.append(obj)
+    return out
+
+
+def secret_checksum(stack: Stack, service: str, data: Mapping[str, str]) -> str | None:
+    """The checksum of the Secret values ``service`` reads (None when it is a data service or reads none).
+
+    PBKDF2-SHA256 (20 000 rounds, salted with project, environment and service) over the values as canonical
+    JSON: the annotation is readable by whoever may read Deployments, so it must not be a cheap hash of a
+    password.
+    """
+    if service not in guide.APP_SERVICES:
+        return None
+    keys = sorted({e.secret for e in stack.service(service).env if e.secret})
+    if not keys:
+        return None
+    canonical = json.dumps({k: data.get(k, "") for k in keys}, sort_keys=True, separators=(",", ":"))
+    salt = f"helix-ops/{stack.descriptor.project}/{stack.environment}/{service}".encode()
+    return hashlib.pbkdf2_hmac("sha256", canonical.encode(), salt, 20_000).hex()[:32]
+
+
+def _annotate_secret_checksum(stack: Stack, obj: Manifest, data: Mapping[str, str]) -> None:
+    checksum = secret_checksum(stack, obj["metadata"]["name"], data)
+    if checksum is not None:
+        obj["spec"]["template"]["metadata"]["annotations"] = {SECRET_CHECKSUM: checksum}
 
 
 def delete_order(objects: list[Manifest]) -> list[Manifest]:
