@@ -40,8 +40,8 @@ def env(kube, prefect_harness, audit_dir, tmp_path_factory):
 
 
 def deploy(env, kube, path=None, **kw):
-    return deploy_helix(env=env["environment"], descriptor=str(path or env["path"]), kubeconfig=str(kube.kubeconfig),
-                        **{"health_timeout_s": 60, **kw})
+    return deploy_helix(env=env["environment"], descriptor=str(path or env["path"]),
+                        **{"health_timeout_s": 60, "kubeconfig": str(kube.kubeconfig), **kw})
 
 
 def images(admin) -> dict[str, str]:
@@ -191,6 +191,42 @@ def test_rotating_a_secret_updates_it_and_rolls_its_consumers_only(env, kube):
     # a second call has nothing to do
     again = apply_secret_and_roll_consumers(target, desc, helix_config_text(desc, env["path"]), deadline_s=60)
     assert again["secret"] == "unchanged" and again["rolled"] == []
+
+
+def test_the_role_in_deployments_rbac_is_enough_to_converge_the_environment(env, kube):
+    import yaml
+    from lightkube import codecs
+
+    from testbed.paths import REPO
+
+    ns, user = env["namespace"], f"helix-ops-{env['environment']}"
+    subject = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    cluster_name = f"helix-ops-namespace-{ns}"
+    docs = list(yaml.safe_load_all((REPO / "deployments" / "rbac" / "role.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+    for doc in docs:
+        if doc["kind"] in ("Role", "RoleBinding"):
+            doc["metadata"]["namespace"] = ns
+        else:
+            doc["metadata"]["name"] = cluster_name
+        if doc["kind"] == "ClusterRole":
+            doc["rules"][0]["resourceNames"] = [ns]
+        if doc["kind"].endswith("Binding"):
+            doc["subjects"] = subject
+            if doc["kind"] == "ClusterRoleBinding":
+                doc["roleRef"]["name"] = cluster_name
+        env["admin"].client.apply(codecs.from_dict(doc), field_manager="tests")
+    try:
+        # the scale and upgrade above left two Deployments off the descriptor: converging patches them
+        result = deploy(env, kube, kubeconfig=str(kube.kubeconfig_for(user)))
+        assert result["unhealthy"] == []
+        assert {c["identity"] for c in result["plan"]["changes"] if c["action"] == "update"} == \
+            {f"Deployment/{ns}/mcp-cascade", f"Deployment/{ns}/mcp-discovery"}
+    finally:
+        from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
+
+        env["admin"].client.delete(ClusterRoleBinding, cluster_name)
+        env["admin"].client.delete(ClusterRole, cluster_name)
 
 
 def test_a_forbidden_verb_is_a_clear_error_with_a_hint(env, kube):
