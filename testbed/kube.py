@@ -283,7 +283,7 @@ def kwok_config() -> str:
     stage_dir = _kwok_stage_dir()
     docs = [
         {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
-         "options": {"cidr": POD_CIDR, "nodeIP": "10.0.255.254", "nodeLeaseDurationSeconds": 40}},
+         "options": {"cidr": POD_CIDR, "nodeIP": "10.255.0.1", "nodeLeaseDurationSeconds": 40}},
         yaml.safe_load((stage_dir / "node" / "fast" / "node-initialize.yaml").read_text()),
         yaml.safe_load((stage_dir / "node" / "heartbeat-with-lease" / "node-heartbeat-with-lease.yaml").read_text()),
         {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": "pod-ready"},

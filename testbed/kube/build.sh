@@ -23,9 +23,13 @@ here="$(cd "$(dirname "$0")" && pwd)"
 export PATH="/usr/local/go/bin:$PATH"
 export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
+# What the binaries depend on: the modules, the Go version and how they are built (bump RECIPE when the steps
+# below change what they produce; comments here do not).
+RECIPE="v1 -trimpath -ldflags=-s -w; etcd kwok kube-apiserver kube-controller-manager kube-scheduler"
 inputs() {
   cd "$here"
-  cat build.sh k8s/go.mod k8s/go.sum k8s/tools.go etcd/go.mod etcd/go.sum etcd/main.go kwok/go.mod kwok/go.sum \
+  echo "$RECIPE"
+  cat k8s/go.mod k8s/go.sum k8s/tools.go etcd/go.mod etcd/go.sum etcd/main.go kwok/go.mod kwok/go.sum \
     kwok/tools.go
   go version
 }
