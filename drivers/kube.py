@@ -26,6 +26,7 @@ Built on lightkube (typed resources, server-side apply with a field manager, pla
 
 from __future__ import annotations
 
+import base64
 import copy
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -264,6 +265,11 @@ class KubeDriver:
         body = copy.deepcopy(dict(manifest))
         meta = body["metadata"]
         meta.setdefault("annotations", {})[HASH_LABEL] = spec_hash
+        if body.get("stringData"):
+            # stringData is write-only (merged into data, never stored): apply data, so that the fields
+            # helix-ops owns are the ones the object keeps and a re-apply is a true no-op
+            body["data"] = {**body.get("data", {}), **{k: base64.b64encode(v.encode()).decode()
+                                                        for k, v in body.pop("stringData").items()}}
         kind, name, ns = body["kind"], meta["name"], meta.get("namespace")
         res = self._res(kind, body["apiVersion"])
         before = self._get(kind, name, ns)

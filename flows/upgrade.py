@@ -83,7 +83,11 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
             descriptor: str | None, engine_url: str | None, health_timeout_s: float, drain_s: float,
             lease_ttl_s: float, lease_wait_s: float, break_stale_lease: str | None,
             container_labels: dict[str, str] | None, triggered_by: str | None, backup_first: bool,
-            current_desc: Descriptor, parallel: bool = False) -> dict[str, Any]:
+            current_desc: Descriptor, parallel: bool = False, kube: dict[str, Any] | None = None) -> dict[str, Any]:
+    if current_desc.target == "kubernetes":
+        return _change_kubernetes(env, desired_for, action, change, scope, descriptor, health_timeout_s,
+                                  lease_ttl_s, lease_wait_s, break_stale_lease, triggered_by, backup_first,
+                                  current_desc, kube or {})
     logger = get_run_logger()
     who = _who(triggered_by)
     target = EngineTarget(engine_url, current_desc.project, current_desc.environment, container_labels or {})
@@ -180,7 +184,8 @@ def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, desc
                   health_timeout_s: float = 120, drain_s: float = 1.0, lease_ttl_s: float = 120,
                   lease_wait_s: float = 600, break_stale_lease: str | None = None,
                   container_labels: dict[str, str] | None = None, triggered_by: str | None = None,
-                  parallel: bool = False) -> dict[str, Any]:
+                  parallel: bool = False, kubeconfig: str | None = None, kube_context: str | None = None,
+                  cluster_block: str | None = None) -> dict[str, Any]:
     """Upgrade services of one environment with zero downtime, rolling back by itself on a failed gate.
 
     Args:
@@ -193,6 +198,8 @@ def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, desc
         triggered_by: who asked (recorded); default the flow run.
         parallel: roll services of one dependency level at the same time (faster; on a small host the load of
             several starting replicas can make health checks flap, so it is off by default).
+        kubeconfig / kube_context / cluster_block: the cluster of a ``target: kubernetes`` environment (see
+            deploy-helix); there ``health_timeout_s`` is each workload's rollout deadline.
 
     Example: ``prefect deployment run upgrade-helix/prod -p images='{"dashboard": "1.4.2"}'``.
     """
@@ -202,14 +209,17 @@ def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, desc
                                          if include_data_services or s not in DATA_SERVICES}
     return _change(env, lambda _running: desired, "upgrade", {"images": images or "from descriptor"}, scope, descriptor, engine_url,
                    health_timeout_s, drain_s, lease_ttl_s, lease_wait_s, break_stale_lease, container_labels,
-                   triggered_by, backup_first, current_desc, parallel)
+                   triggered_by, backup_first, current_desc, parallel,
+                   {"kubeconfig": kubeconfig, "context": kube_context, "cluster_block": cluster_block})
 
 
 @flow(name="scale-helix")
 def scale_helix(service: str, replicas: int, env: str = "local", descriptor: str | None = None,
                 engine_url: str | None = None, health_timeout_s: float = 120, drain_s: float = 1.0,
                 lease_ttl_s: float = 120, lease_wait_s: float = 600, break_stale_lease: str | None = None,
-                container_labels: dict[str, str] | None = None, triggered_by: str | None = None) -> dict[str, Any]:
+                container_labels: dict[str, str] | None = None, triggered_by: str | None = None,
+                kubeconfig: str | None = None, kube_context: str | None = None,
+                cluster_block: str | None = None) -> dict[str, Any]:
     """Change one service's replica count within the scaling rules (mcp-graph never above one), gated on
     health like an upgrade. The service keeps the image it runs now; replicas that run are kept.
     Note: the descriptor file is not rewritten; commit the new count there too."""
@@ -222,4 +232,105 @@ def scale_helix(service: str, replicas: int, env: str = "local", descriptor: str
 
     return _change(env, desired_for, "scale", {"service": service, "replicas": replicas}, {service}, descriptor,
                    engine_url, health_timeout_s, drain_s, lease_ttl_s, lease_wait_s, break_stale_lease,
-                   container_labels, triggered_by, False, current_desc)
+                   container_labels, triggered_by, False, current_desc, False,
+                   {"kubeconfig": kubeconfig, "context": kube_context, "cluster_block": cluster_block})
+
+
+def _change_kubernetes(env: str, desired_for: Callable[[dict[str, str]], Descriptor], action: str,
+                       change: dict[str, Any], scope: set[str] | None, descriptor: str | None,
+                       health_timeout_s: float, lease_ttl_s: float, lease_wait_s: float,
+                       break_stale_lease: str | None, triggered_by: str | None, backup_first: bool,
+                       current_desc: Descriptor, kube: dict[str, Any]) -> dict[str, Any]:
+    """upgrade/scale on a Kubernetes target: the same plan, approval, lease and audit record as on the engine;
+    each changed workload is applied and gated on its rollout (``health_timeout_s``). A workload that misses
+    its deadline is rolled back to its previous pod template by the driver; the workloads changed before it
+    are rolled back by applying the previous images' rendering again."""
+    from drivers.kube import RolloutFailed
+    from helix_ops.errors import ConfigError
+    from tasks.kube import (KubeTarget, connect_kube, helix_config_text, is_workload, name_of, plan_kube,
+                            read_kube_state, roll_kube_workload, workload_images)
+
+    logger = get_run_logger()
+    who = _who(triggered_by)
+    target = KubeTarget.for_descriptor(current_desc, kube.get("kubeconfig"), kube.get("context"),
+                                       cluster_block=kube.get("cluster_block"))
+    config_text = helix_config_text(current_desc, descriptor_path(env, descriptor))
+    connect_kube(target)
+    if break_stale_lease:
+        taken = break_lease(current_desc.environment)
+        record_change(AuditRecord.now(environment=current_desc.environment, action="break-lease", triggered_by=who,
+                                      change={"reason": break_stale_lease, "slots_freed": taken}, before={},
+                                      after={}, result="succeeded", detail=break_stale_lease))
+    note = ""
+    if backup_first:
+        if scope is None or scope & DATA_SERVICES:
+            raise ConfigError("backup_first", "backup-helix does not reach a Kubernetes environment yet: take a "
+                                              "backup by other means, then run with backup_first=false")
+        note = "no pre-upgrade backup (backup-helix does not reach Kubernetes yet; no data service changes). "
+        logger.warning(note)
+    with environment_lease(current_desc.environment, who, ttl_s=lease_ttl_s, wait_s=lease_wait_s):
+        current = read_kube_state(target)
+        before = workload_images(current)
+        desired = desired_for(before)
+        plan = plan_kube(target, desired, config_text)
+        steps = [c for c in plan.changes if is_workload(c.identity) and c.action in ("create", "update")
+                 and (scope is None or name_of(c.identity) in scope)]
+        for line in plan.lines():
+            logger.info("plan: %s", line)
+        create_markdown_artifact(plan_markdown(desired.environment, plan), key=f"{action}-plan-{desired.environment}",
+                                 description=f"{action}-helix plan for {desired.environment}")
+        if not steps:
+            logger.info("nothing to %s: every workload already matches", action)
+            return {"environment": desired.environment, "changed": [], "result": "noop", "plan": plan.to_dict()}
+        if desired.environment == "prod":
+            answer = pause_flow_run(wait_for_input=Approval, timeout=3600)
+            if not answer.approve:
+                record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
+                                              change=change, before=before, after=before, result="refused",
+                                              detail=answer.reason))
+                return {"environment": desired.environment, "changed": [], "result": "refused"}
+        done: list[str] = []
+        reports: list[dict[str, Any]] = []
+        for step in steps:
+            try:
+                reports.append(roll_kube_workload(target, desired, config_text, step.identity, step.spec_hash,
+                                                  health_timeout_s))
+            except Exception as exc:  # noqa: BLE001 - recorded and re-raised below, after the rollback
+                failed = name_of(step.identity)
+                logger.error("%s failed at %s: %s; rolling back %s", action, failed, exc,
+                             ", ".join([*done, failed]))
+                rollback_failures = []
+                undo = {name_of(i): before[name_of(i)] for i in done if name_of(i) in before}
+                if undo:
+                    previous = with_images(current_desc, undo, include_data_services=True)
+                    for identity in reversed(done):
+                        try:
+                            roll_kube_workload(target, previous, config_text, identity, None, health_timeout_s)
+                        except Exception as again:  # noqa: BLE001 - reported in the audit record
+                            rollback_failures.append(f"{name_of(identity)}: {again}")
+                if isinstance(exc, RolloutFailed) and not exc.rolled_back:
+                    rollback_failures.append(f"{failed}: not rolled back")
+                after = workload_images(read_kube_state(target))
+                detail = note + f"{failed} missed its rollout deadline: {exc}"
+                if rollback_failures:
+                    detail += "; the rollback failed for " + "; ".join(rollback_failures)
+                rolled_back = isinstance(exc, RolloutFailed) and not rollback_failures
+                if not isinstance(exc, RolloutFailed):
+                    detail = note + f"{failed} could not be applied: {exc}"
+                    if rollback_failures:
+                        detail += "; the rollback failed for " + "; ".join(rollback_failures)
+                record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
+                                              change=change, before=before, after=after,
+                                              result="rolled-back" if rolled_back else "failed", detail=detail))
+                if not isinstance(exc, RolloutFailed):
+                    raise  # e.g. forbidden or unreachable: the workload itself was not changed
+                outcome = "and was rolled back" if rolled_back else "and the rollback did not complete (see audit)"
+                raise UpgradeRolledBack(f"{action} of {desired.environment} failed at {failed} {outcome}: "
+                                        f"{exc}") from exc
+            done.append(step.identity)
+        after = workload_images(read_kube_state(target))
+        record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
+                                      change=change, before=before, after=after, result="succeeded",
+                                      detail=note + ", ".join(name_of(i) for i in done)))
+    return {"environment": desired.environment, "changed": [name_of(i) for i in done], "result": "succeeded",
+            "before": before, "after": after, "plan": plan.to_dict(), "reports": reports}

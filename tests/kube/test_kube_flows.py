@@ -193,29 +193,48 @@ def test_rotating_a_secret_updates_it_and_rolls_its_consumers_only(env, kube):
     assert again["secret"] == "unchanged" and again["rolled"] == []
 
 
-def test_the_role_in_deployments_rbac_is_enough_to_converge_the_environment(env, kube):
+def apply_role(env, user: str, without: tuple[str, str] | None = None) -> str:
+    """deployments/rbac/role.yaml for the test namespace, bound to ``user`` (a client-certificate identity);
+    ``without`` = (resource, verb) takes one verb away. Returns the cluster-scoped objects' name."""
     import yaml
     from lightkube import codecs
 
     from testbed.paths import REPO
 
-    ns, user = env["namespace"], f"helix-ops-{env['environment']}"
+    ns = env["namespace"]
     subject = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
-    cluster_name = f"helix-ops-namespace-{ns}"
+    cluster_name = f"helix-ops-namespace-{ns}-{user}"
     docs = list(yaml.safe_load_all((REPO / "deployments" / "rbac" / "role.yaml").read_text()))
     assert [d["kind"] for d in docs] == ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
     for doc in docs:
         if doc["kind"] in ("Role", "RoleBinding"):
             doc["metadata"]["namespace"] = ns
+            doc["metadata"]["name"] = f"helix-ops-{user}"
         else:
             doc["metadata"]["name"] = cluster_name
+        if doc["kind"] == "Role" and without:
+            for rule in doc["rules"]:
+                if without[0] in rule["resources"]:
+                    rule["verbs"] = [v for v in rule["verbs"] if v != without[1]]
         if doc["kind"] == "ClusterRole":
             doc["rules"][0]["resourceNames"] = [ns]
         if doc["kind"].endswith("Binding"):
             doc["subjects"] = subject
-            if doc["kind"] == "ClusterRoleBinding":
-                doc["roleRef"]["name"] = cluster_name
+            doc["roleRef"]["name"] = doc["metadata"]["name"]
         env["admin"].client.apply(codecs.from_dict(doc), field_manager="tests")
+    return cluster_name
+
+
+def drop_cluster_role(env, name: str) -> None:
+    from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
+
+    env["admin"].client.delete(ClusterRoleBinding, name)
+    env["admin"].client.delete(ClusterRole, name)
+
+
+def test_the_role_in_deployments_rbac_is_enough_to_converge_the_environment(env, kube):
+    ns, user = env["namespace"], f"helix-ops-{env['environment']}"
+    name = apply_role(env, user)
     try:
         # the scale and upgrade above left two Deployments off the descriptor: converging patches them
         result = deploy(env, kube, kubeconfig=str(kube.kubeconfig_for(user)))
@@ -223,28 +242,23 @@ def test_the_role_in_deployments_rbac_is_enough_to_converge_the_environment(env,
         assert {c["identity"] for c in result["plan"]["changes"] if c["action"] == "update"} == \
             {f"Deployment/{ns}/mcp-cascade", f"Deployment/{ns}/mcp-discovery"}
     finally:
-        from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
-
-        env["admin"].client.delete(ClusterRoleBinding, cluster_name)
-        env["admin"].client.delete(ClusterRole, cluster_name)
+        drop_cluster_role(env, name)
 
 
 def test_a_forbidden_verb_is_a_clear_error_with_a_hint(env, kube):
-    user = f"viewer-{env['environment']}"
-    # may read everything it needs for a plan, but not change Deployments
-    kube.grant(user, env["namespace"], [
-        {"apiGroups": ["", "apps", "policy", "networking.k8s.io"],
-         "resources": ["secrets", "configmaps", "services", "pods", "deployments", "statefulsets",
-                       "poddisruptionbudgets", "networkpolicies", "ingresses"], "verbs": ["get", "list"]}])
-    kube.grant(user, env["namespace"], [], name="unused")  # a second Role does not widen anything
-    kubeconfig = kube.kubeconfig_for(user)
-    with pytest.raises(KubeForbidden) as err:
-        upgrade_helix(env=env["environment"], descriptor=str(env["path"]), images={"mcp-cascade": "1.5.0"},
-                      kubeconfig=str(kubeconfig), backup_first=False, health_timeout_s=30)
+    user = f"no-patch-{env['environment']}"
+    name = apply_role(env, user, without=("deployments", "patch"))
+    try:
+        with pytest.raises(KubeForbidden) as err:
+            upgrade_helix(env=env["environment"], descriptor=str(env["path"]), images={"mcp-cascade": "1.5.0"},
+                          kubeconfig=str(kube.kubeconfig_for(user)), backup_first=False, health_timeout_s=30)
+    finally:
+        drop_cluster_role(env, name)
     e = err.value
     assert (e.verb, e.resource, e.namespace) == ("patch", "deployments", env["namespace"])
     assert "deployments/rbac/role.yaml" in str(e) and "kubectl auth can-i patch deployments" in str(e)
-    # reading the namespace itself is cluster-scoped: a user without that is told so, naming the verb
+    assert audit_lines(env)[-1]["result"] == "failed"
+    # an identity with no rights at all is told which cluster-scoped read it lacks
     with pytest.raises(KubeForbidden, match=r"may not get namespaces \(cluster scope\)"):
         deploy(env, kube, kubeconfig=str(kube.kubeconfig_for("nobody-at-all")))
 
