@@ -36,12 +36,12 @@ def naive_recreate(engine_url: str, descriptor_path: Path, labels: dict) -> None
     from helix_ops.plan import compose_objects, template_hash
     from helix_ops.render.compose import render_compose
     from helix_ops.stack import build_stack
-    from tasks.engine import _secret_env
+    from tasks.engine import secret_env
 
     desc = with_images(load_descriptor(descriptor_path), {s: "v2" for s in APP})
     driver = EngineDriver.connect(engine_url, desc.project, desc.environment, labels)
     specs = {o.identity.split("/", 1)[1]: o.spec for o in compose_objects(render_compose(build_stack(desc)))}
-    secrets = _secret_env(desc)
+    secrets = secret_env(desc)
     for name in APP:
         spec = specs[f"{name}"]
         port = build_stack(desc).service(name).port
@@ -52,9 +52,9 @@ def naive_recreate(engine_url: str, descriptor_path: Path, labels: dict) -> None
             host, hp = driver.probe_address(c, port)
             driver.wait_healthy(c, http_check(host, hp, "/api/health"), name, 120)
     # the balancer resolves the dashboard by its new replica names
-    from tasks.engine import _balancer_conf, dashboard_members
+    from tasks.engine import balancer_conf, dashboard_members
 
-    driver.update_load_balancer(_balancer_conf(desc, dashboard_members(driver)))
+    driver.update_load_balancer(balancer_conf(desc, dashboard_members(driver)))
 
 
 def main() -> int:

@@ -180,8 +180,14 @@ def resolve_env(env: Iterable[EnvVar], secrets: EnvironmentSecrets) -> SecretEnv
     This is what the engine driver passes as ``environment=`` to the Docker API (values never on argv).
     """
     out = SecretEnv()
+    logins = compose_env(secrets)
     for var in env:
-        out[var.name] = secret_value(var.secret, secrets) if var.secret else (var.value or "")
+        if var.secret:
+            out[var.name] = secret_value(var.secret, secrets)
+        elif var.from_credentials:  # NEO4J_USER: the blocks' user, which a rotation switches with the password
+            out[var.name] = logins.get(var.name) or var.value or ""
+        else:
+            out[var.name] = var.value or ""
     return out
 
 

@@ -9,10 +9,16 @@
 
 A rollout resumes cleanly: replicas of the new spec that already run healthy are kept, so a rerun after a
 crash finishes the job instead of starting over.
+
+``roll_id`` re-creates every replica from the same spec (a restart that re-reads the secrets, as
+rotate-helix-secrets needs): the new replicas' names end in ``-<roll_id>``, so only replicas of that roll count
+as current and a rerun of the same roll keeps them. Labels (the spec hash) are unchanged, so a deploy plan
+still sees no change.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,8 +68,11 @@ def _running(containers: Sequence[Container]) -> list[Container]:
 def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_hash: str,
                  files: Mapping[str, str], probe_port: int | None, health: HealthCheck,
                  secrets: Mapping[str, str], deadline_s: float, members_hook: MembersHook | None = None,
-                 drain_s: float = 1.0, log: Callable[[str], None] = lambda m: None) -> RolloutReport:
+                 drain_s: float = 1.0, log: Callable[[str], None] = lambda m: None,
+                 roll_id: str | None = None) -> RolloutReport:
     """Bring service ``name`` to ``spec`` (see the module doc); raise RolloutFailed on a failed health gate.
+
+    With ``roll_id``, replicas not created by that roll are replaced even when they run ``spec``.
 
     On failure the unhealthy new replica is removed and, behind the load balancer, never received traffic;
     replicas that were serving keep serving.
@@ -73,6 +82,8 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
     report = RolloutReport(name, "start-first" if start_first else "stop-first")
     plans = container_plans(driver.project, driver.environment, name, spec, spec_hash, files, probe_port,
                             driver.extra_labels)
+    if roll_id:
+        plans = [dataclasses.replace(p, name=f"{p.name}-{roll_id}") for p in plans]
     existing = driver.containers(name)
     new_names = {p.name for p in plans}
     current = {c.name: c for c in existing if c.labels.get(HASH_LABEL) == spec_hash and c.name in new_names

@@ -41,11 +41,18 @@ SECRET_SOURCES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class EnvVar:
-    """One environment variable: a literal ``value`` or the key of a ``secret``, never both."""
+    """One environment variable: a literal ``value`` or the key of a ``secret``, never both.
+
+    ``from_credentials``: the value is not secret but comes from the environment's credentials with them
+    (``value`` is the default): Compose renders ``${NAME:-value}`` (the ``.env`` carries it), the engine driver
+    takes it from the blocks. The Neo4j user is one: a rotation switches the consumers to a bridge user
+    together with its password, so a replica created at any moment must read both from the same place.
+    """
 
     name: str
     value: str | None = None
     secret: str | None = None
+    from_credentials: bool = False
 
 
 @dataclass(frozen=True)
@@ -415,7 +422,7 @@ def client_env(d: Descriptor) -> list[EnvVar]:
     sentinel = redis.mode == "sentinel"
     env = [
         EnvVar("NEO4J_URI", neo4j_uri(d)),
-        EnvVar("NEO4J_USER", "neo4j"),
+        EnvVar("NEO4J_USER", "neo4j", from_credentials=True),  # the bridge user during a rotation
         EnvVar("NEO4J_PASSWORD", secret="neo4j-password"),
         EnvVar("REDIS_HOST", "redis-sentinel" if sentinel else "redis"),
         EnvVar("REDIS_PORT", str(guide.SENTINEL_PORT if sentinel else guide.REDIS_PORT)),

@@ -18,8 +18,11 @@ from helix_ops.descriptor import Descriptor
 from helix_ops.plan import CurrentState
 
 
-def _secret_env(descriptor: Descriptor) -> Mapping[str, str]:
-    """The environment's secrets as the rendering's ``${VAR}`` names, loaded from its blocks (never returned)."""
+def secret_env(descriptor: Descriptor) -> Mapping[str, str]:
+    """The environment's secrets as the rendering's ``${VAR}`` names, loaded from its blocks (never returned).
+
+    NEO4J_USER comes with NEO4J_PASSWORD from the Neo4j block, so a replica created in the middle of a rotation
+    (consumers on the bridge user) gets a login that works."""
     from blocks.secrets import compose_env, load_environment_secrets
 
     return compose_env(load_environment_secrets(descriptor))
@@ -69,16 +72,20 @@ def apply_volume(target: EngineTarget, name: str, spec_hash: str) -> str:
     return target.driver().ensure_volume(name, spec_hash)
 
 
-def _health_check(driver: EngineDriver, container, probe: ProbeSpec, secrets: Mapping[str, str]):
+def health_check(driver: EngineDriver, container, probe: ProbeSpec, secrets: Mapping[str, str]):
+    """The check of ``container``'s health (``drivers.engine.http_check`` / ``bolt_check`` / ``redis_check``)
+    through its loopback probe port; ``secrets`` is :func:`secret_env`'s mapping (the Bolt login is the
+    blocks' user and password, the bridge user's during a rotation)."""
     host, port = driver.probe_address(container, probe.port)
     if probe.kind == "http":
         return http_check(host, port, probe.path or "/")
     if probe.kind == "bolt":
-        return bolt_check(host, port, "neo4j", secrets["NEO4J_PASSWORD"])
+        return bolt_check(host, port, secrets.get("NEO4J_USER") or "neo4j", secrets["NEO4J_PASSWORD"])
     return redis_check(host, port, secrets["REDIS_PASSWORD"])
 
 
-def _balancer_conf(descriptor: Descriptor, members: list[str] | None) -> str:
+def balancer_conf(descriptor: Descriptor, members: list[str] | None) -> str:
+    """The load balancer's nginx.conf for ``descriptor``, sending to ``members`` (dashboard replica names)."""
     from helix_ops.render.nginx import render_nginx_conf
     from helix_ops.stack import build_stack
 
@@ -93,8 +100,11 @@ def dashboard_members(driver: EngineDriver) -> list[str]:
 @task(name="apply-service", timeout_seconds=900, cache_policy=NO_CACHE)
 def apply_service(target: EngineTarget, name: str, spec: Mapping[str, Any], spec_hash: str,
                   probe: ProbeSpec, descriptor: Descriptor, health_deadline_s: float = 180,
-                  drain_s: float = 1.0) -> dict[str, Any]:
+                  drain_s: float = 1.0, roll_id: str | None = None) -> dict[str, Any]:
     """Roll ``name`` to ``spec`` with health gates (see ``drivers.rollout.roll_service``).
+
+    ``roll_id`` re-creates every replica even when it runs ``spec`` already (a restart that re-reads the
+    blocks: rotate-helix-secrets); a rerun with the same ``roll_id`` keeps the replicas that roll created.
 
     Stateless services start each new replica before an old one goes; the dashboard's replicas also join and
     leave the load balancer by graceful reloads. The single writer, the databases and the load balancer stop
@@ -106,22 +116,22 @@ def apply_service(target: EngineTarget, name: str, spec: Mapping[str, Any], spec
     from drivers.rollout import RolloutFailed, roll_service
 
     logger = get_run_logger()
-    secrets = _secret_env(descriptor)
+    secrets = secret_env(descriptor)
     driver = target.driver()
-    files = {"nginx.conf": _balancer_conf(descriptor, dashboard_members(driver) or None)} if name == "nginx" else {}
+    files = {"nginx.conf": balancer_conf(descriptor, dashboard_members(driver) or None)} if name == "nginx" else {}
     hook = None
     if name == "dashboard":
         def hook(members: list[str]) -> None:
-            reloaded = driver.update_load_balancer(_balancer_conf(descriptor, members))
+            reloaded = driver.update_load_balancer(balancer_conf(descriptor, members))
             if reloaded:
                 logger.info("load balancer now sends to %s", ", ".join(members))
 
     def health(container):
-        return _health_check(driver, container, probe, secrets)
+        return health_check(driver, container, probe, secrets)
 
     try:
         report = roll_service(driver, name, spec, spec_hash, files, probe.port, health, secrets, health_deadline_s,
-                              members_hook=hook, drain_s=drain_s, log=logger.info)
+                              members_hook=hook, drain_s=drain_s, log=logger.info, roll_id=roll_id)
     except RolloutFailed as failed:
         raise failed.cause from None
     return {**report.as_dict(), "image": spec["image"], "replicas": len(report.started) + len(report.kept)}
@@ -149,7 +159,7 @@ def service_status(target: EngineTarget, probes: Mapping[str, ProbeSpec], descri
     endpoint of its probe."""
     from concurrent.futures import ThreadPoolExecutor
 
-    secrets = _secret_env(descriptor)
+    secrets = secret_env(descriptor)
     driver = target.driver()
     running: dict[str, list] = {name: [] for name in probes}
     for c in driver.containers():
@@ -161,7 +171,7 @@ def service_status(target: EngineTarget, probes: Mapping[str, ProbeSpec], descri
         probe = probes[name]
         host, port = driver.probe_address(container, probe.port)
         try:
-            return f"{host}:{port}", _health_check(driver, container, probe, secrets)()
+            return f"{host}:{port}", health_check(driver, container, probe, secrets)()
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             return f"{host}:{port}", f"unhealthy: {exc}"
 

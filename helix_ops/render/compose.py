@@ -87,8 +87,15 @@ def escape(text: str) -> str:
     return text.replace("$", "$$")
 
 
+def credentials_reference(var: EnvVar) -> str:
+    """``NEO4J_USER`` → ``${NEO4J_USER:-neo4j}``: from ``.env`` (where helix-ops writes the blocks' value),
+    the stack's default when unset."""
+    return "${%s:-%s}" % (var.name, var.value or "")
+
+
 def _environment(env: list[EnvVar]) -> dict[str, str]:
-    return {e.name: secret_reference(e.secret) if e.secret else escape(e.value or "") for e in env}
+    return {e.name: secret_reference(e.secret) if e.secret else
+            credentials_reference(e) if e.from_credentials else escape(e.value or "") for e in env}
 
 
 def _member_env(stack: Stack, svc: ServiceSpec, member: str) -> list[EnvVar]:
