@@ -38,6 +38,11 @@ class RotationState(HelixBlock):
         neo4j_bridge_password / neo4j_primary_new / neo4j_old: the bridge user's password, the primary user's
             new password and its previous one.
         nextauth_new: the NEXTAUTH_SECRET being introduced.
+        roll_id / roll_steps: the last consumer roll that completed and the roll steps it served
+            (``redis=current,neo4j=bridge-current``): a resumed run whose pending roll steps it served reuses
+            it (the replicas it created are kept) instead of restarting every consumer again.
+        done_credentials: the credentials this rotation has finished (``redis,neo4j``): a resumed run does not
+            start them over.
         started_at / updated_at: when the rotation started and the state was last written (UTC).
     """
 
@@ -57,6 +62,9 @@ class RotationState(HelixBlock):
     neo4j_old: SecretStr | None = None
     nextauth_step: str | None = None
     nextauth_new: SecretStr | None = None
+    roll_id: str | None = None
+    roll_steps: str | None = None
+    done_credentials: str | None = None
     started_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utc_now)
 
@@ -80,10 +88,23 @@ class RotationState(HelixBlock):
         return RotationState(**data)
 
     def cleared(self, credential: str) -> RotationState:
-        state = self.updated(**{f: None for f in self.CLEARED[credential]})
+        """The state once ``credential``'s rotation has finished: its fields emptied; when nothing else is in
+        progress, the whole rotation (id, rolls, finished list) too."""
+        done = ",".join(dict.fromkeys([*self.done(), credential]))
+        state = self.updated(**{f: None for f in self.CLEARED[credential]}, done_credentials=done)
         if not state.in_progress():
-            state = state.updated(rotation_id=None, started_at=None)
+            state = state.updated(rotation_id=None, started_at=None, roll_id=None, roll_steps=None,
+                                  done_credentials=None)
         return state
+
+    def done(self) -> list[str]:
+        """The credentials the rotation in progress has already finished."""
+        return [c for c in (self.done_credentials or "").split(",") if c]
+
+    def rolled(self) -> dict[str, str]:
+        """The roll steps the last completed roll served (credential → step)."""
+        pairs = (item.partition("=") for item in (self.roll_steps or "").split(",") if item)
+        return {c: s for c, _, s in pairs}
 
 
 def rotation_state_block_name(descriptor: Descriptor) -> str:
@@ -106,11 +127,24 @@ def load_rotation_state(descriptor: Descriptor) -> RotationState:
                           hint="is PREFECT_API_URL reachable?") from exc
 
 
+_REGISTERED: set[str] = set()
+
+
+def _register_once() -> None:
+    """Register the block type on the current API once per process (it costs several API calls)."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = str(PREFECT_API_URL.value() or "")
+    if api not in _REGISTERED:
+        RotationState.register_type_and_schema()
+        _REGISTERED.add(api)
+
+
 def save_rotation_state(descriptor: Descriptor, state: RotationState) -> None:
     """Write the environment's rotation state (registering the block type on first use)."""
     name = rotation_state_block_name(descriptor)
     try:
-        RotationState.register_type_and_schema()
+        _register_once()
         state.save(name, overwrite=True)
     except Exception as exc:  # noqa: BLE001
         raise DriverError(f"cannot save Prefect block {name!r}: {type(exc).__name__}",

@@ -11,6 +11,7 @@ engine; tests may pass any consumer that re-reads the blocks).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -192,12 +193,21 @@ def _write_env(t: RotationTarget) -> None:
         write_env_file(t.env_file, compose_env(load_environment_secrets(t.descriptor)))
 
 
+def batch_roll_id(rotation_id: str, steps: dict[str, str]) -> str:
+    """The id of the roll that completes ``steps`` in rotation ``rotation_id``: the same for a rerun of that
+    roll (a resumed run keeps the replicas the crashed one already re-created), another for the next roll."""
+    key = ",".join(f"{c}={s}" for c, s in sorted(steps.items()))
+    return f"r{rotation_id[:6]}{hashlib.sha256(key.encode()).hexdigest()[:4]}"
+
+
 def drive_rotation(t: RotationTarget, credentials: Sequence[str] | None,
                    roll: Callable[[tuple[str, ...], str], Any]) -> dict[str, Any]:
     """Run (or resume) the rotation of ``credentials`` to the end; returns what happened (no secret).
 
-    A rotation found in progress is finished first, whatever ``credentials`` says. ``roll(services, roll_id)``
-    restarts those services; it is called once per roll batch (two for a full rotation).
+    A rotation found in progress is finished first, whatever ``credentials`` says (the credentials it has
+    already finished are not started over). ``roll(services, roll_id)`` restarts those services so they read
+    the blocks; it is called once per roll batch (two for a full rotation), and again with the same
+    ``roll_id`` when a resumed run finds that roll done but not recorded (its replicas are then kept).
     """
     from blocks.rotation_state import load_rotation_state, save_rotation_state
 
@@ -206,7 +216,8 @@ def drive_rotation(t: RotationTarget, credentials: Sequence[str] | None,
     state = load_rotation_state(d)
     resumed = state.in_progress()
     wanted = rotation.parse_credentials(credentials)
-    todo = [c for c in rotation.CREDENTIALS if c in resumed or c in wanted]
+    done = state.done() if resumed else []
+    todo = [c for c in rotation.CREDENTIALS if c in resumed or (c in wanted and c not in done)]
     if state.rotation_id is None:
         state = state.updated(rotation_id=uuid.uuid4().hex[:12], started_at=_now())
     rid = state.rotation_id
@@ -245,9 +256,15 @@ def drive_rotation(t: RotationTarget, credentials: Sequence[str] | None,
         for cred, step in batch.steps.items():  # the block switch, idempotent
             state = STEP_FUNCTIONS[cred](t, state, step)
         _write_env(t)
-        roll_id = f"r{rid[:6]}{len(rolls) + 1}"
+        served = state.rolled()
+        if state.roll_id and all(served.get(c) == s for c, s in batch.steps.items()):
+            roll_id = state.roll_id  # a crash split the recording of that roll: its replicas are current
+        else:
+            roll_id, served = batch_roll_id(rid, batch.steps), dict(batch.steps)
         t.log(f"rotation {rid}: rolling {', '.join(batch.services)} ({roll_id})")
         roll(batch.services, roll_id)
+        state = state.updated(roll_id=roll_id, roll_steps=",".join(f"{c}={s}" for c, s in served.items()))
+        save_rotation_state(d, state)
         rolls.append({"services": list(batch.services), "completes": dict(batch.steps)})
         for cred, step in batch.steps.items():
             crash_check(cred, step, True)
