@@ -274,6 +274,47 @@ class EngineDriver:
     def remove_service(self, name: str) -> list[str]:
         return self.remove(self.containers(name))
 
+    def stop_service(self, name: str, grace_s: int = 20) -> list[str]:
+        """Stop (SIGTERM, KILL after ``grace_s``) every running replica of ``name``, keeping the containers;
+        return the names of the replicas that were running (what :meth:`start_containers` should start again).
+        A stopped container stays stopped (restart policy ``unless-stopped``) until started."""
+        stopped = []
+        for c in self.containers(name):
+            if c.status != "running":
+                continue
+            try:
+                c.stop(timeout=grace_s)
+            except docker.errors.NotFound:
+                continue
+            stopped.append(c.name)
+        return stopped
+
+    def start_containers(self, names: Iterable[str], deadline_s: float = 120) -> list[str]:
+        """Start the named containers of this project (e.g. those :meth:`stop_service` stopped) and wait until
+        the engine reports each running; return their names."""
+        wanted = set(names)
+        started = []
+        for c in self.containers():
+            if c.name not in wanted:
+                continue
+            if c.status != "running":
+                c.start()
+            end = time.monotonic() + deadline_s
+            while True:
+                c.reload()
+                if c.status == "running":
+                    break
+                if time.monotonic() > end:
+                    raise WaitTimeout(f"{c.name} to run again", f"status {c.status}; log tail: "
+                                      f"{c.logs(tail=10).decode(errors='replace')}")
+                time.sleep(0.2)
+            started.append(c.name)
+        missing = wanted - set(started)
+        if missing:
+            raise DriverError(f"cannot start {', '.join(sorted(missing))}: no such container in {self.project}",
+                              hint="was it removed while stopped?")
+        return started
+
     def probe_address(self, container: Container, port: int) -> tuple[str, int]:
         """The loopback host port where ``port`` of ``container`` is published."""
         container.reload()

@@ -249,3 +249,96 @@ def restore_rdb_into_dir(data_dir: Path, rdb: Path, *, redis_server: str | None 
             proc.kill()
             proc.wait()
         os.unlink(conf_path)
+
+
+def _wait(proc: subprocess.Popen, what: str, cond: Callable[[], Any], end: float) -> Any:
+    last: Any = None
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise DriverError(f"temporary redis-server exited while {what}: {out[-500:]}",
+                              hint="is the RDB from a newer Redis than this host's redis-server?")
+        try:
+            last = cond()
+            if last:
+                return last
+        except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError) as exc:
+            last = type(exc).__name__
+        time.sleep(0.05)
+    raise WaitTimeout(what, last)
+
+
+def replay_rdb(rdb: Path, host: str, port: int, password: SecretStr | str | None, username: str | None = None,
+               *, redis_server: str | None = None, batch: int = 500, deadline_s: float = 1800,
+               log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Restore ``rdb`` into the **running** Redis at ``host:port`` without touching its disk or container.
+
+    A private temporary ``redis-server`` (no persistence, loopback, random password) loads the RDB; the target
+    is emptied (``FLUSHALL``) and every key of every database is copied with ``DUMP`` / ``RESTORE … REPLACE``
+    keeping its remaining TTL. Every write goes through the target's own command path, so with AOF on it is
+    in the target's AOF (the "RDB copied back is ignored while AOF is on" trap cannot happen), and nothing
+    needs a restart. The writers must be stopped by the caller; the target must be at least the RDB's version.
+
+    Returns the counts the temporary server loaded and the counts the target holds afterwards.
+    """
+    binary = redis_server or shutil.which("redis-server") or "/usr/bin/redis-server"
+    secret = _secret(password)
+    with tempfile.TemporaryDirectory(prefix="helix-redis-replay-") as tmp:
+        os.symlink(Path(rdb).resolve(), Path(tmp) / "load.rdb")
+        tport = _free_port()
+        tpass = os.urandom(18).hex()
+        conf = Path(tmp) / "redis.conf"
+        conf.write_text("\n".join([f"port {tport}", "bind 127.0.0.1", f"dir {tmp}", "dbfilename load.rdb",
+                                   "appendonly no", 'save ""', f"requirepass {tpass}", "daemonize no",
+                                   "loglevel warning"]) + "\n")
+        os.chmod(conf, 0o600)
+        proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        src = redis.Redis(host="127.0.0.1", port=tport, password=tpass, socket_timeout=30)
+        try:
+            end = time.monotonic() + deadline_s
+            _wait(proc, "loading the RDB", lambda: src.ping() and not src.info("persistence").get("loading"), end)
+            loaded = server_facts(src)
+            log(f"temporary redis loaded {loaded['keys']} keys; replaying them into {host}:{port}")
+            try:
+                with connect(host, port, secret, username, timeout_s=60) as dst:
+                    dst.flushall()
+                for db in sorted(loaded["keys_by_db"]):
+                    n = int(db[2:])
+                    with redis.Redis(host="127.0.0.1", port=tport, password=tpass, db=n, socket_timeout=60) as s, \
+                            redis.Redis(host=host, port=port, password=secret, username=username, db=n,
+                                        socket_timeout=60) as d:
+                        keys: list[bytes] = []
+
+                        def flush() -> None:
+                            pipe = s.pipeline(transaction=False)
+                            for k in keys:
+                                pipe.pttl(k)
+                                pipe.dump(k)
+                            got = pipe.execute()
+                            out = d.pipeline(transaction=False)
+                            for k, ttl, payload in zip(keys, got[0::2], got[1::2]):
+                                if payload is None or ttl == -2:  # expired meanwhile
+                                    continue
+                                out.restore(k, max(int(ttl), 0) if ttl and ttl > 0 else 0, payload, replace=True)
+                            out.execute()
+                            keys.clear()
+
+                        for key in s.scan_iter(count=1000):
+                            keys.append(key)
+                            if len(keys) >= batch:
+                                flush()
+                        if keys:
+                            flush()
+                with connect(host, port, secret, username) as dst:
+                    after = server_facts(dst)
+            except redis.RedisError as exc:
+                raise DriverError(f"Redis at {host}:{port}: {type(exc).__name__} while replaying the backup",
+                                  hint="is the target Redis up, the password right, its version >= the RDB's?"
+                                  ) from exc
+            return {"loaded": {k: loaded[k] for k in ("keys", "expires", "keys_by_db")},
+                    "restored": {k: after[k] for k in ("keys", "expires", "keys_by_db")}}
+        finally:
+            src.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
