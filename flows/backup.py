@@ -2,11 +2,12 @@
 the replication protocol, checked with ``redis-check-rdb``), both streamed into ONE backup in the storage;
 the manifest is written last, then the backup is verified (checksums re-read) and published as an artifact.
 
+For a consistent Neo4j export the writer (mcp-graph) is stopped for the export window and started again
+afterwards, also when the export fails; the manifest says ``writer_paused: true`` and the report gives the
+window. ``pause_writer=False`` exports online with the writer running (the manifest then carries a warning).
+
 Orchestration only: the work is in ``tasks/backup.py``. Any failing step raises (callers such as an upgrade
 must not proceed without a backup); a backup without a manifest does not exist.
-
-Not done yet: the writer (mcp-graph) is **not paused** during the Neo4j export; the manifest says
-``writer_paused: false`` and carries a warning.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from drivers.storage import BackupStore
 from flows.deploy import descriptor_path
 from helix_ops.backup import Manifest, Neo4jInfo, RedisInfo, manifest_markdown, new_backup_id
-from helix_ops.descriptor import load_descriptor
+from helix_ops.descriptor import Descriptor, load_descriptor
+from helix_ops.guide import SINGLE_WRITER
 from tasks.backup import (
     backup_neo4j_logical,
     backup_redis_rdb,
@@ -30,17 +33,73 @@ from tasks.backup import (
     open_store,
     record_verification,
     service_endpoint,
+    start_writers,
+    stop_writers,
     verify_backup,
 )
 from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
 from tasks.lease import environment_lease
 
 TOOL = "helix-ops backup-helix"
+WRITERS = (SINGLE_WRITER,)
+
+
+def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, pause_writer: bool = True,
+                writers_stopped: bool = False, safety_for: str | None = None,
+                tool: str = TOOL) -> tuple[Manifest, dict[str, Any]]:
+    """Back up Neo4j and Redis of ``desc`` into ``store`` (the caller holds the environment lease); verify the
+    checksums and record the verification. Returns the manifest and the writer window
+    (``{"paused": bool, "containers": [...], "seconds": float}``).
+
+    ``pause_writer``: stop the writers for the Neo4j export and start them again after (even on failure).
+    ``writers_stopped``: the caller already stopped them (restore-helix's safety backup); nothing is started.
+    """
+    logger = get_run_logger()
+    neo4j_uri = neo4j_endpoint(target)
+    redis_host, redis_port = service_endpoint(target, "redis", 6379)
+    created = dt.datetime.now(dt.UTC)
+    backup_id = new_backup_id(desc.environment, created)
+    logger.info("backup %s of %s into %s", backup_id, desc.environment, store.where)
+    window: dict[str, Any] = {"paused": False, "containers": [], "seconds": 0.0}
+    with store.begin(backup_id) as writer:
+        stopped: list[str] = []
+        t_stop = time.monotonic()
+        try:
+            if pause_writer:
+                stopped = stop_writers(target, list(WRITERS))
+                window.update(paused=True, containers=stopped, started=dt.datetime.now(dt.UTC).isoformat())
+            neo4j = backup_neo4j_logical(neo4j_uri, desc, writer, writer_paused=pause_writer or writers_stopped)
+        finally:
+            if pause_writer:
+                try:
+                    start_writers(target, stopped, desc)
+                finally:
+                    window["seconds"] = round(time.monotonic() - t_stop, 2)
+                    logger.info("writer window: %s stopped for %.1fs", ", ".join(stopped) or "nothing",
+                                window["seconds"])
+        redis = backup_redis_rdb(redis_host, redis_port, desc, writer)
+        finished = dt.datetime.now(dt.UTC)
+        manifest = Manifest(
+            backup_id=backup_id, environment=desc.environment, project=desc.project, created_at=created,
+            finished_at=finished, duration_s=(finished - created).total_seconds(), tool=tool,
+            components=("neo4j", "redis"), objects=(), neo4j=Neo4jInfo(**neo4j), redis=RedisInfo(**redis),
+            safety_for=safety_for)
+        commit_backup(writer, manifest.model_dump(mode="json"))
+    checks = verify_backup(store, backup_id)
+    return Manifest.model_validate(record_verification(store, backup_id, tool, checks)), window
+
+
+def window_markdown(window: dict[str, Any]) -> str:
+    if not window.get("paused"):
+        return "- writer: **not paused** (online export, read-committed: not a snapshot)"
+    names = ", ".join(f"`{c}`" for c in window["containers"]) or "none was running"
+    return (f"- writer paused for the Neo4j export: {names} stopped at {window.get('started', '?')} "
+            f"for {window['seconds']:.1f}s, then started and health-checked again")
 
 
 @flow(name="backup-helix", log_prints=False)
 def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
-                 storage_path: str | None = None) -> dict[str, Any]:
+                 storage_path: str | None = None, pause_writer: bool = True) -> dict[str, Any]:
     """Back up one Helix environment's Neo4j and Redis into one backup.
 
     Args:
@@ -48,10 +107,11 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
         descriptor: path of a descriptor file.
         engine_url: the Docker Engine API address; default ``DOCKER_HOST`` or the local socket.
         storage_path: a local folder for the backup (overrides the descriptor's storage).
+        pause_writer: stop mcp-graph for the Neo4j export window (default) for a consistent export.
 
-    Returns ``{backup_id, objects, counts, duration}`` (no secrets). Raises when any step fails.
+    Returns ``{backup_id, objects, counts, duration, writer_window}`` (no secrets). Raises when any step fails.
+    Example: ``prefect deployment run backup-helix/prod``.
     """
-    logger = get_run_logger()
     t0 = time.monotonic()
     desc = load_descriptor(descriptor_path(env, descriptor))
     target = EngineTarget(engine_url, desc.project, desc.environment)
@@ -60,27 +120,13 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
 
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     with environment_lease(desc.environment, owner):
-        neo4j_uri = neo4j_endpoint(target)
-        redis_host, redis_port = service_endpoint(target, "redis", 6379)
-        created = dt.datetime.now(dt.UTC)
-        backup_id = new_backup_id(desc.environment, created)
-        logger.info("backup %s of %s into %s", backup_id, desc.environment, store.where)
-        with store.begin(backup_id) as writer:
-            neo4j = backup_neo4j_logical(neo4j_uri, desc, writer)
-            redis = backup_redis_rdb(redis_host, redis_port, desc, writer)
-            finished = dt.datetime.now(dt.UTC)
-            manifest = Manifest(
-                backup_id=backup_id, environment=desc.environment, project=desc.project, created_at=created,
-                finished_at=finished, duration_s=(finished - created).total_seconds(), tool=TOOL,
-                components=("neo4j", "redis"), objects=(), neo4j=Neo4jInfo(**neo4j), redis=RedisInfo(**redis))
-            commit_backup(writer, manifest.model_dump(mode="json"))
-        checks = verify_backup(store, backup_id)
-        manifest = Manifest.model_validate(record_verification(store, backup_id, TOOL, checks))
+        manifest, window = take_backup(desc, target, store, pause_writer=pause_writer)
 
-    create_markdown_artifact(manifest_markdown(manifest), key=f"helix-backup-{desc.environment}",
-                             description=f"backup-helix {backup_id}")
+    create_markdown_artifact(manifest_markdown(manifest) + "\n\n" + window_markdown(window),
+                             key=f"helix-backup-{desc.environment}",
+                             description=f"backup-helix {manifest.backup_id}")
     assert manifest.neo4j is not None and manifest.redis is not None
-    return {"backup_id": backup_id, "objects": object_rows(manifest.objects),
+    return {"backup_id": manifest.backup_id, "objects": object_rows(manifest.objects),
             "counts": {"neo4j": {"nodes": manifest.neo4j.nodes, "relationships": manifest.neo4j.relationships},
                        "redis": {"keys": manifest.redis.keys, "keys_by_db": dict(manifest.redis.keys_by_db)}},
-            "duration": round(time.monotonic() - t0, 3)}
+            "duration": round(time.monotonic() - t0, 3), "writer_window": window}

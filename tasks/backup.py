@@ -48,11 +48,13 @@ def service_endpoint(target: EngineTarget, service: str, port: int) -> tuple[str
 
 @task(name="backup-neo4j-logical", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=3600,
       cache_policy=NO_CACHE)
-def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupWriter) -> dict[str, Any]:
+def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupWriter,
+                         writer_paused: bool = False) -> dict[str, Any]:
     """Stream a logical export of Neo4j (online, over Bolt) into ``writer`` as one object.
 
-    The writer (mcp-graph) is not paused: the export runs in one read transaction (read-committed, not a
-    snapshot while writes run); the manifest records ``writer_paused: false`` and a warning.
+    ``writer_paused``: the caller stopped the writer (mcp-graph) for the export, so the one read transaction
+    sees a graph nobody changes (Neo4j's read-committed isolation is no snapshot while writes run). Without
+    it the manifest carries a warning.
     """
     from blocks.secrets import load_environment_secrets
     from drivers.neo4j_backup import export_logical, graph_counts
@@ -63,12 +65,53 @@ def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupW
         stats = export_logical(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password, obj.write)
     get_run_logger().info("neo4j: exported %d nodes, %d relationships in %.1fs", stats.nodes, stats.relationships,
                           stats.seconds)
+    warnings = () if writer_paused else (
+        "online export with the writer (mcp-graph) running: read-committed, not a snapshot",)
     return {"strategy": "logical", "server_version": str(facts["server_version"]),
             "edition": str(facts["edition"]).lower(), "nodes": stats.nodes, "relationships": stats.relationships,
             "labels": dict(stats.labels), "relationship_types": dict(stats.relationship_types),
-            "constraints": stats.constraints, "indexes": stats.indexes, "writer_paused": False,
-            "tool": "helix-ops export_logical",
-            "warnings": ("online export with the writer (mcp-graph) running: read-committed, not a snapshot",)}
+            "constraints": stats.constraints, "indexes": stats.indexes, "writer_paused": writer_paused,
+            "tool": "helix-ops export_logical", "warnings": warnings}
+
+
+@task(name="stop-writers", retries=1, retry_delay_seconds=2, timeout_seconds=180, cache_policy=NO_CACHE)
+def stop_writers(target: EngineTarget, services: list[str]) -> list[str]:
+    """Stop every running replica of ``services`` (the writers, mcp-graph); return the containers stopped
+    (exactly those :func:`start_writers` starts again)."""
+    driver = target.driver()
+    stopped: list[str] = []
+    for service in services:
+        stopped += driver.stop_service(service)
+    get_run_logger().info("writers stopped: %s", ", ".join(stopped) or "none was running")
+    return stopped
+
+
+@task(name="start-writers", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=600, cache_policy=NO_CACHE)
+def start_writers(target: EngineTarget, containers: list[str], descriptor: Descriptor,
+                  health_deadline_s: float = 180) -> list[str]:
+    """Start ``containers`` again and wait until each answers its health probe; returns one line each."""
+    from drivers.engine import http_check
+    from helix_ops.stack import build_stack
+
+    if not containers:
+        return []
+    driver = target.driver()
+    driver.start_containers(containers)
+    stack = build_stack(descriptor)
+    lines = []
+    for c in driver.containers():
+        if c.name not in containers:
+            continue
+        probe = stack.service(c.labels.get("helix-ops.service", "")).probe
+        if probe.kind != "http":
+            lines.append(f"{c.name}: running")
+            continue
+        host, port = driver.probe_address(c, probe.port)
+        status = driver.wait_healthy(c, http_check(host, port, probe.path or "/"), f"{c.name} healthy again",
+                                     health_deadline_s)
+        lines.append(f"{c.name}: {status}")
+    get_run_logger().info("writers started again: %s", "; ".join(lines))
+    return lines
 
 
 @task(name="backup-redis-rdb", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800, cache_policy=NO_CACHE)
@@ -123,3 +166,56 @@ def record_verification(store: BackupStore, backup_id: str, by: str, checks: lis
 def object_rows(objects: tuple[ObjectEntry, ...]) -> list[dict[str, Any]]:
     return [{"name": o.name, "component": o.component, "kind": o.kind, "size": o.size, "sha256": o.sha256,
              "raw_size": o.raw_size} for o in objects]
+
+
+@task(name="restore-neo4j-logical", timeout_seconds=4 * 3600, cache_policy=NO_CACHE)
+def restore_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, store: BackupStore, backup_id: str,
+                          object_name: str) -> dict[str, Any]:
+    """Wipe Neo4j and load the logical export ``object_name`` of ``backup_id`` (streamed from the store; its
+    checksums are checked again while it streams). Not retried: a half-done load is redone by a new run."""
+    from blocks.secrets import load_environment_secrets
+    from drivers.neo4j_backup import load_logical
+
+    logger = get_run_logger()
+    secrets = load_environment_secrets(descriptor)
+    entry = store.read_manifest(backup_id).object(object_name)
+    stats = load_logical(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password, store.open_raw(backup_id, entry),
+                         wipe=True, log=logger.info)
+    return {"nodes": stats.nodes, "relationships": stats.relationships, "constraints": stats.constraints,
+            "indexes": stats.indexes, "seconds": round(stats.seconds, 2)}
+
+
+@task(name="restore-redis-rdb", timeout_seconds=2 * 3600, cache_policy=NO_CACHE)
+def restore_redis_rdb(host: str, port: int, descriptor: Descriptor, store: BackupStore, backup_id: str,
+                      object_name: str) -> dict[str, Any]:
+    """Fetch the RDB of ``backup_id`` (checksums checked), ``redis-check-rdb`` it, and replay it into the
+    running Redis (``drivers.redis_backup.replay_rdb``: FLUSHALL, then DUMP/RESTORE with TTLs; AOF-safe)."""
+    from blocks.secrets import load_environment_secrets
+    from drivers.redis_backup import check_rdb, replay_rdb
+
+    logger = get_run_logger()
+    secrets = load_environment_secrets(descriptor)
+    user = secrets.redis_username if secrets.redis_username not in ("", "default") else None
+    entry = store.read_manifest(backup_id).object(object_name)
+    with tempfile.TemporaryDirectory(prefix="helix-redis-restore-") as tmp:
+        rdb = store.fetch_to_file(backup_id, entry, Path(tmp) / "restore.rdb")
+        verdict = check_rdb(rdb)
+        result = replay_rdb(rdb, host, port, secrets.redis_password, user, log=logger.info)
+    return {**result, "rdb_check": verdict}
+
+
+@task(name="neo4j-counts", retries=2, retry_delay_seconds=3, timeout_seconds=600, cache_policy=NO_CACHE)
+def neo4j_counts(neo4j_uri: str, descriptor: Descriptor) -> dict[str, Any]:
+    """Nodes, relationships, per-label / per-type counts, constraints and indexes of the environment's Neo4j."""
+    from blocks.secrets import load_environment_secrets
+    from drivers.neo4j_backup import graph_counts
+
+    secrets = load_environment_secrets(descriptor)
+    return graph_counts(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password)
+
+
+@task(name="delete-backup", retries=2, retry_delay_seconds=2, timeout_seconds=600, cache_policy=NO_CACHE)
+def delete_backup(store: BackupStore, backup_id: str) -> str:
+    """Delete one backup (its manifest first, so it stops existing before its objects go)."""
+    store.delete(backup_id)
+    return backup_id

@@ -1,4 +1,5 @@
-"""backup-helix and verify-helix-backup in-process (Prefect's test harness) against a real deployed local stack."""
+"""backup-helix, verify-helix-backup and restore-helix in-process (Prefect's test harness) against one real
+deployed local stack (deployed once for the module; the tests run in file order and share its backup)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import json
 
 import pytest
 
+from drivers.storage import LocalStore
 from flows.backup import backup_helix
+from flows.restore import restore_helix
 from flows.verify_backup import verify_helix_backup
 from helix_ops.errors import BackupIntegrityError
 from testbed.helix import local_descriptor
@@ -33,13 +36,18 @@ def deployed(bed, engine, images, prefect_harness, tmp_path_factory):
         EngineDriver.connect(engine.base_url, project, "local").remove_project()
 
 
+@pytest.fixture(scope="module")
+def backup_store(tmp_path_factory):
+    return tmp_path_factory.mktemp("backups")
+
+
 def _endpoint(deployed, service: str) -> tuple[str, int]:
     row = [r for r in deployed["result"]["status"] if r["service"] == service][0]
     host, port = row["endpoint"].rsplit(":", 1)
     return host, int(port)
 
 
-def test_backup_then_verify_then_a_flipped_byte_is_refused(deployed, engine, tmp_path):
+def test_backup_then_verify_then_a_flipped_byte_is_refused(deployed, engine, backup_store, tmp_path):
     import neo4j
     import redis
 
@@ -64,9 +72,13 @@ def test_backup_then_verify_then_a_flipped_byte_is_refused(deployed, engine, tmp
         keys = r.dbsize()
 
     result = backup_helix(env="local", descriptor=str(deployed["path"]), engine_url=engine.base_url,
-                          storage_path=str(tmp_path))
+                          storage_path=str(backup_store))
     bid = result["backup_id"]
-    assert set(result) == {"backup_id", "objects", "counts", "duration"}
+    deployed.update(backup_id=bid, counts=result["counts"])
+    assert set(result) == {"backup_id", "objects", "counts", "duration", "writer_window"}
+    window = result["writer_window"]
+    assert window["paused"] and len(window["containers"]) == 1 and "mcp-graph" in window["containers"][0]
+    assert _running(engine, deployed, "mcp-graph") == window["containers"]  # started again
     by_name = {o["name"]: o for o in result["objects"]}
     assert set(by_name) == {"neo4j.jsonl.zst", "redis.rdb.zst"}
     assert all(len(o["sha256"]) == 64 for o in by_name.values())
@@ -74,22 +86,26 @@ def test_backup_then_verify_then_a_flipped_byte_is_refused(deployed, engine, tmp
     assert nodes >= 25 and rels >= 1
     assert result["counts"]["redis"]["keys"] == keys >= 41
 
-    manifest = json.loads((tmp_path / bid / "manifest.json").read_text())
+    manifest = json.loads((backup_store / bid / "manifest.json").read_text())
     assert {o["name"]: o["sha256"] for o in manifest["objects"]} == {n: o["sha256"] for n, o in by_name.items()}
     assert manifest["neo4j"]["nodes"] == nodes and manifest["redis"]["keys"] == keys
     assert manifest["redis"]["rdb_check"].startswith("RDB looks OK")
     assert manifest["verification"]["ok"] is True
-    text = (tmp_path / bid / "manifest.json").read_text()
+    assert manifest["neo4j"]["writer_paused"] is True and manifest["neo4j"]["warnings"] == []
+    text = (backup_store / bid / "manifest.json").read_text()
     for secret in (secrets.neo4j_password, secrets.redis_password):
         assert secret.get_secret_value() not in text
         assert secret.get_secret_value() not in json.dumps(result)
 
-    ok = verify_helix_backup(env="local", descriptor=str(deployed["path"]), storage_path=str(tmp_path))
+    ok = verify_helix_backup(env="local", descriptor=str(deployed["path"]), storage_path=str(backup_store))
     assert ok["backup_id"] == bid and ok["ok"]
     ok = verify_helix_backup(env="local", descriptor=str(deployed["path"]), backup_id=bid,
-                             storage_path=str(tmp_path), deep=True)
+                             storage_path=str(backup_store), deep=True)
     assert ok["ok"]
 
+    import shutil
+
+    shutil.copytree(backup_store / bid, tmp_path / bid)  # flip a byte in a copy: the next tests restore this one
     stored = tmp_path / bid / "redis.rdb.zst"
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -97,3 +113,129 @@ def test_backup_then_verify_then_a_flipped_byte_is_refused(deployed, engine, tmp
     with pytest.raises(BackupIntegrityError, match="redis.rdb.zst"):
         verify_helix_backup(env="local", descriptor=str(deployed["path"]), backup_id=bid,
                             storage_path=str(tmp_path))
+
+
+def _counts(deployed):
+    import neo4j
+    import redis
+
+    from blocks.secrets import load_environment_secrets
+    from helix_ops.descriptor import load_descriptor
+
+    secrets = load_environment_secrets(load_descriptor(deployed["path"]))
+    nhost, nport = _endpoint(deployed, "neo4j")
+    rhost, rport = _endpoint(deployed, "redis")
+    user = secrets.redis_username if secrets.redis_username not in ("", "default") else None
+    drv = neo4j.GraphDatabase.driver(f"bolt://{nhost}:{nport}",
+                                     auth=(secrets.neo4j_user, secrets.neo4j_password.get_secret_value()))
+    r = redis.Redis(host=rhost, port=rport, username=user, password=secrets.redis_password.get_secret_value())
+    return drv, r
+
+
+def _running(engine, deployed, service):
+    from drivers.engine import EngineDriver
+
+    d = EngineDriver.connect(engine.base_url, deployed["project"], "local")
+    return [c.name for c in d.containers(service) if c.status == "running"]
+
+
+def test_restore_refuses_a_flipped_byte_before_touching_anything(deployed, engine, backup_store, tmp_path):
+    import shutil
+
+    bid = deployed["backup_id"]
+    bad = tmp_path / "corrupt"
+    shutil.copytree(backup_store, bad)
+    obj = bad / bid / "neo4j.jsonl.zst"
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    obj.write_bytes(bytes(data))
+    drv, r = _counts(deployed)
+    with drv, r:
+        drv.execute_query("CREATE (:AfterBackup {x: 1})")
+        r.set("after-backup", "still here")
+        before = drv.execute_query("MATCH (n) RETURN count(n) AS c").records[0]["c"]
+        with pytest.raises(BackupIntegrityError, match="neo4j.jsonl.zst"):
+            restore_helix(env="local", descriptor=str(deployed["path"]), engine_url=engine.base_url,
+                          storage_path=str(bad), backup_id=bid)
+        assert drv.execute_query("MATCH (n) RETURN count(n) AS c").records[0]["c"] == before
+        assert r.get("after-backup") == b"still here"
+    assert [m.backup_id for m in LocalStore(bad).list()] == [bid]  # no safety backup either: nothing touched
+    assert _running(engine, deployed, "mcp-graph")
+
+
+def test_restore_waits_for_the_environment_lease(deployed, engine, backup_store):
+    from helix_ops.errors import LockHeld
+    from tasks.lease import environment_lease
+
+    with environment_lease("local", "a backup holding the lease"):
+        with pytest.raises(LockHeld):
+            restore_helix(env="local", descriptor=str(deployed["path"]), engine_url=engine.base_url,
+                          storage_path=str(backup_store), lease_wait_s=2)
+
+
+def test_restore_latest_verified_round_trip(deployed, engine, backup_store):
+    """Changes after the backup are undone (Neo4j and Redis, TTLs kept), a safety backup holds them, the
+    writer runs again, and Redis (AOF on) still has everything after a restart."""
+    from drivers.engine import EngineDriver
+
+    bid = deployed["backup_id"]
+    drv, r = _counts(deployed)
+    with drv, r:
+        drv.execute_query("CREATE (:AfterBackup {x: 2})")
+        drv.execute_query("MATCH (n:BackupProbe {i: 3}) DETACH DELETE n")
+        r.set("backup-probe:0", "changed")
+        r.delete("backup-probe:ttl")
+        r.set("after-backup-2", "goes away")
+    result = restore_helix(env="local", descriptor=str(deployed["path"]), engine_url=engine.base_url,
+                           storage_path=str(backup_store))
+    assert result["backup_id"] == bid and result["problems"] == []
+    assert result["counts"]["neo4j"]["nodes"] == deployed["counts"]["neo4j"]["nodes"]
+    assert result["counts"]["neo4j"]["relationships"] == deployed["counts"]["neo4j"]["relationships"]
+    assert result["counts"]["redis"]["keys"] == deployed["counts"]["redis"]["keys"]
+    assert result["writer_window"]["containers"] and result["writer_window"]["seconds"] > 0
+    store = LocalStore(backup_store)
+    safety = store.read_manifest(result["safety_backup_id"])
+    assert safety.safety_for == bid and safety.neo4j.writer_paused and safety.verified
+    # the safety backup holds the state it replaced: two AfterBackup nodes more, one BackupProbe less
+    assert safety.neo4j.nodes == deployed["counts"]["neo4j"]["nodes"] + 1
+    drv, r = _counts(deployed)
+    with drv, r:
+        assert drv.execute_query("MATCH (n:AfterBackup) RETURN count(n) AS c").records[0]["c"] == 0
+        assert drv.execute_query("MATCH (n:BackupProbe) RETURN count(n) AS c").records[0]["c"] == 25
+        assert r.get("backup-probe:0") == b"v0" and r.get("after-backup-2") is None
+        assert 0 < r.ttl("backup-probe:ttl") <= 3600
+    assert _running(engine, deployed, "mcp-graph")
+    # The restored keys are in Redis's AOF: a restart (AOF wins over any RDB) keeps every one.
+    d = EngineDriver.connect(engine.base_url, deployed["project"], "local")
+    d.start_containers(d.stop_service("redis"))
+    _, r = _counts(deployed)
+    import time
+
+    with r:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                if r.dbsize() == deployed["counts"]["redis"]["keys"]:
+                    break
+            except Exception:  # noqa: BLE001 - loading
+                pass
+            assert time.monotonic() < end, "redis did not come back with every key"
+            time.sleep(0.5)
+        assert r.get("backup-probe:0") == b"v0" and r.ttl("backup-probe:ttl") > 0
+
+
+def test_prod_restore_needs_the_backup_id_typed_back(monkeypatch):
+    import flows.restore as fr
+
+    answers = iter([fr.RestoreApproval(approve=True, confirm_backup_id="prod-20250102T020000Z-a1b2c3"),
+                    fr.RestoreApproval(approve=True, confirm_backup_id="prod-20250102T020000Z-ffffff"),
+                    fr.RestoreApproval(approve=False, reason="wrong day")])
+    seen = []
+    monkeypatch.setattr(fr, "pause_flow_run", lambda **kw: seen.append(kw) or next(answers))
+    bid = "prod-20250102T020000Z-a1b2c3"
+    assert fr.approval_gate("prod", bid).startswith("approved")
+    with pytest.raises(fr.RestoreRefused, match="typed id"):
+        fr.approval_gate("prod", bid)
+    with pytest.raises(fr.RestoreRefused, match="wrong day"):
+        fr.approval_gate("prod", bid)
+    assert fr.approval_gate("staging", bid) == "no approval needed in staging" and len(seen) == 3

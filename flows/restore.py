@@ -1,0 +1,240 @@
+"""``restore-helix``: put one backup back into an environment's Neo4j and Redis, the first time, at 3 a.m.
+
+Steps, in order (nothing is touched before step 3):
+
+1. **Choose** the backup: ``backup_id``, or the newest *verified* backup of the environment (safety backups
+   are never chosen automatically). A backup without a manifest does not exist.
+2. **Prod**: publish the plan, then pause for a typed approval (:class:`RestoreApproval`: the operator types
+   the backup id back); anything else stops the run with nothing touched.
+3. Under the **environment lease** (backup-helix and restore-helix of one environment never overlap):
+   **verify** every object's stored size and sha256 against the manifest. One flipped byte → refuse
+   (``BackupIntegrityError``) before any database is touched.
+4. **Stop the writers** (mcp-graph) and keep them stopped for the safety backup and the restore; they are
+   started again (and health-checked) afterwards, also when a later step fails.
+5. **Safety backup** of the current state (a normal, verified backup with ``safety_for=<restored id>``), so
+   the restore itself can be undone (``restore-helix -p backup_id=<safety id>``).
+6. **Restore**: Neo4j from the logical export (wipe, batched load, schema after data); Redis by replaying the
+   RDB into the running server (``replay_rdb``: FLUSHALL then DUMP/RESTORE with TTLs, every write in the
+   server's own AOF, so the "RDB ignored while AOF is on" trap cannot bite).
+7. **Verify** Neo4j's node / relationship / label / type counts against the manifest, and Redis's keys
+   against what the backup's RDB holds.
+8. **Report**: a markdown artifact (``helix-restore-<env>``) with the backup, the safety backup, the writer
+   window, the counts and the verdict.
+
+Strategies other than ``logical`` (a Community ``dump`` taken by hand, an Enterprise ``online-backup``) are
+refused by this flow for now: see docs/backup.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, pause_flow_run
+from prefect.artifacts import create_markdown_artifact
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+
+from flows.backup import WRITERS, take_backup, window_markdown
+from flows.deploy import descriptor_path
+from helix_ops.backup import Manifest, choose_restore_candidate, validate_backup_id
+from helix_ops.descriptor import load_descriptor
+from helix_ops.errors import HelixOpsError, PlanError
+from tasks.backup import (
+    NEO4J_OBJECT,
+    REDIS_OBJECT,
+    neo4j_counts,
+    open_store,
+    restore_neo4j_logical,
+    restore_redis_rdb,
+    service_endpoint,
+    start_writers,
+    stop_writers,
+    verify_backup,
+)
+from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
+from tasks.lease import environment_lease
+
+TOOL = "helix-ops restore-helix"
+
+
+class RestoreApproval(RunInput):
+    """The prod gate of restore-helix: ``approve`` and the backup id typed back (``confirm_backup_id``)."""
+
+    approve: bool
+    confirm_backup_id: str = ""
+    reason: str = ""
+
+
+class RestoreRefused(HelixOpsError):
+    """The prod approval was not given (or named another backup): nothing was touched."""
+
+
+class RestoreVerificationFailed(HelixOpsError):
+    """The restored databases do not hold what the backup's manifest says."""
+
+
+def approval_gate(environment: str, backup_id: str, timeout_s: int = 3600) -> str:
+    """In prod, pause for a :class:`RestoreApproval`; the typed id must equal ``backup_id``. Returns a line
+    for the report; raises :class:`RestoreRefused` otherwise. Other environments pass without a pause."""
+    if environment != "prod":
+        return f"no approval needed in {environment}"
+    answer = pause_flow_run(wait_for_input=RestoreApproval.with_initial_data(
+        description=f"Restore backup `{backup_id}` into **prod**? Type the backup id into confirm_backup_id.",
+        approve=False), timeout=timeout_s)
+    if not answer.approve:
+        raise RestoreRefused(f"restore of {backup_id} into prod not approved: {answer.reason or '(no reason)'}")
+    if answer.confirm_backup_id.strip() != backup_id:
+        raise RestoreRefused(f"restore into prod refused: the typed id {answer.confirm_backup_id!r} is not "
+                             f"{backup_id}")
+    return f"approved in prod{': ' + answer.reason if answer.reason else ''}"
+
+
+def plan_markdown(m: Manifest, safety: bool) -> str:
+    n, r = m.neo4j, m.redis
+    lines = [f"# Restore plan for `{m.environment}`", "", f"- backup `{m.backup_id}` from {m.created_at.isoformat()}"
+             f" ({'verified ' + m.verification.at.isoformat() if m.verified and m.verification else 'not verified'})"]
+    if n:
+        lines.append(f"- Neo4j: **wipe** and load {n.nodes} nodes, {n.relationships} relationships ({n.strategy})")
+    if r:
+        lines.append(f"- Redis: **FLUSHALL** and load {r.keys} keys")
+    lines.append(f"- safety backup first: {'yes' if safety else 'NO (safety_backup=false)'}")
+    lines.append(f"- writers stopped during the restore: {', '.join(WRITERS)}")
+    return "\n".join(lines)
+
+
+def compare_counts(m: Manifest, neo4j: dict[str, Any] | None, redis: dict[str, Any] | None) -> list[str]:
+    """Differences between the manifest and what the databases hold after the restore (empty: all equal)."""
+    problems = []
+    if m.neo4j and neo4j is not None:
+        for what, want, got in (("nodes", m.neo4j.nodes, neo4j["nodes"]),
+                                ("relationships", m.neo4j.relationships, neo4j["relationships"]),
+                                ("labels", dict(m.neo4j.labels), neo4j["labels"]),
+                                ("relationship types", dict(m.neo4j.relationship_types), neo4j["relationship_types"]),
+                                ("constraints", m.neo4j.constraints, neo4j["constraints"]),
+                                ("indexes", m.neo4j.indexes, neo4j["indexes"])):
+            if want != got:
+                problems.append(f"neo4j {what}: backup {want}, restored {got}")
+    if m.redis and redis is not None:
+        loaded, restored = redis["loaded"], redis["restored"]
+        if loaded["keys_by_db"] != restored["keys_by_db"]:
+            problems.append(f"redis keys: backup RDB {loaded['keys_by_db']}, restored {restored['keys_by_db']}")
+        if loaded["keys"] > m.redis.keys:
+            problems.append(f"redis keys: RDB holds {loaded['keys']}, manifest says {m.redis.keys}")
+    return problems
+
+
+@flow(name="restore-helix", log_prints=False)
+def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: str | None = None,
+                  engine_url: str | None = None, storage_path: str | None = None, components: list[str] | None = None,
+                  safety_backup: bool = True, approval_timeout_s: int = 3600, lease_wait_s: float = 1800
+                  ) -> dict[str, Any]:
+    """Restore one backup into one Helix environment (see the module docstring for the steps).
+
+    Args:
+        env: the environment; its descriptor is ``deployments/<env>.yaml`` unless ``descriptor`` is given.
+        backup_id: the backup to restore; default: the newest verified backup of the environment.
+        descriptor: path of a descriptor file.
+        engine_url: the Docker Engine API address; default ``DOCKER_HOST`` or the local socket.
+        storage_path: a local backup folder (overrides the descriptor's storage).
+        components: restore only these (``["neo4j"]``, ``["redis"]``); default: every component of the backup.
+        safety_backup: take a backup of the current state first (default; turn off only for a scratch target).
+        approval_timeout_s: how long the prod approval waits.
+
+    Returns ``{backup_id, safety_backup_id, restored, counts, writer_window, duration}``; raises
+    ``BackupIntegrityError`` (nothing touched) on a checksum mismatch, :class:`RestoreRefused` when prod's
+    approval is not given, :class:`RestoreVerificationFailed` when the counts differ after the restore.
+    Example: ``prefect deployment run restore-helix/staging -p backup_id=staging-20250102T020000Z-a1b2c3``.
+    """
+    logger = get_run_logger()
+    t0 = time.monotonic()
+    desc = load_descriptor(descriptor_path(env, descriptor))
+    store = open_store(desc, storage_path)
+    if backup_id:
+        validate_backup_id(backup_id)
+    mine = [m for m in store.list() if m.environment == desc.environment]
+    chosen = choose_restore_candidate(mine, backup_id)
+    wanted = tuple(c for c in chosen.components if components is None or c in components)
+    if not wanted:
+        raise PlanError(f"backup {chosen.backup_id} holds {list(chosen.components)}, none of {components}")
+    if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy != "logical":
+        raise PlanError(f"backup {chosen.backup_id} is a Neo4j {chosen.neo4j.strategy}: restore-helix restores "
+                        "logical backups (a dump is loaded with neo4j-admin database load; see docs/backup.md)")
+    logger.info("restoring %s (%s) into %s", chosen.backup_id, ", ".join(wanted), desc.environment)
+    create_markdown_artifact(plan_markdown(chosen, safety_backup), key=f"helix-restore-plan-{desc.environment}",
+                             description=f"restore-helix plan {chosen.backup_id}")
+    approval = approval_gate(desc.environment, chosen.backup_id, approval_timeout_s)
+
+    target = EngineTarget(engine_url, desc.project, desc.environment)
+    connect_engine(target)
+    owner = f"flow-run/{flow_run.get_id() or 'local'}"
+    report: dict[str, Any] = {"backup_id": chosen.backup_id, "approval": approval, "restored": list(wanted)}
+    with environment_lease(desc.environment, owner, wait_s=lease_wait_s):
+        # Before anything is touched: every stored object must match the manifest.
+        checks = verify_backup(store, chosen.backup_id)
+        report["checks"] = checks
+        neo4j_uri = neo4j_endpoint(target)
+        redis_host, redis_port = service_endpoint(target, "redis", 6379)
+        window: dict[str, Any] = {"paused": True, "containers": [], "seconds": 0.0,
+                                  "started": dt.datetime.now(dt.UTC).isoformat()}
+        t_stop = time.monotonic()
+        neo4j_result = redis_result = None
+        safety: Manifest | None = None
+        stopped: list[str] = []
+        try:
+            # One writer window for the safety backup and the restore: nothing written in between is lost.
+            stopped = stop_writers(target, list(WRITERS))
+            window["containers"] = stopped
+            if safety_backup:
+                safety, _ = take_backup(desc, target, store, pause_writer=False, writers_stopped=True,
+                                        safety_for=chosen.backup_id, tool=f"{TOOL} (safety)")
+                logger.info("safety backup %s taken", safety.backup_id)
+            report["safety_backup_id"] = safety.backup_id if safety else None
+            if "neo4j" in wanted:
+                neo4j_result = restore_neo4j_logical(neo4j_uri, desc, store, chosen.backup_id, NEO4J_OBJECT)
+            if "redis" in wanted:
+                redis_result = restore_redis_rdb(redis_host, redis_port, desc, store, chosen.backup_id, REDIS_OBJECT)
+        finally:
+            try:
+                start_writers(target, stopped, desc)
+            finally:
+                window["seconds"] = round(time.monotonic() - t_stop, 2)
+        counts = neo4j_counts(neo4j_uri, desc) if "neo4j" in wanted else None
+    problems = compare_counts(chosen, counts, redis_result)
+    report.update(writer_window=window, duration=round(time.monotonic() - t0, 3),
+                  counts={"neo4j": {k: counts[k] for k in ("nodes", "relationships", "constraints", "indexes")}
+                          if counts else None,
+                          "redis": redis_result["restored"] if redis_result else None},
+                  problems=problems)
+    create_markdown_artifact(report_markdown(desc.environment, chosen, report, neo4j_result, redis_result),
+                             key=f"helix-restore-{desc.environment}", description=f"restore-helix {chosen.backup_id}")
+    if problems:
+        raise RestoreVerificationFailed("restore of {} into {}: {}".format(chosen.backup_id, desc.environment,
+                                                                          "; ".join(problems)))
+    return report
+
+
+def report_markdown(env: str, m: Manifest, report: dict[str, Any], neo4j: dict[str, Any] | None,
+                    redis: dict[str, Any] | None) -> str:
+    ok = not report["problems"]
+    lines = [f"# Restore of `{m.backup_id}` into `{env}`: {'OK' if ok else 'COUNTS DIFFER'}", "",
+             f"- approval: {report['approval']}",
+             f"- checksums before touching anything: {len(report['checks'])} object(s) ok",
+             f"- safety backup: `{report['safety_backup_id']}`" if report["safety_backup_id"]
+             else "- safety backup: none (safety_backup=false)",
+             window_markdown(report["writer_window"]).replace("for the Neo4j export",
+                                                               "for the safety backup and the restore"),
+             f"- duration: {report['duration']:.1f}s"]
+    if neo4j is not None and m.neo4j is not None:
+        c = report["counts"]["neo4j"]
+        lines.append(f"- Neo4j: loaded {neo4j['nodes']} nodes / {neo4j['relationships']} relationships in "
+                     f"{neo4j['seconds']:.1f}s; now {c['nodes']} / {c['relationships']} "
+                     f"(backup {m.neo4j.nodes} / {m.neo4j.relationships}), {c['constraints']} constraints, "
+                     f"{c['indexes']} indexes")
+    if redis is not None and m.redis is not None:
+        lines.append(f"- Redis: {redis['rdb_check']}; replayed {redis['loaded']['keys']} keys "
+                     f"({redis['loaded']['expires']} with TTL); now {redis['restored']['keys']} "
+                     f"(backup manifest {m.redis.keys})")
+    lines += [f"- problem: {p}" for p in report["problems"]]
+    return "\n".join(lines)
