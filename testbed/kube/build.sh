@@ -19,69 +19,75 @@
 #
 # Environment: KUBE_BUILD_P (go build -p, default: the number of cores), KUBE_BUILD_NICE (default 0).
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-export PATH="/usr/local/go/bin:$PATH"
-export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
+# All in one function, so bash has read the whole script before it runs any of it (editing the file while a
+# build runs must not change what that build does).
+main() {
+  here="$(cd "$(dirname "$0")" && pwd)"
+  export PATH="/usr/local/go/bin:$PATH"
+  export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
-# What the binaries depend on: the modules, the Go version and how they are built (bump RECIPE when the steps
-# below change what they produce; comments here do not).
-RECIPE="v1 -trimpath -ldflags=-s -w; etcd kwok kube-apiserver kube-controller-manager kube-scheduler"
-inputs() {
-  cd "$here"
-  echo "$RECIPE"
-  cat k8s/go.mod k8s/go.sum k8s/tools.go etcd/go.mod etcd/go.sum etcd/main.go kwok/go.mod kwok/go.sum \
-    kwok/tools.go
-  go version
-}
-hash="$(inputs | sha256sum | cut -c1-16)"
-root="${HELIX_KUBE_CACHE:-$HOME/.cache/helix-ops/kube}"
-out="$root/$hash"
-bin="$out/bin"
+  # What the binaries depend on: the modules, the Go version and how they are built (bump RECIPE when the steps
+  # below change what they produce; comments here do not).
+  RECIPE="v1 -trimpath -ldflags=-s -w; etcd kwok kube-apiserver kube-controller-manager kube-scheduler"
+  inputs() {
+    cd "$here"
+    echo "$RECIPE"
+    cat k8s/go.mod k8s/go.sum k8s/tools.go etcd/go.mod etcd/go.sum etcd/main.go kwok/go.mod kwok/go.sum \
+      kwok/tools.go
+    go version
+  }
+  hash="$(inputs | sha256sum | cut -c1-16)"
+  root="${HELIX_KUBE_CACHE:-$HOME/.cache/helix-ops/kube}"
+  out="$root/$hash"
+  bin="$out/bin"
 
-case "${1:-}" in
-  --dir) echo "$bin"; exit 0 ;;
-  --check) [ -f "$out/build.json" ]; exit $? ;;
-  --background)
-    if [ -f "$out/build.json" ]; then exit 0; fi
-    mkdir -p "$root"
-    KUBE_BUILD_NICE="${KUBE_BUILD_NICE:-19}" nohup setsid bash "$here/build.sh" >>"$root/build.log" 2>&1 </dev/null &
-    echo "building the Kubernetes control plane in the background (log: $root/build.log)" >&2
-    exit 0 ;;
-esac
+  case "${1:-}" in
+    --dir) echo "$bin"; exit 0 ;;
+    --check) [ -f "$out/build.json" ]; exit $? ;;
+    --background)
+      if [ -f "$out/build.json" ]; then exit 0; fi
+      mkdir -p "$root"
+      KUBE_BUILD_NICE="${KUBE_BUILD_NICE:-19}" nohup setsid bash "$here/build.sh" >>"$root/build.log" 2>&1 </dev/null &
+      echo "building the Kubernetes control plane in the background (log: $root/build.log)" >&2
+      exit 0 ;;
+  esac
 
-mkdir -p "$root"
-exec 9>"$root/$hash.lock"
-if ! flock -n 9; then
-  echo "another build of $hash is running; waiting for it" >&2
-  flock 9
-fi
-if [ -f "$out/build.json" ]; then
+  mkdir -p "$root"
+  exec 9>"$root/$hash.lock"
+  if ! flock -n 9; then
+    echo "another build of $hash is running; waiting for it" >&2
+    flock 9
+  fi
+  if [ -f "$out/build.json" ]; then
+    echo "$bin"
+    exit 0
+  fi
+
+  p="${KUBE_BUILD_P:-$(nproc)}"
+  nice_n="${KUBE_BUILD_NICE:-0}"
+  tmp="$out.tmp.$$"
+  rm -rf "$out" "$out".tmp.*
+  mkdir -p "$tmp/bin"
+  flags=(-p "$p" -trimpath "-ldflags=-s -w")
+  t0=$(date +%s)
+  step() {  # step <name> <module dir> <packages...>
+    local name=$1 dir=$2; shift 2
+    local s; s=$(date +%s)
+    echo "$(date -u +%T) building $name (go build -p $p, nice $nice_n) ..." >&2
+    (cd "$here/$dir" && nice -n "$nice_n" go build "${flags[@]}" -o "$tmp/bin/" "$@")
+    echo "$(date -u +%T) $name built in $(( $(date +%s) - s ))s" >&2
+    eval "t_$dir=$(( $(date +%s) - s ))"
+  }
+  step etcd etcd .
+  step kwok kwok sigs.k8s.io/kwok/cmd/kwok
+  step kubernetes k8s k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler
+  total=$(( $(date +%s) - t0 ))
+  printf '{"hash": "%s", "go": "%s", "p": %s, "seconds": {"etcd": %s, "kwok": %s, "kubernetes": %s, "total": %s}}\n' \
+    "$hash" "$(go env GOVERSION)" "$p" "$t_etcd" "$t_kwok" "$t_k8s" "$total" > "$tmp/build.json"
+  mv "$tmp" "$out"
+  echo "kube control plane built in ${total}s: $bin" >&2
   echo "$bin"
-  exit 0
-fi
-
-p="${KUBE_BUILD_P:-$(nproc)}"
-nice_n="${KUBE_BUILD_NICE:-0}"
-tmp="$out.tmp.$$"
-rm -rf "$out" "$out".tmp.*
-mkdir -p "$tmp/bin"
-flags=(-p "$p" -trimpath "-ldflags=-s -w")
-t0=$(date +%s)
-step() {  # step <name> <module dir> <packages...>
-  local name=$1 dir=$2; shift 2
-  local s; s=$(date +%s)
-  echo "$(date -u +%T) building $name (go build -p $p, nice $nice_n) ..." >&2
-  (cd "$here/$dir" && nice -n "$nice_n" go build "${flags[@]}" -o "$tmp/bin/" "$@")
-  echo "$(date -u +%T) $name built in $(( $(date +%s) - s ))s" >&2
-  eval "t_$dir=$(( $(date +%s) - s ))"
 }
-step etcd etcd .
-step kwok kwok sigs.k8s.io/kwok/cmd/kwok
-step kubernetes k8s k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler
-total=$(( $(date +%s) - t0 ))
-printf '{"hash": "%s", "go": "%s", "p": %s, "seconds": {"etcd": %s, "kwok": %s, "kubernetes": %s, "total": %s}}\n' \
-  "$hash" "$(go env GOVERSION)" "$p" "$t_etcd" "$t_kwok" "$t_k8s" "$total" > "$tmp/build.json"
-mv "$tmp" "$out"
-echo "kube control plane built in ${total}s: $bin" >&2
-echo "$bin"
+main "$@"
+exit $?
