@@ -283,7 +283,12 @@ def kwok_config() -> str:
     stage_dir = _kwok_stage_dir()
     docs = [
         {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
-         "options": {"cidr": POD_CIDR, "nodeIP": "10.255.0.1", "nodeLeaseDurationSeconds": 40}},
+         # every option kwok would default without a config file (with one, omitted numbers stay 0)
+         "options": {"cidr": POD_CIDR, "nodeIP": "10.255.0.1", "nodeLeaseDurationSeconds": 40,
+                     "nodeLeaseParallelism": 4, "podPlayStageParallelism": 4, "nodePlayStageParallelism": 4,
+                     "podsOnNodeSyncParallelism": 1, "enablePodsOnNodeSyncListPager": True,
+                     "enablePodsOnNodeSyncStreamWatch": False, "enableDebuggingHandlers": True,
+                     "enableContentionProfiling": False, "enableProfilingHandler": False}},
         yaml.safe_load((stage_dir / "node" / "fast" / "node-initialize.yaml").read_text()),
         yaml.safe_load((stage_dir / "node" / "heartbeat-with-lease" / "node-heartbeat-with-lease.yaml").read_text()),
         {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": "pod-ready"},

@@ -28,7 +28,7 @@ main() {
 
   # What the binaries depend on: the modules, the Go version and how they are built (bump RECIPE when the steps
   # below change what they produce; comments here do not).
-  RECIPE="v1 -trimpath -ldflags=-s -w; etcd kwok kube-apiserver kube-controller-manager kube-scheduler"
+  RECIPE="v2 -trimpath -ldflags=-s -w, Kubernetes version stamped; etcd kwok kube-apiserver kube-controller-manager kube-scheduler"
   inputs() {
     cd "$here"
     echo "$RECIPE"
@@ -80,12 +80,23 @@ main() {
   }
   step etcd etcd .
   step kwok kwok sigs.k8s.io/kwok/cmd/kwok
+  # /version reports the module's version (a plain go build leaves v0.0.0-master)
+  local kver; kver=$(cd "$here/k8s" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  local minor; minor=$(echo "$kver" | cut -d. -f2)
+  local vpkg=k8s.io/component-base/version
+  flags=(-p "$p" -trimpath "-ldflags=-s -w -X $vpkg.gitVersion=$kver -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean")
   step kubernetes k8s k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler
   total=$(( $(date +%s) - t0 ))
   printf '{"hash": "%s", "go": "%s", "p": %s, "seconds": {"etcd": %s, "kwok": %s, "kubernetes": %s, "total": %s}}\n' \
     "$hash" "$(go env GOVERSION)" "$p" "$t_etcd" "$t_kwok" "$t_k8s" "$total" > "$tmp/build.json"
   mv "$tmp" "$out"
+  # older versions' binaries (about 400 MB each) are no longer needed on this machine
+  local d
+  for d in "$root"/*/; do
+    d="${d%/}"
+    if [ "$d" != "$out" ] && [ -f "$d/build.json" ]; then rm -rf "$d"; echo "removed the old build $d" >&2; fi
+  done
   echo "kube control plane built in ${total}s: $bin" >&2
   echo "$bin"
 }

@@ -134,7 +134,7 @@ def test_restricted_identity_is_forbidden_what_it_was_not_granted(kube, admin):
     assert "forbidden" in err.value.status.message.lower()
     assert 'User "helix-reader"' in err.value.status.message
     with pytest.raises(ApiError) as err:  # nothing granted outside its namespace
-        reader.list(Deployment, namespace="default")
+        list(reader.list(Deployment, namespace="default"))  # (list() makes the lazy request)
     assert err.value.status.code == 403
 
 
