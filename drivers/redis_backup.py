@@ -135,12 +135,28 @@ def wait_lastsave(client: redis.Redis, before: int, deadline_s: float) -> int:
         time.sleep(0.05)
 
 
+_VALUE = {b"string": ("GET",), b"hash": ("HGETALL",), b"list": ("LRANGE", 0, -1), b"set": ("SMEMBERS",),
+          b"zset": ("ZRANGE", 0, -1, "WITHSCORES"), b"stream": ("XRANGE", "-", "+")}
+
+
+def _canonical(kind: bytes, value: Any) -> bytes:
+    """A value as bytes that do not depend on its encoding or on hash-table order (sets and hashes sorted)."""
+    if kind == b"hash":
+        items = value.items() if isinstance(value, dict) else zip(value[0::2], value[1::2])
+        return repr(sorted(items)).encode()
+    if kind == b"set":
+        return repr(sorted(value)).encode()
+    return repr(value).encode()
+
+
 def dataset_fingerprint(host: str, port: int, password: SecretStr | str | None, username: str | None = None,
                         sample: int = 200) -> dict[str, Any]:
-    """Key counts per db plus a digest of ``sample`` keys' DUMP payloads and whether each has a TTL.
+    """Key counts per db plus a digest of ``sample`` keys: name, type, value and whether it has a TTL.
 
     Keys are sampled deterministically (the ``sample`` smallest key names per db, found by SCAN), so two
-    servers holding the same data give the same fingerprint.
+    servers holding the same data give the same fingerprint. Values are compared by content (sets and hashes
+    sorted), not by ``DUMP`` bytes: an RDB load may re-encode a value (a set's hash-table order) without
+    changing it.
     """
     with connect(host, port, password, username) as client:
         keyspace = client.info("keyspace")
@@ -155,8 +171,20 @@ def dataset_fingerprint(host: str, port: int, password: SecretStr | str | None, 
                     smallest = sorted(smallest)[:sample]
             smallest = sorted(smallest)[:sample]
             h = hashlib.sha256()
-            for key in smallest:
-                h.update(key + b"\0" + (c.dump(key) or b"") + (b"T" if c.pttl(key) > 0 else b"-"))
+            for lo in range(0, len(smallest), 500):
+                keys = smallest[lo:lo + 500]
+                pipe = c.pipeline(transaction=False)
+                for key in keys:
+                    pipe.type(key)
+                    pipe.pttl(key)
+                meta = pipe.execute()
+                kinds = [k if isinstance(k, bytes) else str(k).encode() for k in meta[0::2]]
+                pipe = c.pipeline(transaction=False)
+                for key, kind in zip(keys, kinds):
+                    pipe.execute_command(*_VALUE.get(kind, ("DUMP",))[:1], key, *_VALUE.get(kind, ("DUMP",))[1:])
+                values = pipe.execute()
+                for key, kind, ttl, value in zip(keys, kinds, meta[1::2], values):
+                    h.update(key + b"\0" + kind + b"\0" + _canonical(kind, value) + (b"T" if ttl > 0 else b"-"))
         n = int(keyspace[db].get("keys", 0))
         out["dbs"][db] = {"keys": n, "sample": len(smallest), "digest": h.hexdigest()}
         out["keys"] += n
