@@ -41,6 +41,7 @@ import datetime as dt
 import ipaddress
 import os
 import secrets
+import shutil
 import ssl
 import subprocess
 import time
@@ -433,6 +434,7 @@ class KubeCluster:
                    remaining)
 
     def stop(self) -> None:
+        self._remove_volume_folders()
         for name in ("kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
             proc = self._procs.pop(name, None)
             if proc is not None:
@@ -577,6 +579,20 @@ class KubeCluster:
                 "spec": {},
                 "status": {"allocatable": resources, "capacity": resources}})
             self.nodes.append(name)
+
+    def _remove_volume_folders(self) -> None:
+        """The host-path provisioner's folders of this cluster's volumes (empty: no container wrote to them)."""
+        if "kube-apiserver" not in self._procs or not self.apiserver_up():
+            return
+        try:
+            pvs = self._check(self.api("GET", "/api/v1/persistentvolumes", timeout=10)).json()["items"]
+        except Exception as exc:  # noqa: BLE001 - best effort
+            self.log(f"kube: could not list volumes to remove their folders: {exc}")
+            return
+        for pv in pvs:
+            path = Path(((pv.get("spec") or {}).get("hostPath") or {}).get("path") or "/")
+            if path.parent == Path("/tmp/hostpath_pv"):
+                shutil.rmtree(path, ignore_errors=True)
 
     def _nodes_ready(self) -> bool:
         items = self._check(self.api("GET", "/api/v1/nodes", params={"labelSelector": "type=kwok"})).json()["items"]
