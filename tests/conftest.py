@@ -85,7 +85,7 @@ def pytest_collection_modifyitems(session, config, items):
     try:
         if not kubemod.is_built():
             kubemod.start_build_in_background()
-            kube_items[0].add_marker(pytest.mark.timeout(kubemod.BUILD_DEADLINE_S + 600))
+            kube_items[0].add_marker(pytest.mark.timeout(kubemod.BUILD_DEADLINE_S + 600), append=False)
     except Exception as exc:  # noqa: BLE001 - no Go here, say: the kube fixture then fails with the reason
         print(f"[testbed] could not start the Kubernetes build: {exc}")
     others = [item for item in items if "kube" not in getattr(item, "fixturenames", ())]
