@@ -5,8 +5,11 @@
 * Redis: helix-ops' snapshot (``redis-cli --rdb`` + ``redis-check-rdb`` + zstd + sha256 into storage) next to a
   bare ``redis-cli --rdb`` and BGSAVE with LASTSAVE polling.
 
-Each phase runs in its own spawned process, so its peak RSS is its own (the JVM of neo4j-admin is a child
-of that process and is reported separately).
+The logical phases and the Redis phases run in their own spawned processes, so their peak RSS is their own.
+The physical phases (``neo4j-admin database dump`` / ``load``) run in this process against the test bed's own
+Neo4j server objects (a spawned process cannot stop a server its parent started); their figure is the peak RSS
+(VmHWM) of the ``neo4j-admin`` JVM, sampled from /proc while it runs, and their time includes stopping and
+starting Neo4j (the downtime is printed separately).
 
     .venv/bin/python bench/backup_bench.py                     # small: 20k nodes / 40k relationships
     .venv/bin/python bench/backup_bench.py --nodes 1000000 --rels 2000000 --redis-keys 1000000
@@ -45,33 +48,20 @@ def _phase(name, args):  # runs in a spawned process
     now = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     extra = ""
-    if name in ("logical-backup", "dump"):
+    if name == "logical-backup":
         store = LocalStore(args["store"])
         bid = new_backup_id("bench", now, rand=os.urandom(3).hex())
         with store.begin(bid) as w:
             with w.object("neo4j", component="neo4j", kind=name) as obj:
-                if name == "logical-backup":
-                    nb.export_logical(args["uri"], args["user"], args["password"], obj.write)
-                else:
-                    from testbed.neo4j import Neo4jServer
-
-                    server = Neo4jServer(Path(args["home"]), args["port"], args["password"])
-                    extra = f"downtime {nb.dump_offline(nb.HostNeo4j(server, args['work']), obj.write).downtime_s:.1f}s"
+                nb.export_logical(args["uri"], args["user"], args["password"], obj.write)
             m = w.commit(Manifest(backup_id=bid, environment="bench", project="helix", created_at=now,
                                   finished_at=now, duration_s=0, tool="bench", components=("neo4j",), objects=()))
-        extra += f" stored {m.objects[0].size / 2**20:.1f} MiB (raw {m.objects[0].raw_size / 2**20:.1f})"
+        extra = f"stored {m.objects[0].size / 2**20:.1f} MiB (raw {m.objects[0].raw_size / 2**20:.1f})"
         result = {"bid": bid}
-    elif name in ("logical-restore", "load"):
+    elif name == "logical-restore":
         store = LocalStore(args["store"])
         entry = store.read_manifest(args["bid"]).objects[0]
-        if name == "logical-restore":
-            nb.load_logical(args["uri"], args["user"], args["password"], store.open_raw(args["bid"], entry), wipe=True)
-        else:
-            from testbed.neo4j import Neo4jServer
-
-            server = Neo4jServer(Path(args["home"]), args["port"], args["password"])
-            r = nb.load_offline(nb.HostNeo4j(server, args["work"]), store.raw_chunks(args["bid"], entry), entry.raw_size)
-            extra = f"downtime {r.downtime_s:.1f}s"
+        nb.load_logical(args["uri"], args["user"], args["password"], store.open_raw(args["bid"], entry), wipe=True)
         result = {}
     elif name == "redis-cli --rdb":
         rb.snapshot_rdb("127.0.0.1", args["port"], args["password"], Path(args["tmp"]) / "bare.rdb")
@@ -99,7 +89,96 @@ def _phase(name, args):  # runs in a spawned process
 def run(name, args):
     ctx = mp.get_context("spawn")
     with ctx.Pool(1, maxtasksperchild=1) as pool:
-        return pool.apply(_phase, (name, args))
+        return shown(pool.apply(_phase, (name, args)))
+
+
+def shown(row: dict) -> dict:
+    """Print a phase's figures as soon as it ends (stderr), so a later failure loses nothing measured."""
+    print(f"[phase] {row['name']}: {row['seconds']:.1f}s, RSS {row['rss']:.0f} MiB, children {row['child_rss']:.0f} "
+          f"MiB {row['extra']}", file=sys.stderr, flush=True)
+    return row
+
+
+class AdminPeak:
+    """Samples /proc for ``neo4j-admin`` JVMs (Neo4jAdminBoot) below this process; ``peak_mib`` is the highest
+    VmHWM (the kernel's own peak-RSS of the process) seen."""
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        import threading
+
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "AdminPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_kib / 1024
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if b"Neo4jAdminBoot" not in f.read():
+                            continue
+                    with open(f"/proc/{pid}/status") as f:
+                        for line in f:
+                            if line.startswith("VmHWM:"):
+                                self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                except OSError:
+                    continue
+            self._stop.wait(0.1)
+
+
+def physical(name: str, server, store_root: Path, work: Path, bid: str | None = None) -> dict:
+    """``dump`` / ``load`` in this process, through the storage pipeline, against the bed's ``server``."""
+    from drivers import neo4j_backup as nb
+    from drivers.storage import LocalStore
+    from helix_ops.backup import Manifest, new_backup_id
+
+    store = LocalStore(store_root)
+    now = dt.datetime.now(dt.UTC)
+    host = nb.HostNeo4j(server, work)
+    admin_s = [0.0]
+    run_admin = host._admin
+
+    def timed_admin(argv):  # the neo4j-admin JVM alone, without stopping and starting Neo4j
+        t = time.monotonic()
+        try:
+            return run_admin(argv)
+        finally:
+            admin_s[0] += time.monotonic() - t
+
+    host._admin = timed_admin
+    t0 = time.monotonic()
+    with AdminPeak() as peak:
+        if name == "dump":
+            bid = new_backup_id("bench", now, rand=os.urandom(3).hex())
+            with store.begin(bid) as w:
+                with w.object("neo4j", component="neo4j", kind="dump") as obj:
+                    r = nb.dump_offline(host, obj.write)
+                m = w.commit(Manifest(backup_id=bid, environment="bench", project="helix", created_at=now,
+                                      finished_at=now, duration_s=0, tool="bench", components=("neo4j",),
+                                      objects=()))
+            extra = (f"downtime {r.downtime_s:.1f}s, neo4j-admin alone {admin_s[0]:.1f}s, "
+                     f"stored {m.objects[0].size / 2**20:.1f} MiB "
+                     f"(raw {m.objects[0].raw_size / 2**20:.1f})")
+        else:
+            entry = store.read_manifest(bid).objects[0]
+            r = nb.load_offline(host, store.raw_chunks(bid, entry), entry.raw_size)
+            extra = f"downtime {r.downtime_s:.1f}s, neo4j-admin alone {admin_s[0]:.1f}s"
+    return shown({"bid": bid, "name": name, "seconds": time.monotonic() - t0, "rss": float("nan"),
+                  "child_rss": peak.peak_mib, "extra": extra})
 
 
 def main() -> None:
@@ -114,31 +193,34 @@ def main() -> None:
 
     bed = Bed.create(log=lambda m: print(f"[bed] {m}", file=sys.stderr))
     rows = []
+    servers = []  # Bed.down() does not stop servers from new_neo4j(): this script stops them
     try:
         tmp = Path(tempfile.mkdtemp(prefix="helix-bench-"))
         src = bed.new_neo4j("bench-src")
+        servers.append(src)
         t = time.monotonic()
-        generate(src.uri, src.user, src.password, a.nodes, a.rels)
+        generate(src.uri, src.user, src.password, a.nodes, a.rels, batch=2000)
         print(f"generated {a.nodes} nodes / {a.rels} relationships in {time.monotonic() - t:.0f}s", file=sys.stderr)
         want = content_digest(src.uri, src.user, src.password)
         base = {"uri": src.uri, "user": src.user, "password": src.password, "store": str(tmp / "store"),
                 "home": str(src.home), "port": src.bolt_port, "work": str(tmp / "work")}
         lb = run("logical-backup", base)
         rows.append(lb)
-        dump = run("dump", base)
+        dump = physical("dump", src, tmp / "store", tmp / "work")
         rows.append(dump)
         dst = bed.new_neo4j("bench-dst")
+        servers.append(dst)
         lr = run("logical-restore", {**base, "uri": dst.uri, "password": dst.password, "bid": lb["bid"]})
         rows.append(lr)
+        t = time.monotonic()
         assert content_digest(dst.uri, dst.user, dst.password) == want, "logical restore differs"
-        dst.query("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS")
-        ld = run("load", {**base, "home": str(dst.home), "port": dst.bolt_port, "password": dst.password,
-                          "bid": dump["bid"]})
+        print(f"logical restore content equal ({time.monotonic() - t:.0f}s to compare)", file=sys.stderr)
+        ld = physical("load", dst, tmp / "store", tmp / "work", bid=dump["bid"])  # overwrites dst's database
         rows.append(ld)
-        # the dump carries the source's auth? no: auth lives in the system database; content must match
+        # the users live in the system database, which a dump of `neo4j` does not touch: dst's password stays
         assert content_digest(dst.uri, dst.user, dst.password) == want, "dump/load differs"
-        src.stop()
-        dst.stop()
+        for server in servers:
+            server.stop()
 
         redis = bed.redis()
         with redis.client() as c:
@@ -152,15 +234,18 @@ def main() -> None:
         for name in ("redis-cli --rdb", "helix redis snapshot", "BGSAVE+LASTSAVE"):
             rows.append(run(name, rbase))
     finally:
+        for server in servers:
+            server.stop()
         bed.down()
 
     by = {r["name"]: r for r in rows}
-    print(f"\nNeo4j: {a.nodes} nodes, {a.rels} relationships (all property types)")
+    print(f"\nNeo4j 5.26 Community: {a.nodes} nodes, {a.rels} relationships (all property types); "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'':18}{'logical':>24}{'neo4j-admin':>24}{'ratio':>8}")
     for what, left, right in (("backup", "logical-backup", "dump"), ("restore", "logical-restore", "load")):
         lt, rt = by[left]["seconds"], by[right]["seconds"]
         print(f"{what + ' time':18}{lt:>23.1f}s{rt:>23.1f}s{lt / rt:>8.2f}")
-        print(f"{what + ' peak RSS':18}{by[left]['rss']:>20.0f} MiB{by[right]['child_rss']:>16.0f} MiB (JVM)")
+        print(f"{what + ' peak RSS':18}{by[left]['rss']:>20.0f} MiB{by[right]['child_rss']:>14.0f} MiB (JVM)")
     for r in (by["dump"], by["load"], by["logical-backup"]):
         if r["extra"]:
             print(f"  {r['name']}: {r['extra'].strip()}")

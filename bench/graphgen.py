@@ -13,41 +13,40 @@ import neo4j
 
 from drivers.neo4j_backup import encode_props
 
-NODE_QUERY = """
-UNWIND range($lo, $hi) AS i
-CREATE (n:Entity {uid: 'cpe-' + i, i: i, name: 'entity ' + i, score: i * 0.5, active: i % 2 = 0,
+# Constants are computed once per query (the WITH before the UNWIND), not per row; each label set and each
+# relationship type has its own statement, so no per-row subquery is needed.
+_NODE_PROPS = """{uid: 'cpe-' + i, i: i, name: 'entity ' + i, score: i * 0.5, active: i % 2 = 0,
   big: 9007199254740993 + i, tags: ['t' + (i % 5), 'x'], nums: [i, i + 1], floats: [0.5, i * 1.5],
-  flags: [true, false], created: date('2024-01-01') + duration({days: i % 400}),
-  seen: datetime({year: 2024, month: 3, day: 31, hour: 2, minute: 30, second: 15, nanosecond: 123456789,
-                  timezone: 'Europe/Berlin'}) + duration({seconds: i}),
-  at_offset: datetime('2024-06-01T12:00:00.000000001+05:45'),
-  at_utc: datetime('2024-06-01T12:00:00Z'),
+  flags: [true, false], created: c.d0 + duration({days: i % 400}), seen: c.seen0 + duration({seconds: i}),
+  at_offset: c.at_offset, at_utc: c.at_utc, local_dt: c.local_dt, t: c.t, lt: c.lt, d: c.d, dates: c.dates,
+  p2: point({x: i * 1.0, y: -1.5}), p3: point({x: 1.0, y: 2.0, z: i * 1.0}), geo: c.geo,
+  geo3: point({longitude: 13.4, latitude: 52.5, height: i * 1.0}), uni: 'naïve ☃ \\u0000 `quote` "dq"'}"""
+
+NODE_CONSTANTS = """
+WITH {d0: date('2024-01-01'),
+  seen0: datetime({year: 2024, month: 3, day: 31, hour: 2, minute: 30, second: 15, nanosecond: 123456789,
+                   timezone: 'Europe/Berlin'}),
+  at_offset: datetime('2024-06-01T12:00:00.000000001+05:45'), at_utc: datetime('2024-06-01T12:00:00Z'),
   local_dt: localdatetime('2024-02-29T23:59:59.999999999'), t: time('12:34:56.789+01:00'),
   lt: localtime('08:00:00.000000001'), d: duration({months: 14, days: 3, seconds: 7, nanoseconds: 9}),
-  dates: [date('2020-01-01'), date('2021-12-31')],
-  p2: point({x: i * 1.0, y: -1.5}), p3: point({x: 1.0, y: 2.0, z: i * 1.0}),
-  geo: point({longitude: 13.4, latitude: 52.5}), geo3: point({longitude: 13.4, latitude: 52.5, height: i * 1.0}),
-  uni: 'naïve ☃ \\u0000 `quote` "dq"'})
-WITH n, i
-CALL (n, i) {
-  WITH n, i WHERE i % 3 = 0 SET n:Claim
-  UNION
-  WITH n, i WHERE i % 3 = 1 SET n:Source:`Odd Label`
-  UNION
-  WITH n, i WHERE i % 3 = 2 SET n:`Weird``Label`
-}
+  dates: [date('2020-01-01'), date('2021-12-31')], geo: point({longitude: 13.4, latitude: 52.5})} AS c
 """
 
-REL_QUERY = """
-UNWIND range($lo, $hi) AS k
-MATCH (a:Entity {i: k % $n})
-MATCH (b:Entity {i: (k * 7919 + 1) % $n})
-CALL (a, b, k) {
-  WITH a, b, k WHERE k % 2 = 0 CREATE (a)-[:SUPPORTS {w: k * 0.25, since: date('2023-05-05'), why: ['x', 'y']}]->(b)
-  UNION
-  WITH a, b, k WHERE k % 2 = 1 CREATE (a)-[:`DERIVED FROM` {k: k, at: localtime('10:00')}]->(b)
-}
-"""
+LABEL_SETS = ((0, ":Entity:Claim"), (1, ":Entity:Source:`Odd Label`"), (2, ":Entity:`Weird``Label`"))
+"""``i % 3`` → the node's labels."""
+
+NODE_QUERIES = tuple(
+    NODE_CONSTANTS + f"UNWIND [x IN range($lo, $hi) WHERE x % 3 = {r}] AS i CREATE (n{labels} {_NODE_PROPS})"
+    for r, labels in LABEL_SETS)
+
+REL_QUERIES = (
+    "WITH date('2023-05-05') AS since UNWIND [x IN range($lo, $hi) WHERE x % 2 = 0] AS k "
+    "MATCH (a:Entity {i: k % $n}) MATCH (b:Entity {i: (k * 7919 + 1) % $n}) "
+    "CREATE (a)-[:SUPPORTS {w: k * 0.25, since: since, why: ['x', 'y']}]->(b)",
+    "WITH localtime('10:00') AS at UNWIND [x IN range($lo, $hi) WHERE x % 2 = 1] AS k "
+    "MATCH (a:Entity {i: k % $n}) MATCH (b:Entity {i: (k * 7919 + 1) % $n}) "
+    "CREATE (a)-[:`DERIVED FROM` {k: k, at: at}]->(b)",
+)
 
 
 def generate(uri: str, user: str, password: str, nodes: int, rels: int, batch: int = 2000,
@@ -61,13 +60,15 @@ def generate(uri: str, user: str, password: str, nodes: int, rels: int, batch: i
         s.run("CREATE INDEX supports_w IF NOT EXISTS FOR ()-[r:SUPPORTS]-() ON (r.w)").consume()
         s.run("CALL db.awaitIndexes(300)").consume()
         for lo in range(0, nodes, batch):
-            s.run(NODE_QUERY, lo=lo, hi=min(lo + batch, nodes) - 1).consume()
+            for query in NODE_QUERIES:
+                s.run(query, lo=lo, hi=min(lo + batch, nodes) - 1).consume()
         blobs = [{"i": i, "b": bytes([i % 256, 0, 255]) * (1 + i % 7)} for i in range(0, nodes, 97)]
         for lo in range(0, len(blobs), batch):
             s.run("UNWIND $rows AS r MATCH (n:Entity {i: r.i}) SET n.blob = r.b, n.nan = 0.0/0.0",
                   rows=blobs[lo:lo + batch]).consume()
         for lo in range(0, rels, batch):
-            s.run(REL_QUERY, lo=lo, hi=min(lo + batch, rels) - 1, n=nodes).consume()
+            for query in REL_QUERIES:
+                s.run(query, lo=lo, hi=min(lo + batch, rels) - 1, n=nodes).consume()
 
 
 def content_digest(uri: str, user: str, password: str, database: str = "neo4j") -> dict[str, object]:
