@@ -274,7 +274,7 @@ def wipe_database(drv: neo4j.Driver, database: str = "neo4j") -> None:
 
 
 def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryIO | Iterable[bytes], *,
-                 database: str = "neo4j", batch_size: int = 5000, wipe: bool = False,
+                 database: str = "neo4j", batch_size: int = 2000, wipe: bool = False,
                  log: Callable[[str], None] = lambda m: None) -> LogicalStats:
     """Load a logical export into ``database``. Refuses a non-empty database unless ``wipe``.
 
