@@ -16,6 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
 from prefect.runtime import flow_run
 
 from flows.deploy import descriptor_path
@@ -76,6 +77,7 @@ def roll_consumers(target: EngineTarget, descriptor: Descriptor, services: tuple
             futures.append(apply_service.submit(target, name, spec, template_hash(spec),
                                                 ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path),
                                                 descriptor, health_deadline_s=health_timeout_s, roll_id=roll_id))
+        wait(futures)  # a failed service must not abandon the others mid-roll (mcp-graph stops first)
         reports += [f.result() for f in futures]
     return reports
 

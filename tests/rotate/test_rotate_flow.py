@@ -115,14 +115,16 @@ def test_rotation_under_load_has_no_auth_failures_and_sticks(helix_env, engine, 
     desc = load_descriptor(helix_env["path"])
     before = load_environment_secrets(desc)
     with Loops(desc, engine.base_url, helix_env["project"]) as loops:
-        time.sleep(2)
+        time.sleep(1)
         result = rotate_helix_secrets(env="local", descriptor=str(helix_env["path"]), engine_url=engine.base_url,
                                       env_file=str(helix_env["env_file"]), container_labels=bed.container_labels())
-        time.sleep(2)
+        time.sleep(1)
     c = loops.counts
     assert c["direct_auth_fail"] == 0 and c["probe_auth_fail"] == 0, loops.failures[:5]
     assert c["direct_ok"] > 50 and c["probe_ok"] > 100, c
     assert result["rotated"] == ["redis", "nextauth", "neo4j"] and len(result["rolls"]) == 2
+    assert result["resumed"] == [] and [r["completes"] for r in result["rolls"]] == [
+        {"redis": "current", "neo4j": "bridge-current", "nextauth": "current"}, {"neo4j": "primary-current"}]
 
     after = load_environment_secrets(desc)
     driver = EngineDriver.connect(engine.base_url, helix_env["project"], "local")
