@@ -18,7 +18,9 @@ Interface (the Kubernetes driver's tests code against this; ``bed.kube()`` or th
     cluster.new_namespace(prefix="t")  -> str: a fresh namespace (its "default" ServiceAccount exists)
     cluster.nodes                  names of the fake nodes (kwok), labelled type=kwok
     cluster.stop_apiserver()       stop kube-apiserver (etcd, the controllers and kwok keep running)
-    cluster.start_apiserver()      start it again on the same port with the same certificates; waits for /readyz
+    cluster.start_apiserver()      start it again on the same port with the same certificates, restart the
+                                   controllers, scheduler and kwok (so they reconnect at once) and wait until a
+                                   canary Deployment is Available: the cluster works when it returns
     cluster.apiserver_up()         True when /readyz answers ok
     cluster.api(method, path, json=None)   -> httpx.Response: a raw admin request (for the bed's own checks)
     cluster.stop()                 stop everything (the bed does this in ``down()``)
@@ -394,9 +396,47 @@ class KubeCluster:
             proc.stop()
         procs.wait_until("the API server port to close", lambda: not procs.port_open(self.api_port), 30)
 
-    def start_apiserver(self, deadline_s: float = 120) -> None:
+    def start_apiserver(self, deadline_s: float = 180) -> None:
+        """Start the API server again, then restart the controller manager, the scheduler and kwok (their watches
+        would otherwise reconnect only after client-go's back-off: a pod took ~50 s to become Ready after a 30 s
+        outage) and wait until a canary Deployment is Available again: the cluster works when this returns."""
+        t0 = time.monotonic()
+        self._start_apiserver_process(deadline_s)
+        for name, argv in (("kube-controller-manager", self._kcm_argv()), ("kube-scheduler", self._scheduler_argv()),
+                           ("kwok", self._kwok_argv())):
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                proc.stop(grace_s=10)
+                self._start(name, argv)
+        self._canary(max(30.0, deadline_s - (time.monotonic() - t0)))
+
+    def _start_apiserver_process(self, deadline_s: float) -> None:
         self._start("kube-apiserver", self._apiserver_argv())
         self._wait("kube-apiserver /readyz", self.apiserver_up, deadline_s)
+
+    def _canary(self, deadline_s: float) -> None:
+        """A one-replica Deployment in namespace testbed-system becomes Available (controllers, scheduler and kwok
+        all work), then is deleted."""
+        ns, name = "testbed-system", f"canary-{secrets.token_hex(3)}"
+        r = self.api("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        if r.status_code != 409:
+            self._check(r)
+        base = f"/apis/apps/v1/namespaces/{ns}/deployments"
+        labels = {"app": name}
+        self._check(self.api("POST", base, {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {
+                         "automountServiceAccountToken": False,
+                         "containers": [{"name": "canary", "image": "testbed/canary:1"}]}}}}))
+
+        def available():
+            d = self._check(self.api("GET", f"{base}/{name}")).json()
+            return any(c["type"] == "Available" and c["status"] == "True"
+                       for c in (d.get("status") or {}).get("conditions", []))
+        self._wait(f"the canary Deployment {ns}/{name} Available", available, deadline_s)
+        self.api("DELETE", f"{base}/{name}", {"kind": "DeleteOptions", "apiVersion": "v1",
+                                               "propagationPolicy": "Background"})
 
     def api(self, method: str, path: str, json: object = None, *, timeout: float = 30, **kwargs):
         """A raw request as the admin identity (the bed's own checks; tests should use a real client)."""
@@ -413,7 +453,7 @@ class KubeCluster:
         self._make_pki()
         self._start("etcd", self._etcd_argv())
         self._wait("etcd /health", self._etcd_healthy, 60)
-        self.start_apiserver(deadline_s=120)
+        self._start_apiserver_process(deadline_s=120)
         for name in ("kube-controller-manager", "kube-scheduler"):
             cert, key = self._ca.issue(f"system:{name}")
             _write_secret(self.home / "kubeconfigs" / f"{name}.yaml",
