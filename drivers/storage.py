@@ -325,7 +325,19 @@ class BackupStore:
         validate_backup_id(backup_id)
         if MANIFEST_NAME in self._ids().get(backup_id, set()):
             raise ConfigError("backup_id", f"backup {backup_id} already exists in {self.where}")
+        self.check_writable(backup_id)
         return BackupWriter(self, backup_id, self._key, self.level)
+
+    def check_writable(self, backup_id: str) -> None:
+        """Write and delete a tiny probe object under ``backup_id``: a store that cannot take the backup fails
+        here, before a caller pauses writers or reads a database."""
+        probe = ".write-check"
+        try:
+            self._put_small(backup_id, probe, b"")
+            self._delete_objects(backup_id, [probe])
+        except OSError as exc:
+            raise DriverError(f"cannot write backups to {self.where}: {exc.strerror or exc}",
+                              hint="point backup.storage.path at a folder this worker can create and write") from exc
 
     def _put_manifest(self, manifest: Manifest) -> None:
         self._put_small(manifest.backup_id, MANIFEST_NAME, manifest.to_json())
