@@ -34,7 +34,8 @@ OPTIONAL_PARTS = ("kube",)
 
 
 def new_password() -> str:
-    return secrets.token_urlsafe(24)
+    # never a leading '-': neo4j-admin set-initial-password would read it as an option (exit 64, seen in CI)
+    return "p" + secrets.token_urlsafe(24)
 
 
 def reap_stale_runs(log=print) -> list[str]:
