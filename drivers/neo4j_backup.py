@@ -138,6 +138,77 @@ def decode_props(props: dict[str, Any]) -> dict[str, Any]:
     return {k: decode_value(x) for k, x in props.items()}
 
 
+# --- load-side split: temporal, spatial and duration values are built by the server -------------------------
+#
+# Decoding them in Python (pytz localisation, neo4j.time arithmetic) and packing them back cost 3/4 of a load's
+# time (profiled at 20k nodes: 75 of 98 s). So the loader sends them as the strings and numbers of the export,
+# tagged, and one Cypher CASE constructs them (``SET n[key] = …``). Floats that are not finite and byte arrays
+# are decoded here (cheap: Bolt has no literal for them in Cypher).
+
+_SERVER_TAGS = {
+    "$date": ("date", "date({v})"),
+    "$ltime": ("ltime", "localtime({v})"),
+    "$time": ("time", "time({v})"),
+    "$ldt": ("ldt", "localdatetime({v})"),
+    "$dt": ("dt", "datetime({v})"),
+    "$dur": ("dur", "duration({{months: {v}[0], days: {v}[1], seconds: {v}[2], nanoseconds: {v}[3]}})"),
+    "$pt": ("pt", "point({v})"),
+}
+
+
+def _server_value(v: dict[str, Any]) -> tuple[str, Any] | None:
+    """(tag, argument) for a value the server constructs, None for the others."""
+    for key, (tag, _) in _SERVER_TAGS.items():
+        if key in v:
+            if key == "$dt" and "z" in v:
+                return tag, f"{v['$dt']}[{v['z']}]"
+            if key == "$pt":
+                c = v["c"]
+                if int(v["$pt"]) not in _POINTS:
+                    raise BackupIntegrityError(f"unknown point srid {v['$pt']}")
+                return tag, {"srid": int(v["$pt"]), "x": c[0], "y": c[1], **({"z": c[2]} if len(c) > 2 else {})}
+            return tag, v[key]
+    return None
+
+
+def split_props(props: dict[str, Any]) -> tuple[dict[str, Any], list[list[Any]]]:
+    """``(plain, typed)``: plain values ready to send, and ``[key, tag, argument]`` for the server to build."""
+    plain: dict[str, Any] = {}
+    typed: list[list[Any]] = []
+    for k, v in props.items():
+        if isinstance(v, dict):
+            sv = _server_value(v)
+            if sv is None:
+                plain[k] = decode_value(v)
+            else:
+                typed.append([k, sv[0], sv[1]])
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            first = _server_value(v[0])
+            if first is None:
+                plain[k] = decode_value(v)
+            else:  # Neo4j lists are homogeneous: one tag for all
+                args = []
+                for x in v:
+                    sx = _server_value(x) if isinstance(x, dict) else None
+                    if sx is None or sx[0] != first[0]:
+                        raise BackupIntegrityError(f"property {k!r} holds a list of mixed types")
+                    args.append(sx[1])
+                typed.append([k, first[0] + "[]", args])
+        else:
+            plain[k] = v
+    return plain, typed
+
+
+def _typed_set(var: str) -> str:
+    """Cypher that sets ``row.t``'s typed properties on ``var`` (after the row's CREATE)."""
+    cases = []
+    for tag, expr in _SERVER_TAGS.values():
+        cases.append(f"WHEN '{tag}' THEN {expr.format(v='t[2]')}")
+        cases.append(f"WHEN '{tag}[]' THEN [v IN t[2] | {expr.format(v='v')}]")
+    return (f" WITH {var}, r WHERE size(r.t) > 0 UNWIND r.t AS t "
+            f"SET {var}[t[0]] = CASE t[1] {' '.join(cases)} END")
+
+
 def quote(name: str) -> str:
     """A label, type or property name as a Cypher identifier (backticks doubled)."""
     return "`" + name.replace("`", "``") + "`"
@@ -316,20 +387,21 @@ def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryI
                 if rows:
                     lab = "".join(":" + quote(x) for x in labels)
                     write_batch(f"UNWIND $rows AS r CREATE (n:{RESTORE_LABEL}{lab} {{{RESTORE_KEY}: r.i}}) "
-                                "SET n += r.p", rows)
+                                "SET n += r.p" + _typed_set("n"), rows)
 
             def flush_rels(rtype: str) -> None:
                 rows = rel_buf.pop(rtype, [])
                 if rows:
                     write_batch(f"UNWIND $rows AS r MATCH (a:{RESTORE_LABEL} {{{RESTORE_KEY}: r.s}}) "
                                 f"MATCH (b:{RESTORE_LABEL} {{{RESTORE_KEY}: r.e}}) "
-                                f"CREATE (a)-[x:{quote(rtype)}]->(b) SET x = r.p", rows)
+                                f"CREATE (a)-[x:{quote(rtype)}]->(b) SET x = r.p" + _typed_set("x"), rows)
 
             end: dict[str, Any] | None = None
             for rec in read_records(stream):
                 if "n" in rec:
                     labels = tuple(rec["l"])
-                    node_buf.setdefault(labels, []).append({"i": rec["n"], "p": decode_props(rec["p"])})
+                    plain, typed = split_props(rec["p"])
+                    node_buf.setdefault(labels, []).append({"i": rec["n"], "p": plain, "t": typed})
                     stats.nodes += 1
                     for lab in labels:
                         stats.labels[lab] = stats.labels.get(lab, 0) + 1
@@ -340,7 +412,8 @@ def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryI
                         for labels in list(node_buf):
                             flush_nodes(labels)
                     rtype = rec["r"]
-                    rel_buf.setdefault(rtype, []).append({"s": rec["s"], "e": rec["e"], "p": decode_props(rec["p"])})
+                    plain, typed = split_props(rec["p"])
+                    rel_buf.setdefault(rtype, []).append({"s": rec["s"], "e": rec["e"], "p": plain, "t": typed})
                     stats.relationships += 1
                     stats.relationship_types[rtype] = stats.relationship_types.get(rtype, 0) + 1
                     if len(rel_buf[rtype]) >= batch_size:

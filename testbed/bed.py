@@ -64,6 +64,7 @@ class Bed:
     run_dir: Path
     log: object = print
     _parts: dict[str, object] = field(default_factory=dict)
+    _servers: list[Neo4jServer] = field(default_factory=list)  # from new_neo4j(): stopped by down() too
 
     @classmethod
     def create(cls, owner_pid: int | None = None, log=print) -> Bed:
@@ -101,10 +102,12 @@ class Bed:
             self._timed("neo4j", lambda: self.new_neo4j("neo4j"))
         return self._parts["neo4j"]
 
-    def new_neo4j(self, name: str) -> Neo4jServer:
-        """A fresh Neo4j server of its own (for tests that stop it, e.g. dump and load)."""
+    def new_neo4j(self, name: str, heap: str = "512m") -> Neo4jServer:
+        """A fresh Neo4j server of its own (for tests that stop it, e.g. dump and load). ``down()`` stops it
+        too (also when its start timed out), so a failed test leaves no JVM behind."""
         _require(NEO4J_LIB, "the Neo4j jars")
-        server = Neo4jServer(self.run_dir / name, procs.free_port(), new_password())
+        server = Neo4jServer(self.run_dir / name, procs.free_port(), new_password(), heap=heap)
+        self._servers.append(server)
         server.prepare()
         server.start()
         return server
@@ -220,6 +223,9 @@ class Bed:
                     self.log(f"removed {removed} container(s)")
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest
                 self.log(f"could not remove containers: {exc}")
+        for server in reversed(self._servers):
+            server.stop()
+        self._servers.clear()
         for name in reversed(list(self._parts)):
             stop = getattr(self._parts[name], "stop", None)
             if stop is not None:

@@ -51,6 +51,7 @@ class Neo4jServer:
     bolt_port: int
     password: str
     user: str = "neo4j"
+    heap: str = "512m"
     proc: procs.Proc | None = field(default=None, repr=False)
 
     @property
@@ -77,7 +78,7 @@ class Neo4jServer:
         """Create the folders and neo4j.conf, and set the initial password (before the first start)."""
         for sub in ("conf", "data", "logs", "run", "plugins", "import"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
-        (self.home / "conf" / "neo4j.conf").write_text(render_conf(self.home, self.bolt_port))
+        (self.home / "conf" / "neo4j.conf").write_text(render_conf(self.home, self.bolt_port, heap=self.heap))
         self.admin("dbms", "set-initial-password", self.password)
 
     def start(self, deadline_s: float = 120) -> None:
