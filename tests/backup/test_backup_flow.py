@@ -12,28 +12,14 @@ from flows.backup import backup_helix
 from flows.restore import restore_helix
 from flows.verify_backup import verify_helix_backup
 from helix_ops.errors import BackupIntegrityError
-from testbed.helix import local_descriptor
 
 pytestmark = pytest.mark.bed
 
 
 @pytest.fixture(scope="module")
-def deployed(bed, engine, images, prefect_harness, tmp_path_factory):
-    """One full deploy of the local stack (own project and port), removed at the end of the module."""
-    from blocks.bootstrap import main as bootstrap
-    from drivers.engine import EngineDriver
-    from flows.deploy import deploy_helix
-
-    project = f"bk{bed.run_id.split('-')[-1]}"
-    path = local_descriptor(tmp_path_factory.mktemp("backup") / "local.yaml", project)
-    assert bootstrap(["--descriptor", str(path)]) == 0
-    try:
-        result = deploy_helix(env="local", descriptor=str(path), engine_url=engine.base_url,
-                              container_labels=bed.container_labels())
-        assert result["unhealthy"] == []
-        yield {"path": path, "project": project, "result": result}
-    finally:
-        EngineDriver.connect(engine.base_url, project, "local").remove_project()
+def deployed(helix_stack):
+    """The session's deployed local stack (``tests/backup/conftest.py``), with this module's own notes."""
+    return dict(helix_stack)
 
 
 @pytest.fixture(scope="module")
@@ -97,10 +83,11 @@ def test_backup_then_verify_then_a_flipped_byte_is_refused(deployed, engine, bac
         assert secret.get_secret_value() not in text
         assert secret.get_secret_value() not in json.dumps(result)
 
-    ok = verify_helix_backup(env="local", descriptor=str(deployed["path"]), storage_path=str(backup_store))
+    ok = verify_helix_backup(env="local", descriptor=str(deployed["path"]), storage_path=str(backup_store),
+                             restore=False)
     assert ok["backup_id"] == bid and ok["ok"]
     ok = verify_helix_backup(env="local", descriptor=str(deployed["path"]), backup_id=bid,
-                             storage_path=str(backup_store), deep=True)
+                             storage_path=str(backup_store), deep=True, restore=False)
     assert ok["ok"]
 
     import shutil
@@ -112,7 +99,7 @@ def test_backup_then_verify_then_a_flipped_byte_is_refused(deployed, engine, bac
     stored.write_bytes(bytes(data))
     with pytest.raises(BackupIntegrityError, match="redis.rdb.zst"):
         verify_helix_backup(env="local", descriptor=str(deployed["path"]), backup_id=bid,
-                            storage_path=str(tmp_path))
+                            storage_path=str(tmp_path), restore=False)
 
 
 def _counts(deployed):

@@ -1,0 +1,291 @@
+"""Prefect tasks of verify-helix-backup's scratch restore: the backup is loaded into throwaway Neo4j and Redis
+containers on the engine (``drivers.engine.ScratchEngine``), checked with the databases' own tools, and its
+counts compared with the manifest.
+
+Each scratch task creates its own containers and volumes with a password made for them (``secrets``, 48 hex
+characters, handed to the container as an environment value only, never logged, returned or passed to
+another task) and removes them in a ``finally``; :func:`scratch_cleanup` is the flow's safety net for the
+whole run. A failed check is *returned* (``ok: False``) so every check runs and is reported; a task raises only
+when the scratch machinery itself fails (engine, image, a server that does not come up), which is retried once
+with fresh containers.
+
+A check is a dict ``{"name", "ok", "seconds", "detail"}``; :func:`check_line` turns it into the manifest's
+verification line.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from drivers.storage import BackupStore
+from helix_ops.backup import Neo4jInfo, RedisInfo, neo4j_check_argv, redis_check_rdb_argv, redis_keyspace_counts
+from helix_ops.errors import BackupIntegrityError, DriverError
+
+NEO4J_DATA = "/data"
+REDIS_DATA = "/data"
+REDIS_RDB = "dump.rdb"
+# The scratch redis-server: loads /data/dump.rdb at start, never writes it (no save, no AOF); the password is
+# read from the container's environment into a private config file: it is never on an argument list.
+REDIS_SCRIPT = """set -eu
+umask 077
+{
+  echo "port 6379"
+  echo "dir /data"
+  echo "dbfilename dump.rdb"
+  echo "appendonly no"
+  echo 'save ""'
+  echo "requirepass $SCRATCH_REDIS_PASSWORD"
+} > /tmp/redis.conf
+unset SCRATCH_REDIS_PASSWORD
+exec redis-server /tmp/redis.conf
+"""
+
+
+# --- pure helpers ---------------------------------------------------------------------------------------------
+
+
+def check(name: str, ok: bool, seconds: float, detail: str) -> dict[str, Any]:
+    return {"name": name, "ok": bool(ok), "seconds": round(float(seconds), 2), "detail": detail}
+
+
+def check_line(c: dict[str, Any]) -> str:
+    """``name: ok|FAILED in 1.2s: detail`` (what the manifest's verification records)."""
+    return f"{c['name']}: {'ok' if c['ok'] else 'FAILED'} in {c['seconds']:.1f}s: {c['detail']}"
+
+
+def neo4j_check_verdict(rc: int, output: str) -> tuple[bool, str]:
+    """``neo4j-admin database check``'s verdict from its exit code and output: ``(ok, one line)``.
+
+    Exit 0 is a consistent store. Otherwise the line quotes what Neo4j said (the inconsistency summary and the
+    report's path, or the last meaningful lines). A checker that ran out of memory or was killed is no verdict on
+    the backup: :class:`DriverError`.
+    """
+    lines = [ln.strip() for ln in output.splitlines()
+             if ln.strip() and not re.fullmatch(r"[.\s]*\d*%?", ln.strip())]
+    if rc == 0:
+        return True, "exit 0: the store is consistent"
+    if rc in (137, 143) or "OutOfMemoryError" in output:
+        raise DriverError(f"neo4j-admin database check did not finish (exit {rc}): "
+                          f"{' | '.join(lines[-2:])[:400]}",
+                          hint="give the scratch check more memory, or run it on a larger engine host")
+    said = [ln for ln in lines if re.search(r"inconsisten|report|error|exception", ln, re.I)] or lines
+    return False, f"exit {rc}: {' | '.join(said[-3:])[:600]}"
+
+
+def parse_check_rdb(rc: int, output: str) -> dict[str, Any]:
+    """``redis-check-rdb``'s verdict and counts: ``{ok, keys, expires, already_expired, tail}``."""
+    def number(what: str) -> int | None:
+        m = re.search(rf"(\d+)\s+{what}", output)
+        return int(m.group(1)) if m else None
+
+    tail = [ln.strip() for ln in output.strip().splitlines() if ln.strip()][-3:]
+    return {"ok": rc == 0 and "RDB looks OK" in output, "keys": number("keys read"), "expires": number("expires"),
+            "already_expired": number("already expired") or 0, "tail": " | ".join(tail)}
+
+
+def manifest_rdb_keys(info: RedisInfo) -> int | None:
+    """The key count backup-helix's own ``redis-check-rdb`` read from this RDB (in ``rdb_check``), if recorded."""
+    m = re.search(r"(\d+)\s+keys read", info.rdb_check)
+    return int(m.group(1)) if m else None
+
+
+def compare_neo4j(info: Neo4jInfo, counts: dict[str, Any]) -> list[str]:
+    """Differences between the manifest's Neo4j counts and what the scratch database holds (empty: equal)."""
+    problems = []
+    for what, want, got in (("nodes", info.nodes, counts["nodes"]),
+                            ("relationships", info.relationships, counts["relationships"]),
+                            ("labels", dict(info.labels), counts["labels"]),
+                            ("relationship types", dict(info.relationship_types), counts["relationship_types"]),
+                            ("constraints", info.constraints, counts["constraints"]),
+                            ("indexes", info.indexes, counts["indexes"])):
+        if want != got:
+            problems.append(f"{what}: manifest {want}, scratch restore {got}")
+    return problems
+
+
+def compare_redis(info: RedisInfo, rdb: dict[str, Any], loaded: dict[str, Any]) -> list[str]:
+    """Differences between the manifest's Redis counts, the RDB (``redis-check-rdb``) and what the scratch
+    server loaded (``INFO keyspace``). Keys that expired since the backup are not loaded by Redis: the loaded
+    count is compared with the RDB's keys minus those ``redis-check-rdb`` reports already expired, and the
+    per-database counts only when none expired."""
+    problems = []
+    if rdb["keys"] is None:
+        problems.append("redis-check-rdb reported no key count")
+        return problems
+    if rdb["keys"] != info.keys:
+        problems.append(f"keys: manifest {info.keys}, the RDB holds {rdb['keys']}")
+    recorded = manifest_rdb_keys(info)
+    if recorded is not None and recorded != rdb["keys"]:
+        problems.append(f"keys: manifest's rdb_check read {recorded}, the RDB holds {rdb['keys']}")
+    expected = rdb["keys"] - rdb["already_expired"]
+    if loaded["keys"] != expected:
+        problems.append(f"keys: the scratch server loaded {loaded['keys']}, the RDB holds {rdb['keys']} "
+                        f"({rdb['already_expired']} already expired)")
+    if rdb["already_expired"] == 0 and info.keys_by_db and dict(info.keys_by_db) != loaded["keys_by_db"]:
+        problems.append(f"keys per database: manifest {dict(info.keys_by_db)}, scratch restore {loaded['keys_by_db']}")
+    return problems
+
+
+def image_user(client: Any, image: str) -> tuple[int, int]:
+    """The numeric ``uid, gid`` an image runs as (``Config.User`` ``"999:999"``; root when unset or a name)."""
+    user = (client.images.get(image).attrs.get("Config") or {}).get("User") or "0:0"
+    uid, _, gid = user.partition(":")
+    return (int(uid), int(gid or uid)) if uid.isdigit() and (not gid or gid.isdigit()) else (0, 0)
+
+
+# --- tasks -----------------------------------------------------------------------------------------------------
+
+
+@task(name="scratch-verify-neo4j", retries=1, retry_delay_seconds=10, timeout_seconds=4 * 3600,
+      cache_policy=NO_CACHE)
+def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, str], image: str,
+                         store: BackupStore, backup_id: str, object_name: str, heap: str = "512m",
+                         pagecache: str = "128m", start_deadline_s: float = 600,
+                         check_deadline_s: float = 3600) -> list[dict[str, Any]]:
+    """Load the backup's logical Neo4j export into a scratch Neo4j (``image``: the environment's), compare its
+    counts with the manifest, stop it and run ``neo4j-admin database check neo4j`` on its data volume in a
+    one-off container. Returns the checks; the scratch containers and volume are removed before it returns."""
+    from drivers.engine import ScratchEngine, bolt_check, wait_container_healthy
+    from drivers.neo4j_backup import graph_counts, load_logical
+
+    logger = get_run_logger()
+    manifest = store.read_manifest(backup_id)
+    assert manifest.neo4j is not None
+    entry = manifest.object(object_name)
+    eng = ScratchEngine.connect(base_url, run_id, labels)
+    password = secrets.token_hex(24)
+    checks: list[dict[str, Any]] = []
+    try:
+        data = eng.volume("neo4j-data")
+        t0 = time.monotonic()
+        container = eng.start("neo4j", image, volumes={data: NEO4J_DATA}, ports=[7687], environment={
+            "NEO4J_AUTH": f"neo4j/{password}", "NEO4J_server_memory_heap_initial__size": heap,
+            "NEO4J_server_memory_heap_max__size": heap, "NEO4J_server_memory_pagecache_size": pagecache})
+        host, port = eng.loopback_port(container, 7687)
+        wait_container_healthy(container, bolt_check(host, port, "neo4j", password), "the scratch Neo4j to accept "
+                               "a Bolt login", start_deadline_s, interval_s=1)
+        checks.append(check("scratch-neo4j-start", True, time.monotonic() - t0,
+                            f"{image} on 127.0.0.1:{port} (heap {heap}, page cache {pagecache})"))
+        uri = f"bolt://{host}:{port}"
+        t0 = time.monotonic()
+        try:
+            stats = load_logical(uri, "neo4j", password, store.open_raw(backup_id, entry), wipe=False,
+                                 log=logger.info)
+        except BackupIntegrityError as exc:
+            checks.append(check("neo4j-load", False, time.monotonic() - t0, f"the export does not load: {exc}"))
+            return checks
+        checks.append(check("neo4j-load", True, time.monotonic() - t0,
+                            f"{stats.nodes} nodes, {stats.relationships} relationships, {stats.constraints} "
+                            f"constraints, {stats.indexes} indexes loaded from {object_name}"))
+        t0 = time.monotonic()
+        counts = graph_counts(uri, "neo4j", password)
+        problems = compare_neo4j(manifest.neo4j, counts)
+        checks.append(check("neo4j-counts", not problems, time.monotonic() - t0, "; ".join(problems) or (
+            f"nodes {counts['nodes']}, relationships {counts['relationships']}, {len(counts['labels'])} labels, "
+            f"{len(counts['relationship_types'])} types, {counts['constraints']} constraints, {counts['indexes']} "
+            f"indexes equal the manifest (scratch server {counts['server_version']}, backup from "
+            f"{manifest.neo4j.server_version})")))
+        stopped = eng.stop(container)
+        logger.info("scratch neo4j stopped in %.1fs; running neo4j-admin database check", stopped)
+        argv = [*neo4j_check_argv("neo4j"), "--report-path=/tmp"]
+        result = eng.run_once("neo4j-check", image, argv, volumes={data: NEO4J_DATA}, deadline_s=check_deadline_s)
+        ok, verdict = neo4j_check_verdict(result.rc, result.output)
+        checks.append(check("neo4j-admin-check", ok, result.seconds, f"{' '.join(argv[:4])}: {verdict}"))
+        return checks
+    finally:
+        gone = eng.cleanup()
+        logger.info("scratch neo4j removed: %d container(s), %d volume(s)", len(gone["containers"]),
+                    len(gone["volumes"]))
+
+
+@task(name="scratch-verify-redis", retries=1, retry_delay_seconds=10, timeout_seconds=2 * 3600,
+      cache_policy=NO_CACHE)
+def scratch_verify_redis(base_url: str | None, run_id: str, labels: dict[str, str], image: str,
+                         store: BackupStore, backup_id: str, object_name: str,
+                         start_deadline_s: float = 600) -> list[dict[str, Any]]:
+    """Start a scratch redis-server (``image``: the environment's) with the backup's RDB as its dump file, run
+    ``redis-check-rdb`` on that file in the container, and compare the keys it loaded with the RDB and the
+    manifest. Returns the checks; the scratch container and volume are removed before it returns."""
+    import redis as redislib
+
+    from drivers.engine import ScratchEngine, ScratchFile, redis_check, wait_container_healthy
+
+    logger = get_run_logger()
+    manifest = store.read_manifest(backup_id)
+    assert manifest.redis is not None
+    entry = manifest.object(object_name)
+    eng = ScratchEngine.connect(base_url, run_id, labels)
+    password = secrets.token_hex(24)
+    checks: list[dict[str, Any]] = []
+    try:
+        uid, gid = image_user(eng.client, image)
+        with tempfile.TemporaryDirectory(prefix="helix-verify-redis-") as tmp:
+            rdb = store.fetch_to_file(backup_id, entry, Path(tmp) / REDIS_RDB)
+            data = eng.volume("redis-data")
+            t0 = time.monotonic()
+            container = eng.start("redis", image, entrypoint=["sh", "-c", REDIS_SCRIPT],
+                                  environment={"SCRATCH_REDIS_PASSWORD": password}, volumes={data: REDIS_DATA},
+                                  ports=[6379], files=[ScratchFile(f"{REDIS_DATA}/{REDIS_RDB}", rdb, uid, gid)])
+        host, port = eng.loopback_port(container, 6379)
+        wait_container_healthy(container, redis_check(host, port, password), "the scratch Redis to load the RDB",
+                               start_deadline_s)
+        checks.append(check("scratch-redis-start", True, time.monotonic() - t0,
+                            f"{image} on 127.0.0.1:{port} loaded the RDB ({entry.raw_size} bytes)"))
+        argv = redis_check_rdb_argv(f"{REDIS_DATA}/{REDIS_RDB}")
+        result = eng.exec(container, argv)
+        rdb_facts = parse_check_rdb(result.rc, result.output)
+        checks.append(check("redis-check-rdb", rdb_facts["ok"], result.seconds,
+                            f"RDB looks OK ({rdb_facts['keys']} keys read, {rdb_facts['expires']} with a TTL, "
+                            f"{rdb_facts['already_expired']} already expired)" if rdb_facts["ok"]
+                            else f"exit {result.rc}: {rdb_facts['tail']}"))
+        t0 = time.monotonic()
+        with redislib.Redis(host=host, port=port, password=password, socket_timeout=30) as client:
+            keys, expires, by_db = redis_keyspace_counts(client.info("keyspace"))
+            version = client.info("server").get("redis_version", "?")
+        problems = compare_redis(manifest.redis, rdb_facts, {"keys": keys, "keys_by_db": by_db})
+        checks.append(check("redis-counts", not problems, time.monotonic() - t0, "; ".join(problems) or (
+            f"{keys} keys ({by_db}) equal the manifest and the RDB (scratch server {version}, backup from "
+            f"{manifest.redis.server_version})")))
+        return checks
+    finally:
+        gone = eng.cleanup()
+        logger.info("scratch redis removed: %d container(s), %d volume(s)", len(gone["containers"]),
+                    len(gone["volumes"]))
+
+
+@task(name="scratch-cleanup", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=300, cache_policy=NO_CACHE)
+def scratch_cleanup(base_url: str | None, run_id: str, labels: dict[str, str]) -> dict[str, list[str]]:
+    """Remove whatever of scratch run ``run_id`` is left (the tasks remove their own; this is the safety net
+    after a crash or timeout) and return what is left afterwards (empty lists)."""
+    from drivers.engine import ScratchEngine
+
+    eng = ScratchEngine.connect(base_url, run_id, labels)
+    gone = eng.cleanup()
+    if gone["containers"] or gone["volumes"]:
+        get_run_logger().warning("scratch leftovers of %s removed: %s", run_id, gone)
+    return eng.leftovers()
+
+
+@task(name="record-failed-verification", retries=2, retry_delay_seconds=2, timeout_seconds=120,
+      cache_policy=NO_CACHE)
+def record_failed_verification(store: BackupStore, backup_id: str, by: str, checks: list[str]) -> dict[str, Any]:
+    """Record a *failed* verification in the manifest (``ok: false``): the backup stops counting as verified,
+    so restore-helix no longer picks it as the newest verified backup."""
+    import datetime as dt
+
+    from helix_ops.backup import Manifest, Verification
+
+    m = store.read_manifest(backup_id)
+    m = m.model_copy(update={"verification": Verification(at=dt.datetime.now(dt.UTC), by=by, ok=False,
+                                                          checks=tuple(checks))})
+    m = Manifest.model_validate(m.model_dump())
+    store.write_manifest(m)
+    return m.model_dump(mode="json")
