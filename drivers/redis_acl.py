@@ -159,3 +159,93 @@ class RedisAcl:
             raise DriverError(f"persisting the ACL of Redis at {self.host}:{self.port} failed: {type(exc).__name__}",
                               hint="a Redis started without a config file cannot persist ACL changes; deploy it "
                                    "with the helix-ops start script (aclfile on /data)") from None
+
+    def set_masterauth(self, conn: redis.Redis, password: Secret) -> bool:
+        """Make ``password`` what this server sends to its primary when it (re)connects as a replica
+        (``CONFIG SET masterauth``, live: the current replication link is kept). True if it changed. Not
+        persisted: the helix-ops start script writes ``masterauth`` from the container's environment, so a
+        replica keeps it across a restart only once re-created from the blocks' value."""
+        try:
+            current = conn.config_get("masterauth").get("masterauth", "")
+        except redis.RedisError as exc:
+            raise DriverError(f"CONFIG GET masterauth failed: {type(exc).__name__}", hint="") from None
+        if current == _value(password):
+            return False
+        try:
+            conn.config_set("masterauth", _value(password))
+        except redis.RedisError as exc:  # never pass on the server's text: it may quote the value
+            raise DriverError(f"CONFIG SET masterauth on {self.host}:{self.port} failed: {type(exc).__name__}",
+                              hint="check this login may run CONFIG SET") from None
+        return True
+
+    def role(self, conn: redis.Redis) -> str:
+        """``master`` or ``slave`` (``INFO replication``)."""
+        try:
+            return str(conn.info("replication").get("role", ""))
+        except redis.RedisError as exc:
+            raise DriverError(f"INFO replication on {self.host}:{self.port} failed: {type(exc).__name__}",
+                              hint="") from None
+
+
+DOWN_FLAGS = frozenset({"s_down", "o_down", "disconnected"})
+"""Flags of ``SENTINEL MASTER`` / ``SENTINEL REPLICAS`` that say a Sentinel cannot use an instance."""
+
+
+class SentinelAuth:
+    """One Redis Sentinel: the password it uses towards the Redis servers of ``master`` (``auth-pass``).
+
+    ``password`` is the Sentinel's own password when it requires one (``RedisCredentials.sentinel_password``);
+    the helix-ops Sentinels require none."""
+
+    def __init__(self, host: str, port: int, master: str, password: Secret | None = None,
+                 timeout_s: float = 3) -> None:
+        self.host, self.port, self.master, self.timeout_s = host, port, master, timeout_s
+        self._password = password
+
+    def __repr__(self) -> str:
+        return f"SentinelAuth({self.host}:{self.port}, master={self.master})"
+
+    def _call(self, what: str, *args: str):
+        try:
+            with redis.Redis(host=self.host, port=self.port, socket_timeout=self.timeout_s,
+                             socket_connect_timeout=self.timeout_s,
+                             password=None if self._password is None else _value(self._password)) as conn:
+                return conn.execute_command("SENTINEL", *args)
+        except redis.RedisError as exc:  # SENTINEL SET echoes nothing secret today; never rely on it
+            raise DriverError(f"Sentinel {self.host}:{self.port}: {what} failed: {type(exc).__name__}",
+                              hint="is the Sentinel running and does it monitor this master?") from None
+
+    def set_auth_pass(self, password: Secret) -> None:
+        """``SENTINEL SET <master> auth-pass <password>`` (idempotent). The Sentinel drops its links to the
+        master and replicas and logs in again with it, and rewrites its config file (which the helix-ops start
+        script rebuilds from the environment at the next start: re-create the Sentinel to keep it)."""
+        self._call("SENTINEL SET auth-pass", "SET", self.master, "auth-pass", _value(password))
+
+    def master_state(self) -> dict[str, str]:
+        """``SENTINEL MASTER <master>`` as text fields (``flags``, ``num-other-sentinels``, ``num-slaves``…)."""
+        return _fields(self._call("SENTINEL MASTER", "MASTER", self.master))
+
+    def replicas_state(self) -> list[dict[str, str]]:
+        """``SENTINEL REPLICAS <master>``: one dict per replica (``name``, ``flags``, ``master-link-status``…)."""
+        return [_fields(r) for r in self._call("SENTINEL REPLICAS", "REPLICAS", self.master)]
+
+    def problems(self) -> list[str]:
+        """What this Sentinel reports wrong about the master and its replicas (empty: all usable)."""
+        out = []
+        m = self.master_state()
+        bad = DOWN_FLAGS & set(m.get("flags", "").split(","))
+        if bad:
+            out.append(f"master {m.get('name')} flags {m.get('flags')}")
+        for r in self.replicas_state():
+            flags = set(r.get("flags", "").split(","))
+            if DOWN_FLAGS & flags or r.get("master-link-status") not in (None, "ok"):
+                out.append(f"replica {r.get('name')} flags {r.get('flags')} link {r.get('master-link-status')}")
+        return out
+
+
+def _fields(reply) -> dict[str, str]:
+    def text(v):
+        return v.decode() if isinstance(v, bytes) else str(v)
+    if isinstance(reply, dict):
+        return {text(k): text(v) for k, v in reply.items()}
+    return {text(k): text(v) for k, v in zip(reply[::2], reply[1::2])}

@@ -6,6 +6,13 @@ deploy's and upgrade's rolling machinery (``tasks.engine.apply_service`` with a 
 re-created from the descriptor's spec, health-gated, so it reads the blocks' new values) → publish a summary
 artifact (no secret) as the audit record.
 
+Redis in Sentinel mode: while both passwords are valid (``auth-set``) every node's ``masterauth`` and every
+Sentinel's ``auth-pass`` switch to the new password live; the Redis roll then also re-creates the replicas of
+the moment and the Sentinels (their start scripts build the config from the container's environment, so a
+restart keeps the new password only in a container created from the blocks' new value); the old password is
+removed last and the Sentinels must then see the master and replicas usable. The primary of the moment is
+not re-created (that would stop the writes): its ``masterauth`` is set live only.
+
 Crash safety: the protocol state lives in a Prefect block, written after every step; a new run resumes it.
 """
 
@@ -24,30 +31,42 @@ from helix_ops import guide
 from helix_ops.descriptor import Descriptor, load_descriptor
 from helix_ops.errors import DriverError
 from helix_ops.plan import compose_objects, template_hash
-from helix_ops.render.compose import render_compose
+from helix_ops.render.compose import member_names, render_compose
 from helix_ops.stack import build_stack
 from tasks.engine import EngineTarget, ProbeSpec, apply_service, connect_engine
 from tasks.lease import environment_lease
 from tasks.rotate import RotationTarget, drive_rotation
 
 
+def _member_of(service: str, base: str) -> bool:
+    return service == base or (service.startswith(base + "-") and service[len(base) + 1:].isdigit())
+
+
 @task(name="rotation-endpoints", retries=1, timeout_seconds=60, cache_policy=NO_CACHE)
 def rotation_endpoints(target: EngineTarget) -> dict[str, Any]:
-    """Loopback addresses of every running Redis server (``redis``, ``redis-2``, …) and of Neo4j's Bolt."""
+    """Loopback addresses of every running Redis server (``redis``, ``redis-2``, …), of every Sentinel
+    (``redis-sentinel``, ``redis-sentinel-2``, …) and of Neo4j's Bolt (``None`` when no Neo4j runs: only a
+    Neo4j rotation needs it, and says so)."""
     driver = target.driver()
-    redis, neo4j = [], []
+    redis, sentinels, neo4j = [], [], []
     for c in driver.containers():
         service = c.labels.get("helix-ops.service", "")
         if c.status != "running":
             continue
-        if service == "redis" or (service.startswith("redis-") and service[6:].isdigit()):
-            redis.append(driver.probe_address(c, guide.REDIS_PORT))
+        if _member_of(service, "redis"):
+            redis.append((*driver.probe_address(c, guide.REDIS_PORT), service))
+        elif _member_of(service, "redis-sentinel"):
+            sentinels.append((*driver.probe_address(c, guide.SENTINEL_PORT), service))
         elif service == "neo4j":
             neo4j.append(driver.probe_address(c, guide.NEO4J_BOLT_PORT))
-    if not redis or not neo4j:
-        raise DriverError(f"project {target.project} has no running {'redis' if not redis else 'neo4j'}",
+    if not redis:
+        raise DriverError(f"project {target.project} has no running redis",
                           hint="deploy the environment first (deploy-helix)")
-    return {"redis": sorted(redis), "neo4j": f"bolt://{neo4j[0][0]}:{neo4j[0][1]}"}
+    redis.sort(key=lambda r: r[2])
+    sentinels.sort(key=lambda r: r[2])
+    return {"redis": [[h, p] for h, p, _ in redis], "redis_services": [s for _, _, s in redis],
+            "sentinels": [[h, p] for h, p, _ in sentinels], "sentinel_services": [s for _, _, s in sentinels],
+            "neo4j": f"bolt://{neo4j[0][0]}:{neo4j[0][1]}" if neo4j else None}
 
 
 @task(name="running-services", retries=1, timeout_seconds=60, cache_policy=NO_CACHE)
@@ -66,6 +85,7 @@ def roll_consumers(target: EngineTarget, descriptor: Descriptor, services: tuple
     once (they are independent consumers). A service that does not run is not started."""
     stack = build_stack(descriptor)
     specs = {o.identity: o.spec for o in compose_objects(render_compose(stack))}
+    base = {member: svc.name for svc in stack.services for member in member_names(svc)}  # redis-2 → redis
     running = set(running_services(target))
     todo = [name for name in services if name in running]
     reports: list[dict[str, Any]] = []
@@ -73,7 +93,7 @@ def roll_consumers(target: EngineTarget, descriptor: Descriptor, services: tuple
         futures = []
         for name in todo[i:i + max(1, parallelism)]:
             spec = specs[f"service/{name}"]
-            svc = stack.service(name)
+            svc = stack.service(base[name])
             futures.append(apply_service.submit(target, name, spec, template_hash(spec),
                                                 ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path),
                                                 descriptor, health_deadline_s=health_timeout_s, roll_id=roll_id))
@@ -120,9 +140,14 @@ def rotate_helix_secrets(env: str = "local", descriptor: str | None = None, engi
     connect_engine(target)
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     with environment_lease(desc.environment, owner, ttl_s=lease_ttl_s, wait_s=lease_wait_s):
-        endpoints = rotation_endpoints(target)
-        rt = RotationTarget(desc, tuple(tuple(e) for e in endpoints["redis"]), endpoints["neo4j"], env_file,
-                            log=logger.info)
+        def find_target() -> RotationTarget:
+            endpoints = rotation_endpoints(target)
+            return RotationTarget(desc, tuple(tuple(e) for e in endpoints["redis"]), endpoints["neo4j"], env_file,
+                                  log=logger.info, redis_services=tuple(endpoints["redis_services"]),
+                                  sentinel_endpoints=tuple(tuple(e) for e in endpoints["sentinels"]),
+                                  sentinel_services=tuple(endpoints["sentinel_services"]), refresh=find_target)
+
+        rt = find_target()
 
         def roll(services: tuple[str, ...], roll_id: str) -> None:
             roll_consumers(target, desc, services, roll_id, health_timeout_s, roll_parallelism)

@@ -7,8 +7,13 @@ is the same as once). The generic shape is::
     pending → set (on the servers) → tested → current (consumers rolled; previous still valid) → retired
 
 * **redis** (ACL user ``default``, several passwords at once): ``set`` adds the new password
-  (``ACL SETUSER default >new``) and persists it; ``current`` switches the block and rolls the consumers;
-  ``retired`` removes the old password (``<old``) and persists again.
+  (``ACL SETUSER default >new``) and persists it; ``auth-set`` switches what the servers themselves log in
+  with to the new password, live, while both are valid: ``masterauth`` on every Redis node (any node may be a
+  replica after a failover) and, in Sentinel mode, ``SENTINEL SET <master> auth-pass`` on every Sentinel;
+  ``current`` switches the block and rolls the consumers and, in Sentinel mode, re-creates the Sentinels and
+  the replicas (their start scripts build the config from the environment, so only a container created from
+  the blocks' new password keeps it across a restart: see :data:`FOLLOWER_ROLLS`); ``retired`` removes the
+  old password (``<old``) and persists again.
 * **neo4j** (one password per user; Community has no ``SET STATUS SUSPENDED``): two alternating users.
   The consumers move to a *bridge* user holding a fresh password, the primary user gets its new password
   while nobody uses it, the consumers move back, and the bridge user is dropped. So the steady state is
@@ -46,7 +51,7 @@ Credential = Literal["redis", "neo4j", "nextauth"]
 CREDENTIALS: tuple[Credential, ...] = ("redis", "neo4j", "nextauth")
 
 STEPS: dict[str, tuple[str, ...]] = {
-    "redis": ("pending", "set", "tested", "current", "retired"),
+    "redis": ("pending", "set", "tested", "auth-set", "current", "retired"),
     "neo4j": ("pending", "bridge-set", "bridge-tested", "bridge-current", "primary-set", "primary-tested",
               "primary-current", "retired"),
     "nextauth": ("pending", "current", "retired"),
@@ -63,6 +68,13 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
 }
 """The services that read each credential and so are rolled when it changes (the servers themselves
 read the new password live: Redis from its ACL, Neo4j from its system database)."""
+
+FOLLOWER_ROLLS: dict[str, str] = {"redis": "current"}
+"""The roll step at which a credential's *followers* are re-created with the consumers: servers whose start
+script writes the credential into their config from the environment (Sentinel mode: the Sentinels'
+``auth-pass`` and the replicas' ``masterauth``). Their live value is switched earlier (``auth-set``); the
+re-creation makes it survive a restart. Which containers they are (the replicas of the moment) is found live,
+so the flow passes them to :func:`roll_batch`."""
 
 DEFAULT_BRIDGE_USER = "helix_rotation"
 """The Neo4j bridge user when the credentials block names no ``alternate_user``."""
@@ -163,15 +175,22 @@ class RollBatch:
     services: tuple[str, ...]
 
 
-def roll_batch(states: Iterable[CredentialState]) -> RollBatch | None:
-    """The roll every state is waiting for (after their :func:`steps_before_roll`), services in stack order.
+def roll_batch(states: Iterable[CredentialState],
+               followers: Mapping[str, Iterable[str]] | None = None) -> RollBatch | None:
+    """The roll every state is waiting for (after their :func:`steps_before_roll`), services in stack order,
+    then the followers (``{"redis": ("redis-2", "redis-sentinel", ...)}``) of each credential whose
+    :data:`FOLLOWER_ROLLS` step this roll completes, in the order given, each once.
 
     ``None`` when no credential waits for a roll."""
     waiting = {s.credential: step for s in states if (step := pending_roll(s)) is not None}
     if not waiting:
         return None
     wanted = {svc for cred in waiting for svc in CONSUMERS[cred]}
-    return RollBatch(waiting, tuple(s for s in guide.APP_SERVICES if s in wanted))
+    services = [s for s in guide.APP_SERVICES if s in wanted]
+    for cred, step in waiting.items():
+        if FOLLOWER_ROLLS.get(cred) == step:
+            services += [f for f in (followers or {}).get(cred, ()) if f not in services]
+    return RollBatch(waiting, tuple(services))
 
 
 CRASH_ENV = "HELIX_ROTATE_CRASH_AFTER"

@@ -33,13 +33,22 @@ class InjectedCrash(HelixOpsError):
 
 @dataclass(frozen=True)
 class RotationTarget:
-    """Where the credentials live: Redis servers (host, port), the Neo4j Bolt URI, an optional ``.env``."""
+    """Where the credentials live: Redis servers (host, port), the Neo4j Bolt URI, an optional ``.env``.
+
+    Sentinel mode adds the Sentinels' addresses, ``redis_services`` names the service of each Redis endpoint
+    (``redis``, ``redis-2``…) and ``sentinel_services`` the Sentinels' (what a roll re-creates).
+    ``refresh`` returns the target found anew: a roll that re-creates Redis replicas changes their addresses.
+    """
 
     descriptor: Descriptor
     redis_endpoints: tuple[tuple[str, int], ...]
-    neo4j_uri: str
+    neo4j_uri: str | None
     env_file: str | None = None
     log: Callable[[str], None] = field(default=print, compare=False)
+    redis_services: tuple[str, ...] = ()
+    sentinel_endpoints: tuple[tuple[str, int], ...] = ()
+    sentinel_services: tuple[str, ...] = ()
+    refresh: Callable[[], RotationTarget] | None = field(default=None, compare=False)
 
 
 def _now() -> datetime:
@@ -85,6 +94,35 @@ def _redis_nodes(t: RotationTarget, username: str):
     return [RedisAcl(h, p, username) for h, p in t.redis_endpoints]
 
 
+def _sentinels(t: RotationTarget, redis_block):
+    from drivers.redis_acl import SentinelAuth
+
+    redis = t.descriptor.services.redis
+    if redis.mode != "sentinel":
+        return []
+    if not t.sentinel_endpoints:
+        raise DriverError("Redis runs in Sentinel mode but no Sentinel was found", hint="is redis-sentinel running?")
+    master = redis_block.sentinel_master_name or redis.sentinel.master_name
+    return [SentinelAuth(h, p, master, redis_block.sentinel_password) for h, p in t.sentinel_endpoints]
+
+
+def redis_followers(t: RotationTarget, candidates: Sequence[SecretStr | None]) -> tuple[str, ...]:
+    """The services a Redis roll re-creates besides the consumers (Sentinel mode): the Redis members that are
+    replicas now, then every Sentinel. Their start scripts write ``masterauth`` / ``auth-pass`` from the
+    environment, so only a container created from the blocks' new password keeps it across a restart. The
+    primary of the moment is not re-created (that would stop the writes); its ``masterauth`` is set live."""
+    if t.descriptor.services.redis.mode != "sentinel":
+        return ()
+    _, redis_block, _ = _blocks(t.descriptor)
+    candidates = [*candidates, redis_block.password]
+    replicas = []
+    for service, acl in zip(t.redis_services, _redis_nodes(t, redis_block.username)):
+        with acl.login(candidates) as conn:
+            if acl.role(conn) == "slave":
+                replicas.append(service)
+    return (*sorted(replicas), *sorted(t.sentinel_services))
+
+
 def redis_step(t: RotationTarget, state, step: str):
     """Do one Redis step; returns the state with the step's data (recording is the caller's)."""
     d = t.descriptor
@@ -104,6 +142,14 @@ def redis_step(t: RotationTarget, state, step: str):
             if not acl.can_login(new):
                 raise DriverError(f"the new Redis password does not log in on {acl.host}:{acl.port}",
                                   hint="the set step did not reach this node; rerun the rotation")
+    elif step == "auth-set":
+        for acl in nodes:
+            with acl.login([new, old]) as conn:
+                changed = acl.set_masterauth(conn, new)
+            t.log(f"redis {acl.host}:{acl.port}: masterauth {'switched' if changed else 'already'} to the new password")
+        for sentinel in _sentinels(t, redis_block):
+            sentinel.set_auth_pass(new)
+            t.log(f"sentinel {sentinel.host}:{sentinel.port}: auth-pass of {sentinel.master} set to the new password")
     elif step == "current":
         if not _same(redis_block.password, new):
             _save_block(redis_block, d.credentials.redis, password=new, rotated_at=_now())
@@ -115,7 +161,30 @@ def redis_step(t: RotationTarget, state, step: str):
             if not _same(old, new) and acl.can_login(old):
                 raise DriverError(f"the old Redis password still logs in on {acl.host}:{acl.port}", hint="")
             t.log(f"redis {acl.host}:{acl.port}: old password {'removed' if removed else 'already gone'}; {how}")
+        for sentinel in _sentinels(t, redis_block):
+            _wait_sentinel_usable(sentinel, SENTINEL_DEADLINE_S)
     return state
+
+
+SENTINEL_DEADLINE_S = 30.0
+"""How long a Sentinel may take to see the master and its replicas usable after the old password went (a
+Sentinel or replica the roll re-created is still connecting)."""
+
+
+def _wait_sentinel_usable(sentinel, deadline_s: float) -> None:
+    import time
+
+    end = time.monotonic() + deadline_s
+    while True:
+        problems = sentinel.problems()
+        if not problems:
+            return
+        if time.monotonic() >= end:
+            raise DriverError(f"sentinel {sentinel.host}:{sentinel.port} reports after {deadline_s:.0f}s: "
+                              f"{'; '.join(problems)}",
+                              hint="check the Sentinel's log (auth-pass) and the replicas' masterauth; rerun "
+                                   "the rotation to finish it")
+        time.sleep(1)
 
 
 # --- neo4j ------------------------------------------------------------------------------------------------
@@ -125,6 +194,8 @@ def neo4j_step(t: RotationTarget, state, step: str):
     from drivers import neo4j_users as nu
 
     d = t.descriptor
+    if t.neo4j_uri is None:
+        raise DriverError("no Neo4j server to rotate on", hint="is the neo4j service running?")
     neo4j_block, _, _ = _blocks(d)
     uri = t.neo4j_uri
     if step == "pending":
@@ -250,7 +321,11 @@ def drive_rotation(t: RotationTarget, credentials: Sequence[str] | None,
                 state = state.cleared(cred)
                 save_rotation_state(d, state)
                 finished.append(cred)
-        batch = rotation.roll_batch(_cred_state(state, c) for c in todo if c not in finished)
+        open_states = [_cred_state(state, c) for c in todo if c not in finished]
+        followers = {}
+        if any(rotation.FOLLOWER_ROLLS.get(s.credential) == rotation.pending_roll(s) for s in open_states):
+            followers = {"redis": redis_followers(t, [state.redis_new, state.redis_old])}
+        batch = rotation.roll_batch(open_states, followers)
         if batch is None:
             break
         for cred, step in batch.steps.items():  # the block switch, idempotent
@@ -263,6 +338,8 @@ def drive_rotation(t: RotationTarget, credentials: Sequence[str] | None,
             roll_id, served = batch_roll_id(rid, batch.steps), dict(batch.steps)
         t.log(f"rotation {rid}: rolling {', '.join(batch.services)} ({roll_id})")
         roll(batch.services, roll_id)
+        if t.refresh is not None:  # re-created Redis replicas and Sentinels have new addresses
+            t = t.refresh()
         state = state.updated(roll_id=roll_id, roll_steps=",".join(f"{c}={s}" for c, s in served.items()))
         save_rotation_state(d, state)
         rolls.append({"services": list(batch.services), "completes": dict(batch.steps)})

@@ -33,7 +33,7 @@ EXTRA = ["redis:set!", "redis:current!", "neo4j:bridge-current!", "neo4j:primary
 """Crashes after doing a step but before recording it (the steps whose redo is not trivially a no-op)."""
 
 CHAIN = [
-    "redis:pending", "redis:set!", "redis:set", "redis:tested",
+    "redis:pending", "redis:set!", "redis:set", "redis:tested", "redis:auth-set",
     "neo4j:pending", "neo4j:bridge-set", "neo4j:bridge-tested", "nextauth:pending",
     "redis:current!",  # first roll (every consumer), then death before recording it
     "redis:current", "redis:retired",

@@ -29,3 +29,25 @@ def test_roll_ids_are_stable_per_roll_and_distinct_between_rolls():
     assert batch_roll_id("abc123def456", first) != batch_roll_id("abc123def456", second)
     assert batch_roll_id("abc123def456", first) != batch_roll_id("fff999def456", first)
     assert batch_roll_id("abc123def456", first).startswith("rabc123") and len(batch_roll_id("abc123def456", first)) == 11
+
+
+def test_the_redis_roll_re_creates_the_sentinel_mode_followers_after_the_consumers():
+    from datetime import datetime, timezone
+
+    from helix_ops import guide, rotation
+
+    now = datetime.now(timezone.utc)
+    redis = rotation.CredentialState("redis", "r1", "auth-set", now, now)
+    neo4j = rotation.CredentialState("neo4j", "r1", "bridge-tested", now, now)
+    followers = {"redis": ("redis-2", "redis-3", "redis-sentinel", "redis-sentinel-2", "redis-sentinel-3")}
+    batch = rotation.roll_batch([redis, neo4j], followers)
+    assert batch.steps == {"redis": "current", "neo4j": "bridge-current"}
+    assert batch.services == (*guide.APP_SERVICES, *followers["redis"])
+    # no followers (single mode), or a roll that is not Redis's follower roll: the consumers only
+    assert rotation.roll_batch([redis], {}).services == guide.APP_SERVICES
+    later = rotation.CredentialState("neo4j", "r1", "primary-tested", now, now)
+    assert rotation.roll_batch([later], followers).services == guide.APP_SERVICES
+    # auth-set (masterauth, Sentinel auth-pass) runs while both passwords are valid: before the roll
+    assert rotation.steps_before_roll(rotation.CredentialState("redis", "r1", "set", now, now)) == \
+        ("tested", "auth-set")
+    assert "redis:auth-set" in rotation.all_crash_points()
