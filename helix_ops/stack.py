@@ -38,6 +38,11 @@ SECRET_SOURCES: dict[str, str] = {
 }
 """Secret key → the descriptor's ``credentials`` entry naming the Prefect block that holds it."""
 
+CREDENTIAL_KEYS: dict[str, str] = {"NEO4J_USER": "neo4j-user"}
+"""``EnvVar.from_credentials`` variable → its key in the ``helix-secrets`` Secret on Kubernetes. The Neo4j
+user is not secret, but a rotation switches it together with the password (the bridge user), so the
+consumers read both from the same Secret and one Secret update changes both at once."""
+
 
 @dataclass(frozen=True)
 class EnvVar:
@@ -166,6 +171,11 @@ class Stack:
     def secret_keys(self) -> tuple[str, ...]:
         """Every secret key any service references, sorted."""
         return tuple(sorted(set().union(*(s.secret_keys() for s in self.services))))
+
+    def credential_keys(self) -> dict[str, str]:
+        """Secret key → default value of every ``from_credentials`` variable a service reads
+        (``{"neo4j-user": "neo4j"}``): the non-secret credentials the Kubernetes Secret carries too."""
+        return {CREDENTIAL_KEYS[e.name]: e.value or "" for s in self.services for e in s.env if e.from_credentials}
 
 
 def build_stack(descriptor: Descriptor, helix_config_text: str | None = None) -> Stack:

@@ -83,7 +83,9 @@ def render_for_cluster(desc: Descriptor, config_text: str | None, with_secrets: 
         return render_kubernetes(stack, None)
     from blocks.secrets import load_environment_secrets, secret_values
 
-    values = secret_values(load_environment_secrets(desc))
+    secrets = load_environment_secrets(desc)
+    # the Neo4j user travels with its password (a rotation's bridge user): both go into helix-secrets
+    values = {**secret_values(secrets), "neo4j-user": secrets.neo4j_user}
     return with_secret_checksums(stack, render_kubernetes(stack, values))
 
 
@@ -263,6 +265,11 @@ def apply_secret_and_roll_consumers(target: KubeTarget, desc: Descriptor, config
         target = KubeTarget.for_descriptor(desc, kubeconfig=kubeconfig)
         report = apply_secret_and_roll_consumers(target, desc, helix_config_text(desc, path),
                                                  services=["dashboard"], deadline_s=180)
+
+    The Secret carries the Neo4j user (``neo4j-user``) with ``neo4j-password``: after a Neo4j rotation step
+    switched the Neo4j block's user and password (to the bridge user, or back), one call updates both keys
+    in one apply and rolls exactly the Neo4j consumers (the app services, whose checksum covers both keys);
+    a consumer never starts with the new user and the old password.
 
     ``services`` limits the rolls to those services (None: every consumer whose checksum changed).
     Returns ``{"secret": created|updated|unchanged, "rolled": [...], "kept": [...]}`` (no secret values).

@@ -2,7 +2,8 @@
 
 Namespace (Pod Security ``restricted``), NetworkPolicies (default deny, then one allow per service),
 the ``helix-secrets`` Secret (keys from the stack, values supplied by the caller; ``neo4j-auth`` is
-``neo4j/<password>``), the helix.config ConfigMap, then per service in dependency order: Services,
+``neo4j/<password>``; ``neo4j-user``, the Neo4j user the consumers log in as, travels with ``neo4j-password``
+so a rotation's bridge user and its password change in one update), the helix.config ConfigMap, then per service in dependency order: Services,
 StatefulSet (Neo4j, Redis, Sentinel; with PVCs) or Deployment, PodDisruptionBudget; the Ingress last.
 Nginx is not rendered: on Kubernetes the Ingress controller is the load balancer.
 
@@ -22,6 +23,7 @@ from typing import Any
 from helix_ops import guide
 from helix_ops.errors import ConfigError, RenderError
 from helix_ops.stack import (
+    CREDENTIAL_KEYS,
     DERIVED_SECRETS,
     SECRET_NAME,
     EnvVar,
@@ -45,7 +47,8 @@ def render_kubernetes(stack: Stack, secret_values: Mapping[str, str] | None = No
     """Every object for ``stack`` in apply order (delete in reverse: :func:`delete_order`).
 
     ``secret_values`` maps secret keys (``neo4j-password``, ...) to values read from the Prefect blocks;
-    derived keys (``neo4j-auth``) are composed here. Without it the Secret is a template with empty values.
+    derived keys (``neo4j-auth``) are composed here; ``neo4j-user`` (the blocks' Neo4j user) is the stack's
+    default user (``neo4j``) when not supplied. Without it the Secret is a template with empty values.
     """
     ns = stack.descriptor.kubernetes.namespace
     objects: list[Manifest] = [namespace(stack), *network_policies(stack), secret(stack, secret_values)]
@@ -88,7 +91,8 @@ def secret_checksum(stack: Stack, service: str, data: Mapping[str, str]) -> str 
     """
     if service not in guide.APP_SERVICES:
         return None
-    keys = sorted({e.secret for e in stack.service(service).env if e.secret})
+    env = stack.service(service).env
+    keys = sorted({e.secret for e in env if e.secret} | {CREDENTIAL_KEYS[e.name] for e in env if e.from_credentials})
     if not keys:
         return None
     canonical = json.dumps({k: data.get(k, "") for k in keys}, sort_keys=True, separators=(",", ":"))
@@ -130,9 +134,16 @@ def namespace(stack: Stack) -> Manifest:
 
 
 def secret(stack: Stack, values: Mapping[str, str] | None) -> Manifest:
-    """The ``helix-secrets`` Secret: one key per secret the stack references."""
+    """The ``helix-secrets`` Secret: one key per secret the stack references, and the Neo4j user
+    (``neo4j-user``)."""
     keys = stack.secret_keys()
-    data = {key: "" for key in keys} if values is None else _secret_data(stack, keys, values)
+    credentials = stack.credential_keys()
+    if values is None:
+        data = {key: "" for key in sorted((*keys, *credentials))}
+    else:
+        data = _secret_data(stack, keys, {k: v for k, v in values.items() if k not in credentials})
+        data.update({key: values.get(key) or default for key, default in credentials.items()})
+        data = dict(sorted(data.items()))
     meta = _meta(stack, SECRET_NAME)
     meta["annotations"] = {"helix-ops/values": "template" if values is None else "supplied"}
     return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "stringData": data}
@@ -262,6 +273,9 @@ def _env(stack: Stack, svc: ServiceSpec) -> list[dict[str, Any]]:
     for e in [*svc.env, *member]:
         if e.secret:
             out.append({"name": e.name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": e.secret}}})
+        elif e.from_credentials:  # NEO4J_USER: from the Secret, with the password it belongs to
+            key = CREDENTIAL_KEYS[e.name]
+            out.append({"name": e.name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": key}}})
         else:
             out.append({"name": e.name, "value": e.value})
     return out

@@ -177,9 +177,12 @@ def test_kubernetes_secret_template_and_supplied_values():
     s = stack()
     tmpl = secret(s, None)
     assert tmpl["stringData"] == dict.fromkeys(
-        ["anthropic-api-key", "neo4j-auth", "neo4j-password", "nextauth-secret", "redis-password"], "")
+        ["anthropic-api-key", "neo4j-auth", "neo4j-password", "neo4j-user", "nextauth-secret", "redis-password"], "")
     values = {"neo4j-password": "pw", "redis-password": "r", "nextauth-secret": "n", "anthropic-api-key": "k"}
     assert secret(s, values)["stringData"]["neo4j-auth"] == "neo4j/pw"
+    # the Neo4j user travels with its password; the stack's default user when not supplied
+    assert secret(s, values)["stringData"]["neo4j-user"] == "neo4j"
+    assert secret(s, {**values, "neo4j-user": "helix_rotation"})["stringData"]["neo4j-user"] == "helix_rotation"
     with pytest.raises(ConfigError, match="helix-prod-redis"):
         secret(s, {**values, "redis-password": ""})
     with pytest.raises(ConfigError, match="not a secret key"):

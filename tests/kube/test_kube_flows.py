@@ -247,6 +247,53 @@ def test_the_role_in_deployments_rbac_is_enough_to_converge_the_environment(env,
         drop_cluster_role(env, name)
 
 
+def test_a_neo4j_user_and_password_change_updates_both_keys_and_rolls_the_neo4j_consumers(env, kube):
+    """The Kubernetes part of a Neo4j rotation step (the consumers moved to the bridge user): the Neo4j block
+    gets a new user and password, one call writes both into helix-secrets and rolls exactly the Neo4j
+    consumers (every app service), whose pod templates read NEO4J_USER and NEO4J_PASSWORD from the Secret."""
+    import base64
+
+    from blocks.credentials import Neo4jCredentials
+    from helix_ops.descriptor import load_descriptor
+    from tasks.kube import KubeTarget, apply_secret_and_roll_consumers, helix_config_text
+
+    admin = env["admin"]
+    desc = load_descriptor(env["path"])
+    block = Neo4jCredentials.load(desc.credentials.neo4j)
+    assert block.user == "neo4j"
+    secret = admin.get("Secret", "helix-secrets")["data"]
+    assert base64.b64decode(secret["neo4j-user"]).decode() == "neo4j"  # deploy wrote the block's user
+    pods_before = {w: admin.pods(w) for w in WORKLOADS}
+    new_password = "br1dge-" + "y" * 40
+    data = {k: getattr(block, k) for k in type(block).model_fields}
+    Neo4jCredentials(**{**data, "user": "helix_rotation", "password": new_password, "alternate_user": "neo4j",
+                        "alternate_password": block.password}).save(desc.credentials.neo4j, overwrite=True)
+    target = KubeTarget.for_descriptor(desc, kubeconfig=str(kube.kubeconfig))
+    t0 = time.monotonic()
+    report = apply_secret_and_roll_consumers(target, desc, helix_config_text(desc, env["path"]), deadline_s=60)
+    print(f"neo4j user+password in the Secret, six consumers rolled: {time.monotonic() - t0:.1f}s")
+    assert report["secret"] == "updated" and report["rolled"] == list(APPS), report
+    secret = admin.get("Secret", "helix-secrets")["data"]
+    assert base64.b64decode(secret["neo4j-user"]).decode() == "helix_rotation"
+    assert base64.b64decode(secret["neo4j-password"]).decode() == new_password
+    pods_after = {w: admin.pods(w) for w in WORKLOADS}
+    for w in APPS:
+        assert set(pods_after[w].values()).isdisjoint(pods_before[w].values()), w
+    for w in ("neo4j", "redis", "redis-sentinel"):  # the data services read no consumer login: kept
+        assert pods_after[w] == pods_before[w], w
+    for w in APPS:
+        env_vars = {e["name"]: e for e in admin.get("Deployment", w)["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env_vars["NEO4J_USER"] == {"name": "NEO4J_USER", "valueFrom": {"secretKeyRef": {
+            "name": "helix-secrets", "key": "neo4j-user"}}}, w
+        assert env_vars["NEO4J_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "neo4j-password"
+    # back on the primary user (the rotation's primary-current): both keys again, the same consumers rolled
+    Neo4jCredentials(**{**data, "alternate_user": None, "alternate_password": None}).save(
+        desc.credentials.neo4j, overwrite=True)
+    back = apply_secret_and_roll_consumers(target, desc, helix_config_text(desc, env["path"]), deadline_s=60)
+    assert back["secret"] == "updated" and back["rolled"] == list(APPS), back
+    assert base64.b64decode(admin.get("Secret", "helix-secrets")["data"]["neo4j-user"]).decode() == "neo4j"
+
+
 def test_a_forbidden_verb_is_a_clear_error_with_a_hint(env, kube):
     user = f"no-patch-{env['environment']}"
     name = apply_role(env, user, without=("deployments", "patch"))
