@@ -81,6 +81,26 @@ def save_s3_storage(name: str, bucket: str, *, overwrite: bool = False, **settin
     return bucket_block
 
 
+def load_backup_key(descriptor: Descriptor) -> SecretStr | None:
+    """The environment's backup encryption key (``credentials.backup_key``, a Prefect ``Secret`` block), or
+    None when backups are not encrypted. The key is checked (32 bytes, base64) here, before any backup starts."""
+    name = descriptor.credentials.backup_key
+    if name is None:
+        return None
+    from prefect.blocks.system import Secret
+
+    from drivers.storage import parse_key
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError:
+        raise ConfigError("credentials.backup_key", f"there is no Secret block named {name!r}: create it with "
+                          f"Secret(value=<openssl rand -base64 32>).save({name!r})") from None
+    key = SecretStr(str(value))
+    parse_key(key)  # ConfigError naming encryption_key if it is not 32 bytes of base64
+    return key
+
+
 def load_backup_storage(descriptor: Descriptor) -> LocalBackupStorage | S3Bucket:
     """The backup storage of an environment.
 

@@ -258,6 +258,10 @@ class Credentials(_Model):
     dashboard: BlockName
     anthropic: BlockName
     storage: BlockName | None = None
+    backup_key: BlockName | None = None
+    """A Prefect ``Secret`` block holding the backup encryption key (32 random bytes, base64: ``openssl rand
+    -base64 32``). Set: every backup object is encrypted client-side (AES-256-GCM) before it leaves the flow,
+    and restores and verifications need the same key (the manifest records its fingerprint, never the key)."""
 
 
 class Descriptor(_Model):

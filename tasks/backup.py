@@ -28,12 +28,14 @@ REDIS_OBJECT = "redis.rdb.zst"
 
 def open_store(descriptor: Descriptor, storage_path: str | None = None) -> BackupStore:
     """The backup store: a local folder at ``storage_path`` if given, else the descriptor's storage (a local
-    folder, or S3 through the ``credentials.storage`` block)."""
-    if storage_path:
-        return LocalStore(Path(storage_path).resolve())
-    from blocks.storage import load_backup_storage
+    folder, or S3 through the ``credentials.storage`` block); encrypting with the ``credentials.backup_key``
+    Secret block's key when the descriptor names one."""
+    from blocks.storage import load_backup_key, load_backup_storage
 
-    return store_from_block(load_backup_storage(descriptor))
+    key = load_backup_key(descriptor)  # None unless credentials.backup_key names one: then encrypted both ways
+    if storage_path:
+        return LocalStore(Path(storage_path).resolve(), key=key)
+    return store_from_block(load_backup_storage(descriptor), key=key)
 
 
 @task(name="service-endpoint", retries=2, retry_delay_seconds=2, timeout_seconds=60, cache_policy=NO_CACHE)

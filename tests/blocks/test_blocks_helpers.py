@@ -70,3 +70,60 @@ def test_load_backup_storage_s3_after_bootstrap(env_root, suffix):
     assert isinstance(storage, S3Bucket)
     assert (storage.bucket_name, storage.bucket_folder) == ("helix-staging-backups", "staging/")
     assert storage.credentials.aws_secret_access_key.get_secret_value() == "s3-secret-Zq8Zq8"
+
+
+def _with_backup_key(descriptor, name):
+    creds = descriptor.credentials.model_copy(update={"backup_key": name})
+    return descriptor.model_copy(update={"credentials": creds})
+
+
+def test_backup_key_block_encrypts_what_open_store_writes(local_descriptor, suffix, tmp_path):
+    """credentials.backup_key names a Secret block: the flows' store (tasks.backup.open_store) encrypts with it,
+    restores with the same key read it back, and a store without the key is told it needs one."""
+    import base64
+    import datetime as dt
+    import os
+
+    from prefect.blocks.system import Secret
+
+    from drivers.storage import LocalStore
+    from helix_ops.backup import Manifest, new_backup_id
+    from helix_ops.errors import ConfigError
+    from tasks.backup import open_store
+
+    name = f"helix-local-backup-key-{suffix}"
+    Secret(value=base64.b64encode(os.urandom(32)).decode()).save(name)
+    desc = _with_backup_key(local_descriptor, name)
+    store = open_store(desc, str(tmp_path))
+    assert store.encrypting
+    now = dt.datetime.now(dt.UTC)
+    bid = new_backup_id("local", now, rand="abc123")
+    plain = b"graph line\n" * 5000
+    with store.begin(bid) as w:
+        with w.object("neo4j.jsonl.zst", component="neo4j", kind="logical") as obj:
+            obj.write(plain)
+        m = w.commit(Manifest(backup_id=bid, environment="local", project="helix", created_at=now, finished_at=now,
+                              duration_s=0, tool="test", components=("neo4j",), objects=()))
+    assert m.encrypted and m.key_fingerprint and m.key_fingerprint not in str(Secret.load(name).get())
+    stored = (tmp_path / bid / "neo4j.jsonl.zst").read_bytes()
+    assert b"graph line" not in stored
+    with open_store(desc, str(tmp_path)).open_raw(bid, m.objects[0]) as f:
+        assert f.read() == plain
+    with pytest.raises(ConfigError, match="is encrypted: give the key"):
+        LocalStore(tmp_path).open_raw(bid, m.objects[0]).read()
+
+
+def test_backup_key_block_missing_or_bad_is_one_clear_error(local_descriptor, suffix, tmp_path):
+    from prefect.blocks.system import Secret
+
+    from helix_ops.errors import ConfigError
+    from tasks.backup import open_store
+
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    with pytest.raises(ConfigError, match=r"credentials.backup_key.*no Secret block named .*openssl rand"):
+        open_store(_with_backup_key(local_descriptor, f"helix-nope-{suffix}"), str(backups))
+    Secret(value="c2hvcnQ=").save(f"helix-short-{suffix}")  # 5 bytes
+    with pytest.raises(ConfigError, match="must be 32 bytes"):
+        open_store(_with_backup_key(local_descriptor, f"helix-short-{suffix}"), str(backups))
+    assert list(backups.iterdir()) == []  # nothing written
