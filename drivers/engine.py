@@ -536,6 +536,17 @@ class ScratchEngine:
                               hint="scratch containers publish their ports on 127.0.0.1 when created")
         return "127.0.0.1", int(bindings[0]["HostPort"])
 
+    def require_images(self, images: Iterable[str]) -> list[str]:
+        """Fail fast (before any scratch object exists) when an image is not on the engine; returns the ids."""
+        ids = []
+        for image in images:
+            try:
+                ids.append(self.client.images.get(image).id)
+            except docker.errors.ImageNotFound as exc:
+                raise DriverError(f"image {image} is not on the engine for the scratch restore",
+                                  hint="build or pull the environment's image on this engine first") from exc
+        return ids
+
     def stop(self, container: Container, grace_s: int = 120) -> float:
         """Stop gracefully (SIGTERM, KILL after ``grace_s``); returns the seconds it took."""
         t0 = time.monotonic()
@@ -568,11 +579,17 @@ class ScratchEngine:
         return gone
 
 
-def scratch_leftovers(client: docker.DockerClient) -> dict[str, list[str]]:
-    """Every scratch container and volume on the engine (any run): what a crashed verification left."""
-    flt = {"label": [SCRATCH_LABEL]}
-    return {"containers": sorted(c.name for c in client.containers.list(all=True, filters=flt)),
-            "volumes": sorted(v.name for v in client.volumes.list(filters=flt))}
+def scratch_leftovers(client: docker.DockerClient, labels: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """Every scratch container and volume on the engine (any run; ``labels``: only those carrying these labels
+    too): what a crashed verification left."""
+    flt = {"label": [SCRATCH_LABEL]}  # one label per query: Podman ORs several label filters on volumes
+    want = dict(labels or {})
+
+    def mine(have: Mapping[str, str] | None) -> bool:
+        return SCRATCH_LABEL in (have or {}) and all((have or {}).get(k) == v for k, v in want.items())
+
+    return {"containers": sorted(c.name for c in client.containers.list(all=True, filters=flt) if mine(c.labels)),
+            "volumes": sorted(v.name for v in client.volumes.list(filters=flt) if mine(v.attrs.get("Labels")))}
 
 
 # --- health checks (raise while unhealthy, return a short status when healthy) ------------------------------

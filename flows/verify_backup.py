@@ -42,6 +42,7 @@ from tasks.verify import (
     check_line,
     record_failed_verification,
     scratch_cleanup,
+    scratch_preflight,
     scratch_verify_neo4j,
     scratch_verify_redis,
 )
@@ -123,6 +124,9 @@ def verify_helix_backup(env: str = "local", descriptor: str | None = None, backu
         run_id = f"verify-{secrets.token_hex(4)}"
         labels = dict(container_labels or {})
         logger.info("scratch restore of %s (run %s) on %s", backup_id, run_id, engine_url or "DOCKER_HOST")
+        images = ([desc.services.neo4j.image.ref] if manifest.neo4j is not None else []) + (
+            [desc.services.redis.image.ref] if manifest.redis is not None else [])
+        scratch_preflight(engine_url, run_id, labels, images)
         try:
             if manifest.neo4j is not None:
                 rows += scratch_verify_neo4j(engine_url, run_id, labels, desc.services.neo4j.image.ref, store,

@@ -198,7 +198,8 @@ def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, st
         argv = [*neo4j_check_argv("neo4j"), "--report-path=/tmp"]
         result = eng.run_once("neo4j-check", image, argv, volumes={data: NEO4J_DATA}, deadline_s=check_deadline_s)
         ok, verdict = neo4j_check_verdict(result.rc, result.output)
-        checks.append(check("neo4j-admin-check", ok, result.seconds, f"{' '.join(argv[:4])}: {verdict}"))
+        checks.append(check("neo4j-admin-check", ok, result.seconds, f"{' '.join(argv[:4])} (offline, one-off "
+                            f"container on the scratch data volume; server stopped in {stopped:.1f}s): {verdict}"))
         return checks
     finally:
         gone = eng.cleanup()
@@ -272,6 +273,14 @@ def scratch_cleanup(base_url: str | None, run_id: str, labels: dict[str, str]) -
     if gone["containers"] or gone["volumes"]:
         get_run_logger().warning("scratch leftovers of %s removed: %s", run_id, gone)
     return eng.leftovers()
+
+
+@task(name="scratch-preflight", timeout_seconds=120, cache_policy=NO_CACHE)
+def scratch_preflight(base_url: str | None, run_id: str, labels: dict[str, str], images: list[str]) -> list[str]:
+    """The engine answers and has every image the scratch restore needs (nothing is created yet)."""
+    from drivers.engine import ScratchEngine
+
+    return ScratchEngine.connect(base_url, run_id, labels).require_images(images)
 
 
 @task(name="record-failed-verification", retries=2, retry_delay_seconds=2, timeout_seconds=120,

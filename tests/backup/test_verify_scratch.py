@@ -16,7 +16,7 @@ from drivers.engine import SCRATCH_LABEL, ScratchEngine, scratch_leftovers
 from drivers.storage import LocalStore
 from flows.backup import backup_helix
 from flows.verify_backup import TOOL, verify_helix_backup
-from helix_ops.errors import BackupIntegrityError, ConfigError, DriverError
+from helix_ops.errors import BackupIntegrityError, ConfigError, DriverError, WaitTimeout
 
 pytestmark = pytest.mark.bed
 
@@ -37,8 +37,17 @@ def _secrets(stack):
     return load_environment_secrets(load_descriptor(stack["path"]))
 
 
-def _nothing_left(docker_client) -> None:
-    assert scratch_leftovers(docker_client) == {"containers": [], "volumes": []}
+def _nothing_left(docker_client, bed) -> None:
+    """No scratch container or volume of this test bed run (other sessions may share the engine)."""
+    assert scratch_leftovers(docker_client, bed.container_labels()) == {"containers": [], "volumes": []}
+
+
+def _artifact(key: str) -> str:
+    from prefect.artifacts import Artifact
+
+    art = Artifact.get(key)
+    assert art is not None, key
+    return str(art.data)
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +72,23 @@ def scratch_backup(helix_stack, engine, tmp_path_factory):
             r.set(f"scratch-probe:{i}", f"v{i}")
         r.hset("scratch-probe:h", mapping={"a": "1", "b": "2"})
         r.set("scratch-probe:ttl", "x", ex=3600)
-        r.execute_command("SELECT", 1)
-        r.set("scratch-probe:db1", "one")
+    with redis.Redis(host=rhost, port=rport, username=user, password=s.redis_password.get_secret_value(),
+                     db=1) as r1:
+        r1.set("scratch-probe:db1", "one")
     store = tmp_path_factory.mktemp("verify-backups")
     result = backup_helix(env="local", descriptor=str(helix_stack["path"]), engine_url=engine.base_url,
                           storage_path=str(store))
-    return {"store": store, "backup_id": result["backup_id"], "counts": result["counts"]}
+    yield {"store": store, "backup_id": result["backup_id"], "counts": result["counts"]}
+    # The stack is shared with test_backup_flow.py (which counts db0 keys): take this module's data out again.
+    with neo4j.GraphDatabase.driver(f"bolt://{nhost}:{nport}",
+                                    auth=(s.neo4j_user, s.neo4j_password.get_secret_value())) as drv:
+        drv.execute_query("DROP CONSTRAINT scratch_probe_i IF EXISTS")
+        drv.execute_query("MATCH (n:ScratchProbe) DETACH DELETE n")
+    with redis.Redis(host=rhost, port=rport, username=user, password=s.redis_password.get_secret_value()) as r:
+        r.delete(*[f"scratch-probe:{i}" for i in range(50)], "scratch-probe:h", "scratch-probe:ttl")
+    with redis.Redis(host=rhost, port=rport, username=user, password=s.redis_password.get_secret_value(),
+                     db=1) as r1:
+        r1.delete("scratch-probe:db1")
 
 
 def test_scratch_engine_refuses_project_labels():
@@ -97,7 +117,8 @@ def test_scratch_restore_verifies_and_marks_the_manifest(helix_stack, engine, be
     rows = {r["name"]: r for r in result["checks"]}
     assert [r["name"] for r in result["checks"]] == CHECKS
     assert all(r["ok"] for r in result["checks"]), result["checks"]
-    assert all(r["seconds"] > 0 for r in result["checks"])
+    assert all(r["seconds"] > 1 for r in result["checks"] if r["name"] in ("scratch-neo4j-start",
+                                                                         "neo4j-admin-check"))
     counts = scratch_backup["counts"]
     assert f"{counts['neo4j']['nodes']} nodes, {counts['neo4j']['relationships']} relationships" in \
         rows["neo4j-load"]["detail"]
@@ -110,11 +131,15 @@ def test_scratch_restore_verifies_and_marks_the_manifest(helix_stack, engine, be
     assert m.verified and m.verification.by == TOOL
     assert [line.split(":")[0] for line in m.verification.checks] == CHECKS
     assert all(": ok in " in line for line in m.verification.checks)
+    report = _artifact("helix-backup-verify-local")
+    assert f"`{bid}`: verified" in report and "scratch containers and volumes removed" in report
+    for name in CHECKS:
+        assert f"| {name} | pass | {rows[name]['seconds']:.1f}s |" in report
     text = (store_dir / bid / "manifest.json").read_text()
     s = _secrets(helix_stack)
     for secret in (s.neo4j_password, s.redis_password):
         assert secret.get_secret_value() not in text and secret.get_secret_value() not in json.dumps(result)
-    _nothing_left(docker_client)
+    _nothing_left(docker_client, bed)
     assert sorted(c.name for c in docker_client.containers.list(
         all=True, filters={"label": f"helix-ops.project={helix_stack['project']}"})) == project_before
 
@@ -152,13 +177,18 @@ def test_tampered_counts_are_refused_and_not_marked_verified(helix_stack, engine
     assert ": FAILED in " in lines["neo4j-counts"] and ": FAILED in " in lines["redis-counts"]
     # the other checks still ran and passed: the data itself is fine, only the manifest lies
     assert ": ok in " in lines["neo4j-admin-check"] and ": ok in " in lines["redis-check-rdb"]
-    _nothing_left(docker_client)
+    report = _artifact("helix-backup-verify-local")
+    assert "verification FAILED" in report and "| neo4j-counts | **FAIL** |" in report
+    assert "| redis-counts | **FAIL** |" in report and "| neo4j-admin-check | pass |" in report
+    _nothing_left(docker_client, bed)
 
 
 def test_a_scratch_machinery_failure_leaves_the_manifest_alone(helix_stack, engine, bed, scratch_backup,
                                                                docker_client, tmp_path):
-    """An image the engine does not have: the error is raised, the manifest keeps its verification, and the
-    scratch volume made before the container is gone too."""
+    """The scratch machinery fails, not the backup: the error is raised, the manifest keeps its verification,
+    and nothing of the scratch run is left. (1) an image the engine does not have: refused before any scratch
+    object exists; (2) a scratch Neo4j that cannot come up within its deadline (1 s): its running container and
+    volume are removed (also after the task's retry)."""
     bid = scratch_backup["backup_id"]
     shutil.copytree(scratch_backup["store"] / bid, tmp_path / bid)
     before = (tmp_path / bid / "manifest.json").read_text()
@@ -170,4 +200,35 @@ def test_a_scratch_machinery_failure_leaves_the_manifest_alone(helix_stack, engi
         verify_helix_backup(env="local", descriptor=str(other), backup_id=bid, storage_path=str(tmp_path),
                             engine_url=engine.base_url, container_labels=bed.container_labels())
     assert (tmp_path / bid / "manifest.json").read_text() == before
-    _nothing_left(docker_client)
+    _nothing_left(docker_client, bed)
+
+    with pytest.raises(WaitTimeout, match="scratch Neo4j"):
+        verify_helix_backup(env="local", descriptor=str(helix_stack["path"]), backup_id=bid,
+                            storage_path=str(tmp_path), engine_url=engine.base_url,
+                            container_labels=bed.container_labels(), scratch_start_deadline_s=1)
+    assert (tmp_path / bid / "manifest.json").read_text() == before
+    _nothing_left(docker_client, bed)
+
+
+def test_check_verdicts_from_the_tools_output():
+    """The parsers on the tools' own wording (exit 0 seen on the bed above; the failure texts as Neo4j 5 and
+    Redis 7 print them)."""
+    from helix_ops.backup import RedisInfo
+    from tasks.verify import compare_redis, neo4j_check_verdict, parse_check_rdb
+
+    assert neo4j_check_verdict(0, "....................  10%\n. 100%\n") == (True, "exit 0: the store is consistent")
+    ok, line = neo4j_check_verdict(1, "....................  10%\nDatabase 'neo4j' is inconsistent: 3 errors found\n"
+                                      "See '/tmp/inconsistencies-2026-11-29.report' for a detailed report.\n")
+    assert not ok and "exit 1" in line and "inconsistent" in line and "inconsistencies-2026-11-29.report" in line
+    with pytest.raises(DriverError, match="did not finish"):
+        neo4j_check_verdict(1, "java.lang.OutOfMemoryError: Java heap space")
+    rdb = parse_check_rdb(0, "[offset 0] Checking RDB file dump.rdb\n[offset 1] \\o/ RDB looks OK! \\o/\n"
+                             "[info] 12 keys read\n[info] 3 expires\n[info] 2 already expired\n")
+    assert rdb == {"ok": True, "keys": 12, "expires": 3, "already_expired": 2,
+                   "tail": "[info] 12 keys read | [info] 3 expires | [info] 2 already expired"}
+    info = RedisInfo(strategy="redis-cli-rdb", server_version="7.0.15", keys=12, keys_by_db={"db0": 12},
+                     rdb_check="RDB looks OK (12 keys read)")
+    assert compare_redis(info, rdb, {"keys": 10, "keys_by_db": {"db0": 10}}) == []  # 2 expired since the backup
+    assert compare_redis(info, rdb, {"keys": 9, "keys_by_db": {"db0": 9}}) == [
+        "keys: the scratch server loaded 9, the RDB holds 12 (2 already expired)"]
+    assert not parse_check_rdb(1, "--- RDB ERROR DETECTED ---\n[info] 0 keys read\n")["ok"]
