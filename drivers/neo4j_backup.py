@@ -12,9 +12,11 @@ record each:
 
 Property values: JSON strings, integers, booleans and finite floats as they are; anything else tagged in a
 one-key object: ``{"$f": "nan"}``, ``{"$b": base64}`` (byte arrays), ``{"$date": iso}``, ``{"$time": iso}``
-(with offset), ``{"$ltime": iso}``, ``{"$dt": iso, "z": zone id}`` / ``{"$dt": iso with offset}``,
+(with offset), ``{"$ltime": iso}``, ``{"$dt": iso with offset[zone id]}`` (Neo4j's own text; version 1 wrote
+``{"$dt": local iso, "z": zone id}``, which loses the offset in a DST overlap; both are read),
 ``{"$ldt": iso}``, ``{"$dur": [months, days, seconds, nanoseconds]}``, ``{"$pt": srid, "c": [x, y(, z)]}``;
-lists element-wise. Nanoseconds survive (ISO with 9 fraction digits).
+lists element-wise. Temporal text comes from the server (``toString``), so nanoseconds and years outside
+1-9999 survive; the loader hands it back to the server (``datetime(text)`` …).
 
 Both directions stream: the export iterates one read transaction (the driver fetches records in batches),
 the load reads one line at a time and writes batches of ``batch_size`` rows; nodes are matched for the
@@ -44,7 +46,8 @@ from pydantic import SecretStr
 from helix_ops.errors import BackupIntegrityError, DriverError
 
 FORMAT = "helix-neo4j-logical"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)  # 2: zoned datetimes as Neo4j writes them (offset and zone), temporals stringified by the server
 RESTORE_LABEL = "__HelixRestore"
 RESTORE_KEY = "__hx"
 RESTORE_INDEX = "helix_restore_hx"
@@ -92,6 +95,10 @@ def encode_value(v: Any) -> Any:
                       hint="a Neo4j type this format does not know yet")
 
 
+def _z(text: str) -> str:
+    return text[:-1] + "+00:00" if text.endswith("Z") else text
+
+
 _POINTS = {7203: CartesianPoint, 9157: CartesianPoint, 4326: WGS84Point, 4979: WGS84Point}
 
 
@@ -110,15 +117,17 @@ def decode_value(v: Any) -> Any:
     if "$ltime" in v:
         return Time.from_iso_format(v["$ltime"])
     if "$time" in v:
-        return Time.from_iso_format(v["$time"])
+        return Time.from_iso_format(_z(v["$time"]))
     if "$ldt" in v:
         return DateTime.from_iso_format(v["$ldt"])
     if "$dt" in v:
-        if "z" in v:
-            import pytz
+        import pytz
 
+        if "z" in v:  # version 1: local time and zone
             return pytz.timezone(v["z"]).localize(DateTime.from_iso_format(v["$dt"]))
-        return DateTime.from_iso_format(v["$dt"])
+        text, _, zone = v["$dt"].partition("[")  # version 2: Neo4j's text, offset and optional [zone]
+        at = DateTime.from_iso_format(_z(text))
+        return at.astimezone(pytz.timezone(zone[:-1])) if zone else at
     if "$dur" in v:
         months, days, seconds, nanos = v["$dur"]
         return Duration(months=months, days=days, seconds=seconds, nanoseconds=nanos)
@@ -240,6 +249,43 @@ def _translate(exc: Exception, doing: str, uri: str) -> DriverError:
                        hint="is the server up and the password right?")
 
 
+# --- export-side: temporal values leave the server as text --------------------------------------------------
+#
+# Hydrating them into neo4j.time objects and formatting them again cost most of an export's time (profiled: 2/3
+# at 10k nodes), and the Python driver cannot hydrate every value Neo4j stores (years before 1 or after 9999).
+# So the export query turns each property into ``[key, tag, value]``: temporal values (and lists of them) as
+# Neo4j's own ISO text (a zoned datetime keeps its offset *and* its zone: no DST ambiguity), durations as their
+# [months, days, seconds, nanoseconds] components; everything else (points included) comes as it is, tag null.
+
+_TEMPORAL_TYPES = {"DATE": "$date", "LOCAL TIME": "$ltime", "ZONED TIME": "$time",
+                   "LOCAL DATETIME": "$ldt", "ZONED DATETIME": "$dt"}
+
+
+def _export_props(var: str) -> str:
+    v = f"{var}[k]"
+    dur = "[{x}.months, {x}.days, {x}.seconds, {x}.nanosecondsOfSecond]"
+    cases = []
+    for ctype, tag in _TEMPORAL_TYPES.items():
+        cases.append(f"WHEN '{ctype} NOT NULL' THEN [k, '{tag}', toString({v})]")
+        cases.append(f"WHEN 'LIST<{ctype} NOT NULL> NOT NULL' THEN [k, '{tag}[]', [x IN {v} | toString(x)]]")
+    cases.append(f"WHEN 'DURATION NOT NULL' THEN [k, '$dur', {dur.format(x=v)}]")
+    cases.append(f"WHEN 'LIST<DURATION NOT NULL> NOT NULL' THEN [k, '$dur[]', [x IN {v} | {dur.format(x='x')}]]")
+    return f"[k IN keys({var}) | CASE valueType({v}) {' '.join(cases)} ELSE [k, null, {v}] END]"
+
+
+def _props_from_export(triples: list[list[Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, tag, v in triples:
+        if tag is None:
+            out[k] = encode_value(v)
+        elif tag.endswith("[]"):
+            t = tag[:-2]
+            out[k] = [{t: x} for x in v]
+        else:
+            out[k] = {tag: v}
+    return out
+
+
 SCHEMA_QUERIES = (
     ("constraint", "SHOW CONSTRAINTS YIELD name, createStatement RETURN name, createStatement ORDER BY name"),
     ("index", "SHOW INDEXES YIELD name, type, owningConstraint, createStatement "
@@ -276,16 +322,16 @@ def export_logical(uri: str, user: str, password: SecretStr | str, write: Callab
             with drv.session(database=database, fetch_size=fetch_size,
                              default_access_mode=neo4j.READ_ACCESS) as session:
                 with session.begin_transaction() as tx:  # one transaction: nodes and relationships agree
-                    for r in tx.run("MATCH (n) RETURN id(n) AS i, labels(n) AS l, properties(n) AS p"):
+                    for r in tx.run(f"MATCH (n) RETURN id(n) AS i, labels(n) AS l, {_export_props('n')} AS p"):
                         labels = r["l"]
-                        emit({"n": r["i"], "l": labels, "p": encode_props(r["p"])})
+                        emit({"n": r["i"], "l": labels, "p": _props_from_export(r["p"])})
                         stats.nodes += 1
                         for lab in labels:
                             stats.labels[lab] = stats.labels.get(lab, 0) + 1
                     for r in tx.run("MATCH (a)-[x]->(b) RETURN type(x) AS t, id(a) AS s, id(b) AS e, "
-                                    "properties(x) AS p"):
+                                    f"{_export_props('x')} AS p"):
                         t = r["t"]
-                        emit({"r": t, "s": r["s"], "e": r["e"], "p": encode_props(r["p"])})
+                        emit({"r": t, "s": r["s"], "e": r["e"], "p": _props_from_export(r["p"])})
                         stats.relationships += 1
                         stats.relationship_types[t] = stats.relationship_types.get(t, 0) + 1
                 for kind, query in SCHEMA_QUERIES:
@@ -321,9 +367,10 @@ def read_records(stream: BinaryIO | Iterable[bytes]) -> Iterator[dict[str, Any]]
         if first:
             if rec.get("format") != FORMAT:
                 raise BackupIntegrityError("not a helix-neo4j-logical export")
-            if rec.get("version") != FORMAT_VERSION:
+            if rec.get("version") not in READS_VERSIONS:
                 raise BackupIntegrityError(f"logical export version {rec.get('version')} is not supported "
-                                           f"(this helix-ops reads {FORMAT_VERSION})")
+                                           f"(this helix-ops reads versions {', '.join(map(str, READS_VERSIONS))}: restore it with "
+                                           "the helix-ops version that wrote it, or a newer one)")
             first = False
         if ended:
             raise BackupIntegrityError("logical export has records after its end record")

@@ -43,6 +43,7 @@ from drivers.neo4j_backup import (
     load_logical,
     load_offline,
     read_records,
+    split_props,
 )
 from drivers.storage import LocalStore, S3Store, s3_client
 from helix_ops.backup import Manifest, new_backup_id
@@ -117,13 +118,16 @@ def test_logical_round_trip_through_both_storages(source, stores):
     with local.open_raw(bid, m.objects[0]) as f:
         header = json.loads(f.readline())
         node = json.loads(f.readline())
-    assert header["format"] == FORMAT and header["version"] == 1 and header["server_version"].startswith("5.26")
+    assert header["format"] == FORMAT and header["version"] == 2 and header["server_version"].startswith("5.26")
     assert node["p"]["uid"] == "cpe-0"
     tags = {k: next(iter(v)) for k, v in node["p"].items() if isinstance(v, dict)}
     assert tags == {"created": "$date", "seen": "$dt", "at_offset": "$dt", "at_utc": "$dt", "local_dt": "$ldt",
                     "t": "$time", "lt": "$ltime", "d": "$dur", "p2": "$pt", "p3": "$pt", "geo": "$pt",
                     "geo3": "$pt", "blob": "$b", "nan": "$f"}
-    assert node["p"]["seen"]["z"] == "Europe/Berlin" and node["p"]["big"] == 9007199254740993
+    # version 2: a zoned datetime as Neo4j writes it, offset and zone (no DST ambiguity)
+    assert node["p"]["seen"]["$dt"].endswith("[Europe/Berlin]") and "z" not in node["p"]["seen"]
+    assert node["p"]["seen"]["$dt"][19:].startswith((".", "+", "-"))  # fraction or offset before the zone
+    assert node["p"]["big"] == 9007199254740993
 
     with pytest.raises(DriverError, match="refusing to load over them"):  # never over data without wipe
         load_logical(server.uri, server.user, server.password, io.BytesIO(b""))
@@ -173,8 +177,10 @@ def test_truncated_or_foreign_exports_are_refused():
     assert len(list(read_records(good))) == 3
     with pytest.raises(BackupIntegrityError, match="truncated"):
         list(read_records(good[:2]))
-    with pytest.raises(BackupIntegrityError, match="version 2"):
-        list(read_records([json.dumps({"format": FORMAT, "version": 2}).encode()]))
+    v1 = [json.dumps({"format": FORMAT, "version": 1}).encode(), *good[1:]]  # version 1 exports stay readable
+    assert len(list(read_records(v1))) == 3
+    with pytest.raises(BackupIntegrityError, match="version 3 is not supported.*reads versions 1, 2"):
+        list(read_records([json.dumps({"format": FORMAT, "version": 3}).encode()]))
     with pytest.raises(BackupIntegrityError, match="not a helix"):
         list(read_records([b'{"n":0}']))
     with pytest.raises(BackupIntegrityError, match="not JSON"):
@@ -186,3 +192,24 @@ def test_truncated_or_foreign_exports_are_refused():
 ])
 def test_codec_round_trip_plain_values(value):
     assert decode_value(json.loads(json.dumps(encode_value(value)))) == value
+
+
+def test_load_side_split_sends_temporal_text_to_the_server_in_both_format_versions():
+    plain, typed = split_props({
+        "s": "x", "n": 1, "nan": {"$f": "nan"}, "blob": {"$b": "AAE="}, "ints": [1, 2],
+        "v1": {"$dt": "2024-10-27T01:30:00", "z": "Europe/London"},  # version 1: local time + zone
+        "v2": {"$dt": "2024-10-27T01:30:00Z[Europe/London]"},  # version 2: Neo4j's text
+        "days": [{"$date": "2024-01-01"}, {"$date": "-0001-12-31"}],
+        "d": {"$dur": [14, -3, -1, 5]}, "p": {"$pt": 4979, "c": [1.0, 2.0, 3.0]},
+    })
+    assert plain["s"] == "x" and plain["ints"] == [1, 2] and plain["blob"] == b"\x00\x01"
+    assert plain["nan"] != plain["nan"]  # NaN decoded here: Cypher has no literal for it
+    assert typed == [["v1", "dt", "2024-10-27T01:30:00[Europe/London]"],
+                     ["v2", "dt", "2024-10-27T01:30:00Z[Europe/London]"],
+                     ["days", "date[]", ["2024-01-01", "-0001-12-31"]],
+                     ["d", "dur", [14, -3, -1, 5]],
+                     ["p", "pt", {"srid": 4979, "x": 1.0, "y": 2.0, "z": 3.0}]]
+    with pytest.raises(BackupIntegrityError, match="mixed types"):
+        split_props({"bad": [{"$date": "2024-01-01"}, {"$ldt": "2024-01-01T00:00"}]})
+    with pytest.raises(BackupIntegrityError, match="unknown point srid"):
+        split_props({"bad": {"$pt": 1, "c": [0, 0]}})
