@@ -30,7 +30,7 @@ import secrets
 import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
@@ -536,6 +536,21 @@ def parse_redis_check_rdb(rc: int, output: str) -> str:
         tail = [ln for ln in output.strip().splitlines() if ln.strip()][-3:]
         raise PlanError(f"redis-check-rdb refused the RDB (exit {rc}): {' | '.join(tail)}")
     return f"RDB looks OK ({keys.group(1)} keys read)" if keys else "RDB looks OK"
+
+
+def redis_backup_counts(before: dict[str, Any], after: dict[str, Any], rdb_verdict: str) -> dict[str, Any]:
+    """The manifest's Redis counts: what the RDB holds, not what the live server held at some moment.
+
+    ``keys`` is ``redis-check-rdb``'s "keys read" (the snapshot itself). The per-database counts and the TTL
+    count can only come from ``INFO`` on the live server: they are kept when INFO gave the same figures before
+    and after the snapshot and they add up to the RDB's keys, else left empty (``{}`` / None: unknown), so
+    verification and restore never fail a healthy backup of a Redis that was being written to. ``expires``
+    (informational) is INFO's before the snapshot."""
+    read = re.search(r"\((\d+) keys read\)", rdb_verdict)
+    keys = int(read.group(1)) if read else int(before["keys"])
+    steady = before["keys_by_db"] == after["keys_by_db"] and sum(before["keys_by_db"].values()) == keys
+    return {"keys": keys, "keys_by_db": dict(before["keys_by_db"]) if steady else {},
+            "expires": int(before["expires"])}
 
 
 def redis_keyspace_counts(info_keyspace: dict[str, object]) -> tuple[int, int, dict[str, int]]:

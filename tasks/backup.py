@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from drivers.storage import BackupStore, BackupWriter, LocalStore, store_from_block
-from helix_ops.backup import Manifest, ObjectEntry
+from helix_ops.backup import Manifest, ObjectEntry, redis_backup_counts
 from helix_ops.descriptor import Descriptor
 from tasks.engine import EngineTarget
 
@@ -130,9 +130,12 @@ def backup_redis_rdb(host: str, port: int, descriptor: Descriptor, writer: Backu
         rdb = snapshot_rdb(host, port, secrets.redis_password, Path(tmp) / "dump.rdb", username=user)
         verdict = check_rdb(rdb)
         writer.put_file(REDIS_OBJECT, component="redis", kind="rdb", path=rdb)
-    get_run_logger().info("redis: %s", verdict)
-    return {"strategy": "redis-cli-rdb", "server_version": facts["version"], "keys": facts["keys"],
-            "keys_by_db": facts["keys_by_db"], "expires": facts["expires"], "rdb_check": verdict,
+    with connect(host, port, secrets.redis_password, user) as client:
+        after = server_facts(client)
+    counts = redis_backup_counts(facts, after, verdict)  # the RDB's own key count, not a live moment's
+    get_run_logger().info("redis: %s%s", verdict, "" if counts["keys_by_db"] else
+                          " (written to during the snapshot: per-database counts not recorded)")
+    return {"strategy": "redis-cli-rdb", "server_version": facts["version"], **counts, "rdb_check": verdict,
             "tool": "redis-cli --rdb"}
 
 

@@ -238,3 +238,18 @@ def test_redis_check_parsing_and_keyspace():
         b.parse_redis_check_rdb(1, "--- RDB ERROR DETECTED ---\n[additional info] Reading type 0 (string)")
     assert b.redis_keyspace_counts({"db0": {"keys": 3, "expires": 1, "avg_ttl": 5}, "db2": {"keys": 2}}) == (
         5, 1, {"db0": 3, "db2": 2})
+
+
+def test_redis_backup_counts_come_from_the_rdb_not_a_live_moment():
+    still = {"keys": 12, "expires": 2, "keys_by_db": {"db0": 10, "db1": 2}}
+    verdict = "RDB looks OK (12 keys read)"
+    assert b.redis_backup_counts(still, still, verdict) == {"keys": 12, "keys_by_db": {"db0": 10, "db1": 2},
+                                                            "expires": 2}
+    # written to during the snapshot: the RDB's count stands, per-database counts are unknown (not wrong)
+    grown = {"keys": 15, "expires": 2, "keys_by_db": {"db0": 13, "db1": 2}}
+    assert b.redis_backup_counts(still, grown, "RDB looks OK (13 keys read)") == {"keys": 13, "keys_by_db": {},
+                                                                                "expires": 2}
+    # same INFO before and after, but the RDB holds another count (a write and a delete): per-db dropped too
+    assert b.redis_backup_counts(still, still, "RDB looks OK (11 keys read)")["keys_by_db"] == {}
+    # no count in the verdict: INFO's, as before
+    assert b.redis_backup_counts(still, still, "RDB looks OK")["keys"] == 12
