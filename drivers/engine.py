@@ -98,7 +98,14 @@ def container_plans(project: str, environment: str, name: str, spec: Mapping[str
     they are copied into the container before it starts, so the engine needs no access to this machine's disk.
     """
     replicas = int(spec.get("deploy", {}).get("replicas", 1))
-    network = f"{project}_{spec.get('networks', ['default'])[0]}"
+    nets = spec.get("networks", ["default"])
+    aliases: tuple[str, ...] = (name,)
+    if isinstance(nets, Mapping):  # Compose's long form ({helix: {aliases: [redis-sentinel]}}): the Sentinels'
+        [(net, opts)] = nets.items()
+        aliases += tuple(a for a in (opts or {}).get("aliases", ()) if a != name)
+    else:
+        net = nets[0]
+    network = f"{project}_{net}"
     volumes: dict[str, dict[str, str]] = {}
     copied: dict[str, str] = {}
     for entry in spec.get("volumes", []):
@@ -126,7 +133,7 @@ def container_plans(project: str, environment: str, name: str, spec: Mapping[str
             environment=dict(spec.get("environment", {})),
             labels=labels,
             network=network,
-            aliases=(name,),
+            aliases=aliases,
             volumes=volumes,
             ports=ports,
             probe_port=probe_port,
@@ -316,6 +323,25 @@ class EngineDriver:
             raise DriverError(f"cannot start {', '.join(sorted(missing))}: no such container in {self.project}",
                               hint="was it removed while stopped?")
         return started
+
+    def network_addresses(self, names: list[str]) -> list[str]:
+        """Each container's address on its project network (the name itself when the engine reports none).
+
+        The load balancer's upstreams use addresses, not names: nginx resolves names when it loads a config,
+        and on a busy Podman the DNS of a network has been seen to lose a running replica's name for more than
+        30 s ("host not found in upstream"), which made a reload — and a roll — fail."""
+        out = []
+        for name in names:
+            address = ""
+            try:
+                c = self.client.containers.get(name)
+                nets = c.attrs.get("NetworkSettings", {}).get("Networks") or {}
+                ours = [v for k, v in sorted(nets.items()) if k.startswith(f"{self.project}_")] or list(nets.values())
+                address = next((n.get("IPAddress") for n in ours if n.get("IPAddress")), "")
+            except docker.errors.NotFound:
+                pass
+            out.append(address or name)
+        return out
 
     def probe_address(self, container: Container, port: int) -> tuple[str, int]:
         """The loopback host port where ``port`` of ``container`` is published."""
