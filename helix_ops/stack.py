@@ -158,9 +158,14 @@ class Stack:
         return self.descriptor.environment
 
     def service(self, name: str) -> ServiceSpec:
-        """The service called ``name``; KeyError if there is none."""
+        """The service called ``name``, or the stateful set whose member it is (``redis-2`` of a three-member
+        ``redis``: the name Compose and the engine give its second member); KeyError if there is none."""
         for svc in self.services:
             if svc.name == name:
+                return svc
+        for svc in self.services:
+            base, _, ordinal = name.rpartition("-")
+            if svc.stateful and base == svc.name and ordinal.isdigit() and 2 <= int(ordinal) <= svc.replicas:
                 return svc
         raise KeyError(name)
 

@@ -38,6 +38,17 @@ def test_apply_order_refuses_cycles_and_unknown_dependencies():
         apply_order([dataclasses.replace(neo, depends_on=("ghost",))])
 
 
+def test_members_of_a_stateful_set_resolve_to_their_service():
+    s = stack()  # prod: Redis in Sentinel mode (replicated) and a Neo4j cluster
+    redis, sentinel = s.service("redis"), s.service("redis-sentinel")
+    assert redis.replicas >= 2 and sentinel.replicas >= 2
+    assert s.service(f"redis-{redis.replicas}") is redis  # not redis-sentinel: the whole prefix must match
+    assert s.service(f"redis-sentinel-{sentinel.replicas}") is sentinel
+    for ghost in (f"redis-{redis.replicas + 1}", "redis-1", "redis-0", "redis-x", "mcp-graph-2", "ghost"):
+        with pytest.raises(KeyError):
+            s.service(ghost)
+
+
 def test_dashboard_wiring_for_sentinel_and_cluster():
     env = {e.name: e for e in stack().service("dashboard").env}
     assert env["NEO4J_URI"] == EnvVar("NEO4J_URI", "neo4j://neo4j:7687")

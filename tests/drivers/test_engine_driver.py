@@ -43,6 +43,14 @@ def test_container_plans_are_data():
     assert first.labels[HASH_LABEL] == "abcdef0123456789" and first.labels["t"] == "1"
 
 
+def test_container_plans_take_compose_network_aliases():
+    """The Sentinels' Compose spec names its network as a mapping with aliases (the shared name the apps and
+    the other Sentinels use): the network is the key, the aliases are added to the member's own name."""
+    spec = {**probe_spec("localhost/helix-probe:v1"), "networks": {"helix": {"aliases": ["redis-sentinel"]}}}
+    [plan] = container_plans("p", "local", "redis-sentinel-2", spec, "abcdef0123456789", {}, None)
+    assert plan.network == "p_helix" and plan.aliases == ("redis-sentinel-2", "redis-sentinel")
+
+
 @pytest.fixture
 def driver(bed, docker_client, images):
     drv = EngineDriver(docker_client, f"drv-{bed.run_id}".lower(), "test", bed.container_labels())
@@ -74,6 +82,20 @@ def test_apply_read_back_and_remove(driver, images):
     assert all("s3cr3t" not in v for v in started[0][0].labels.values())  # ...and never in a label
     assert sorted(driver.remove_service("web")) == sorted(c.name for c, _ in started)
     assert "service/web" not in driver.current_state().by_identity()
+
+
+def test_network_addresses_are_the_replicas_ips_on_the_project_network(driver, images):
+    """The load balancer's upstreams come from here (not from DNS names)."""
+    import ipaddress
+
+    _, started = _start(driver, probe_spec(images["probe-v1"], replicas=2))
+    names = [c.name for c, _ in started]
+    addresses = driver.network_addresses(names + ["no-such-container"])
+    for c, address in zip([c for c, _ in started], addresses):
+        c.reload()
+        assert address == c.attrs["NetworkSettings"]["Networks"][f"{driver.project}_helix"]["IPAddress"]
+        ipaddress.ip_address(address)  # an address, not a name
+    assert len(set(addresses[:2])) == 2 and addresses[2] == "no-such-container"
 
 
 def test_unhealthy_replica_times_out_naming_what_was_seen(driver, images):

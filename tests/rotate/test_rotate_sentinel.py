@@ -2,12 +2,9 @@
 initial primary, ``redis-2``, ``redis-3`` replicas) and three Sentinels (quorum 2), deployed from a
 ``services.redis.mode: sentinel`` descriptor with the same task deploy-helix uses (``tasks.engine.apply_service``).
 
-The engine driver cannot create a Sentinel today: ``drivers.engine.container_plans`` reads a service's network
-as ``spec["networks"][0]``, but the Compose rendering gives the Sentinels ``networks: {helix: {aliases:
-[redis-sentinel]}}`` (a mapping: every Sentinel answers to ``redis-sentinel``), so ``apply_service`` fails with
-``KeyError: 0`` for ``redis-sentinel`` (deploy-helix too). Until the driver takes the mapping form,
-:func:`engine_takes_network_aliases` wraps it in this test with exactly that fix (network = the mapping's key,
-aliases added); it does nothing once the driver accepts the mapping.
+The Sentinels' Compose spec names their network as a mapping with the shared alias ``redis-sentinel``; the
+engine driver takes that form (``drivers.engine.container_plans``; it read ``networks[0]`` and failed with
+``KeyError: 0`` until this test showed it).
 
 Only the data tier is deployed: the test bed's app image (``testbed/probe``) checks Redis with a raw
 ``AUTH <REDIS_PASSWORD>`` + ``PING`` against ``REDIS_HOST``, which in Sentinel mode is ``redis-sentinel``; the
@@ -37,42 +34,7 @@ SENTINELS = ("redis-sentinel", "redis-sentinel-2", "redis-sentinel-3")
 
 
 @pytest.fixture(scope="module")
-def engine_takes_network_aliases():
-    """Let ``drivers.rollout`` create containers of a Compose service whose ``networks`` is a mapping (the
-    Sentinels'), if the engine driver cannot yet: the network is the mapping's key and its aliases are added
-    to the replica's. Removed at the end of the module."""
-    import dataclasses
-
-    from drivers import engine, rollout
-
-    spec = {"image": "x", "networks": {"helix": {"aliases": ["redis-sentinel"]}}}
-    try:
-        engine.container_plans("p", "e", "redis-sentinel-2", spec, "0" * 32, {}, None)
-        yield False
-        return
-    except KeyError:
-        pass
-    original = rollout.container_plans
-
-    def container_plans(project, environment, name, spec, spec_hash, files, probe_port, extra_labels=None):
-        nets = spec.get("networks")
-        if not isinstance(nets, dict):
-            return original(project, environment, name, spec, spec_hash, files, probe_port, extra_labels)
-        [(net, opts)] = nets.items()
-        plans = original(project, environment, name, {**spec, "networks": [net]}, spec_hash, files, probe_port,
-                         extra_labels)
-        extra = tuple(a for a in (opts or {}).get("aliases", ()) if a != name)
-        return [dataclasses.replace(p, aliases=(*p.aliases, *extra)) for p in plans]
-
-    rollout.container_plans = container_plans
-    try:
-        yield True
-    finally:
-        rollout.container_plans = original
-
-
-@pytest.fixture(scope="module")
-def sentinel_env(bed, engine, images, prefect_harness, tmp_path_factory, engine_takes_network_aliases):
+def sentinel_env(bed, engine, images, prefect_harness, tmp_path_factory):
     from blocks.provision import bootstrap
     from drivers.engine import EngineDriver
     from helix_ops.descriptor import load_descriptor
