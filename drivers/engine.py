@@ -20,7 +20,7 @@ import re
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -458,6 +458,28 @@ def _tar_file_of(files: Iterable[ScratchFile]) -> BinaryIO:
     return out
 
 
+class _ChunkReader(io.RawIOBase):
+    """A raw reader over an iterator of byte chunks (the engine's archive stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._it = iter(chunks)
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            try:
+                self._buf = next(self._it)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
 class ScratchEngine:
     """Throwaway containers and volumes of one run (a backup verification): all named
     ``helix-scratch-<run>-<name>`` and labelled ``helix-ops.scratch=<run>``, **never** with the
@@ -545,6 +567,49 @@ class ScratchEngine:
                 container.remove(force=True, v=True)
             except docker.errors.NotFound:
                 pass
+
+    def run_to_exit(self, short: str, image: str, command: list[str], *, volumes: Mapping[str, str] | None = None,
+                    files: Iterable[ScratchFile] = (), deadline_s: float = 1800,
+                    environment: Mapping[str, str] | None = None) -> tuple[Container, OneOff]:
+        """Like :meth:`run_once`, with ``files`` copied in before it starts (not onto a mounted volume: the
+        engine copies into the container's own filesystem), and the exited container **kept** so files can be
+        read out of it (:meth:`read_file`); :meth:`cleanup` removes it. On a timeout it is killed."""
+        container = self._create(short, image, command=command, entrypoint=None, environment=environment,
+                                 volumes=volumes, ports=(), user=None, mem_limit=None)
+        files = list(files)
+        if files:
+            with _tar_file_of(files) as tar:
+                container.put_archive("/", tar)
+        t0 = time.monotonic()
+        container.start()
+        try:
+            status = container.wait(timeout=deadline_s)
+        except Exception as exc:  # requests' ReadTimeout / ConnectionError when the deadline passes
+            tail = container.logs(tail=10).decode(errors="replace")
+            try:
+                container.kill()
+            except docker.errors.APIError:
+                pass
+            raise WaitTimeout(f"{' '.join(command[:3])} in {container.name} to finish", f"still running after "
+                              f"{deadline_s:.0f}s ({type(exc).__name__}); log tail: {tail}") from exc
+        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+        return container, OneOff(int(status.get("StatusCode", -1)), output, round(time.monotonic() - t0, 2))
+
+    @staticmethod
+    def read_file(container: Container, path: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes of the regular file ``path`` of ``container`` (running or exited; a mounted volume's files
+        too), streamed out of the engine's tar archive in chunks: constant memory whatever its size."""
+        stream, _stat = container.get_archive(path, chunk_size=chunk_size)
+        with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(stream), chunk_size), mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                f = tar.extractfile(member)
+                assert f is not None
+                while chunk := f.read(chunk_size):
+                    yield chunk
+                return
+        raise DriverError(f"{path} in {container.name} is not a regular file", hint="did the command write it?")
 
     def exec(self, container: Container, argv: list[str]) -> OneOff:
         """Run ``argv`` inside a running scratch container; exit code and output."""

@@ -1,4 +1,6 @@
-"""``backup-helix``: one backup of an environment's Neo4j (logical export, online) and Redis (RDB snapshot over
+"""``backup-helix``: one backup of an environment's Neo4j (logical export, online; or, with
+``neo4j_strategy="dump"``, Community's offline ``neo4j-admin database dump`` with Neo4j stopped for the window
+and the downtime measured) and Redis (RDB snapshot over
 the replication protocol, checked with ``redis-check-rdb``), both streamed into ONE backup in the storage;
 the manifest is written last, then the backup is verified (checksums re-read) and published as an artifact.
 
@@ -24,8 +26,10 @@ from drivers.storage import BackupStore
 from flows.deploy import descriptor_path
 from helix_ops.backup import Manifest, Neo4jInfo, RedisInfo, manifest_markdown, new_backup_id
 from helix_ops.descriptor import Descriptor, load_descriptor
+from helix_ops.errors import ConfigError
 from helix_ops.guide import SINGLE_WRITER
 from tasks.backup import (
+    backup_neo4j_dump,
     backup_neo4j_logical,
     backup_redis_rdb,
     commit_backup,
@@ -42,17 +46,33 @@ from tasks.lease import environment_lease
 
 TOOL = "helix-ops backup-helix"
 WRITERS = (SINGLE_WRITER,)
+NEO4J_STRATEGIES = ("auto", "logical", "dump")
+
+
+def neo4j_strategy_for(desc: Descriptor, requested: str = "auto") -> str:
+    """The Neo4j strategy of a backup: ``auto`` is ``logical`` (online, any edition; the descriptor names no
+    backup strategy), ``dump`` is Community's offline ``neo4j-admin database dump`` (Neo4j stopped for the
+    window). The Enterprise online backup is not wired into the flows yet."""
+    from helix_ops.backup import choose_neo4j_strategy
+
+    if requested not in NEO4J_STRATEGIES:
+        raise ConfigError("neo4j_strategy", f"{requested!r}: expected one of {', '.join(NEO4J_STRATEGIES)}")
+    if requested == "auto":
+        return "logical"
+    return choose_neo4j_strategy(desc.services.neo4j.edition, requested)
 
 
 def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, pause_writer: bool = True,
                 writers_stopped: bool = False, safety_for: str | None = None,
-                tool: str = TOOL) -> tuple[Manifest, dict[str, Any]]:
+                tool: str = TOOL, neo4j_strategy: str = "logical") -> tuple[Manifest, dict[str, Any]]:
     """Back up Neo4j and Redis of ``desc`` into ``store`` (the caller holds the environment lease); verify the
     checksums and record the verification. Returns the manifest and the writer window
     (``{"paused": bool, "containers": [...], "seconds": float}``).
 
     ``pause_writer``: stop the writers for the Neo4j export and start them again after (even on failure).
     ``writers_stopped``: the caller already stopped them (restore-helix's safety backup); nothing is started.
+    ``neo4j_strategy``: ``logical`` (online export) or ``dump`` (Neo4j stopped, ``neo4j-admin database dump`` in a
+    one-off container, Neo4j started again and health-checked; the manifest records the downtime).
     """
     logger = get_run_logger()
     neo4j_uri = neo4j_endpoint(target)
@@ -68,7 +88,11 @@ def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, p
             if pause_writer:
                 stopped = stop_writers(target, list(WRITERS))
                 window.update(paused=True, containers=stopped, started=dt.datetime.now(dt.UTC).isoformat())
-            neo4j = backup_neo4j_logical(neo4j_uri, desc, writer, writer_paused=pause_writer or writers_stopped)
+            if neo4j_strategy == "dump":
+                neo4j = backup_neo4j_dump(target, neo4j_uri, desc, writer,
+                                          writer_paused=pause_writer or writers_stopped)
+            else:
+                neo4j = backup_neo4j_logical(neo4j_uri, desc, writer, writer_paused=pause_writer or writers_stopped)
         finally:
             if pause_writer:
                 try:
@@ -89,6 +113,13 @@ def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, p
     return Manifest.model_validate(record_verification(store, backup_id, tool, checks)), window
 
 
+def downtime_markdown(manifest: Manifest) -> str:
+    n = manifest.neo4j
+    if n is None or n.downtime_s is None:
+        return "- Neo4j downtime: none (online export)"
+    return f"- **Neo4j downtime: {n.downtime_s:.1f}s** (stopped, {n.tool}, started, Bolt login ok)"
+
+
 def window_markdown(window: dict[str, Any]) -> str:
     if not window.get("paused"):
         return "- writer: **not paused** (online export, read-committed: not a snapshot)"
@@ -99,7 +130,8 @@ def window_markdown(window: dict[str, Any]) -> str:
 
 @flow(name="backup-helix", log_prints=False)
 def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
-                 storage_path: str | None = None, pause_writer: bool = True) -> dict[str, Any]:
+                 storage_path: str | None = None, pause_writer: bool = True,
+                 neo4j_strategy: str = "auto") -> dict[str, Any]:
     """Back up one Helix environment's Neo4j and Redis into one backup.
 
     Args:
@@ -108,25 +140,33 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
         engine_url: the Docker Engine API address; default ``DOCKER_HOST`` or the local socket.
         storage_path: a local folder for the backup (overrides the descriptor's storage).
         pause_writer: stop mcp-graph for the Neo4j export window (default) for a consistent export.
+        neo4j_strategy: ``auto`` (= ``logical``: the descriptor names no backup strategy), ``logical`` (online
+            export over Bolt) or ``dump`` (Community, offline: Neo4j stopped for ``neo4j-admin database dump`` in
+            a one-off container on its data volume, started again; the downtime is measured and reported).
 
-    Returns ``{backup_id, objects, counts, duration, writer_window}`` (no secrets). Raises when any step fails.
+    Returns ``{backup_id, objects, counts, duration, writer_window}`` (no secrets); ``writer_window`` also
+    carries ``neo4j_strategy`` and ``neo4j_downtime_s`` (None for the online export). Raises when any step fails.
     Example: ``prefect deployment run backup-helix/prod``.
     """
     t0 = time.monotonic()
     desc = load_descriptor(descriptor_path(env, descriptor))
     target = EngineTarget(engine_url, desc.project, desc.environment)
+    strategy = neo4j_strategy_for(desc, neo4j_strategy)
     store = open_store(desc, storage_path)
     connect_engine(target)
 
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     with environment_lease(desc.environment, owner):
-        manifest, window = take_backup(desc, target, store, pause_writer=pause_writer)
+        manifest, window = take_backup(desc, target, store, pause_writer=pause_writer, neo4j_strategy=strategy)
 
-    create_markdown_artifact(manifest_markdown(manifest) + "\n\n" + window_markdown(window),
+    create_markdown_artifact(manifest_markdown(manifest) + "\n\n" + window_markdown(window) + "\n"
+                             + downtime_markdown(manifest),
                              key=f"helix-backup-{desc.environment}",
                              description=f"backup-helix {manifest.backup_id}")
     assert manifest.neo4j is not None and manifest.redis is not None
     return {"backup_id": manifest.backup_id, "objects": object_rows(manifest.objects),
             "counts": {"neo4j": {"nodes": manifest.neo4j.nodes, "relationships": manifest.neo4j.relationships},
                        "redis": {"keys": manifest.redis.keys, "keys_by_db": dict(manifest.redis.keys_by_db)}},
-            "duration": round(time.monotonic() - t0, 3), "writer_window": window}
+            "duration": round(time.monotonic() - t0, 3),
+            "writer_window": {**window, "neo4j_strategy": manifest.neo4j.strategy,
+                              "neo4j_downtime_s": manifest.neo4j.downtime_s}}

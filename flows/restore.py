@@ -13,7 +13,10 @@ Steps, in order (nothing is touched before step 3):
    started again (and health-checked) afterwards, also when a later step fails.
 5. **Safety backup** of the current state (a normal, verified backup with ``safety_for=<restored id>``), so
    the restore itself can be undone (``restore-helix -p backup_id=<safety id>``).
-6. **Restore**: Neo4j from the logical export (wipe, batched load, schema after data); Redis by replaying the
+6. **Restore**: Neo4j from the logical export (wipe, batched load, schema after data), or from a Community
+   ``neo4j-admin database dump`` (the Neo4j container stopped, ``neo4j-admin database load
+   --overwrite-destination=true`` in a one-off container on its data volume, started again and health-checked;
+   the downtime is measured and reported); Redis by replaying the
    RDB into the running server (``replay_rdb``: FLUSHALL then DUMP/RESTORE with TTLs, every write in the
    server's own AOF, so the "RDB ignored while AOF is on" trap cannot bite).
 7. **Verify** Neo4j's node / relationship / label / type counts against the manifest, and Redis's keys
@@ -21,8 +24,7 @@ Steps, in order (nothing is touched before step 3):
 8. **Report**: a markdown artifact (``helix-restore-<env>``) with the backup, the safety backup, the writer
    window, the counts and the verdict.
 
-Strategies other than ``logical`` (a Community ``dump`` taken by hand, an Enterprise ``online-backup``) are
-refused by this flow for now: see docs/backup.md.
+An Enterprise ``online-backup`` is refused by this flow for now: see docs/backup.md.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ from helix_ops.backup import Manifest, choose_restore_candidate, validate_backup
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import HelixOpsError, PlanError
 from tasks.backup import (
+    NEO4J_DUMP_OBJECT,
     NEO4J_OBJECT,
     REDIS_OBJECT,
     neo4j_counts,
     open_store,
+    restore_neo4j_dump,
     restore_neo4j_logical,
     restore_redis_rdb,
     service_endpoint,
@@ -142,7 +146,8 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
         safety_backup: take a backup of the current state first (default; turn off only for a scratch target).
         approval_timeout_s: how long the prod approval waits.
 
-    Returns ``{backup_id, safety_backup_id, restored, counts, writer_window, duration}``; raises
+    Returns ``{backup_id, safety_backup_id, restored, counts, writer_window, duration, neo4j_downtime_s}``
+    (the downtime of a dump's load; None for a logical restore); raises
     ``BackupIntegrityError`` (nothing touched) on a checksum mismatch, :class:`RestoreRefused` when prod's
     approval is not given, :class:`RestoreVerificationFailed` when the counts differ after the restore.
     Example: ``prefect deployment run restore-helix/staging -p backup_id=staging-20250102T020000Z-a1b2c3``.
@@ -158,9 +163,9 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
     wanted = tuple(c for c in chosen.components if components is None or c in components)
     if not wanted:
         raise PlanError(f"backup {chosen.backup_id} holds {list(chosen.components)}, none of {components}")
-    if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy != "logical":
+    if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy not in ("logical", "dump"):
         raise PlanError(f"backup {chosen.backup_id} is a Neo4j {chosen.neo4j.strategy}: restore-helix restores "
-                        "logical backups (a dump is loaded with neo4j-admin database load; see docs/backup.md)")
+                        "logical exports and Community dumps (see docs/backup.md)")
     logger.info("restoring %s (%s) into %s", chosen.backup_id, ", ".join(wanted), desc.environment)
     create_markdown_artifact(plan_markdown(chosen, safety_backup), key=f"helix-restore-plan-{desc.environment}",
                              description=f"restore-helix plan {chosen.backup_id}")
@@ -191,7 +196,10 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
                                         safety_for=chosen.backup_id, tool=f"{TOOL} (safety)")
                 logger.info("safety backup %s taken", safety.backup_id)
             report["safety_backup_id"] = safety.backup_id if safety else None
-            if "neo4j" in wanted:
+            if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy == "dump":
+                neo4j_result = restore_neo4j_dump(target, desc, store, chosen.backup_id, NEO4J_DUMP_OBJECT)
+                neo4j_uri = neo4j_endpoint(target)  # the container was restarted
+            elif "neo4j" in wanted:
                 neo4j_result = restore_neo4j_logical(neo4j_uri, desc, store, chosen.backup_id, NEO4J_OBJECT)
             if "redis" in wanted:
                 redis_result = restore_redis_rdb(redis_host, redis_port, desc, store, chosen.backup_id, REDIS_OBJECT)
@@ -203,6 +211,7 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
         counts = neo4j_counts(neo4j_uri, desc) if "neo4j" in wanted else None
     problems = compare_counts(chosen, counts, redis_result)
     report.update(writer_window=window, duration=round(time.monotonic() - t0, 3),
+                  neo4j_downtime_s=neo4j_result.get("downtime_s") if neo4j_result else None,
                   counts={"neo4j": {k: counts[k] for k in ("nodes", "relationships", "constraints", "indexes")}
                           if counts else None,
                           "redis": redis_result["restored"] if redis_result else None},
@@ -232,6 +241,9 @@ def report_markdown(env: str, m: Manifest, report: dict[str, Any], neo4j: dict[s
                      f"{neo4j['seconds']:.1f}s; now {c['nodes']} / {c['relationships']} "
                      f"(backup {m.neo4j.nodes} / {m.neo4j.relationships}), {c['constraints']} constraints, "
                      f"{c['indexes']} indexes")
+        if neo4j.get("downtime_s") is not None:
+            lines.append(f"- **Neo4j downtime: {neo4j['downtime_s']:.1f}s** (stopped, neo4j-admin database load "
+                         f"{neo4j['admin_seconds']:.1f}s in a one-off container, started, Bolt login ok)")
     if redis is not None and m.redis is not None:
         lines.append(f"- Redis: {redis['rdb_check']}; replayed {redis['loaded']['keys']} keys "
                      f"({redis['loaded']['expires']} with TTL); now {redis['restored']['keys']} "

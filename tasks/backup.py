@@ -224,3 +224,70 @@ def delete_backup(store: BackupStore, backup_id: str) -> str:
     """Delete one backup (its manifest first, so it stops existing before its objects go)."""
     store.delete(backup_id)
     return backup_id
+
+
+# --- Neo4j physical (Community, offline): neo4j-admin dump / load in a one-off container on the engine ----------
+
+NEO4J_DUMP_OBJECT = "neo4j.dump.zst"
+
+
+def engine_neo4j(target: EngineTarget, descriptor: Descriptor, image: str | None = None) -> Any:
+    """The environment's Neo4j container as a :class:`drivers.neo4j_backup.EngineNeo4j` (the Bolt login for the
+    health wait comes from the environment's blocks; the one-off containers carry the target's extra labels)."""
+    from blocks.secrets import load_environment_secrets
+    from drivers.neo4j_backup import EngineNeo4j
+
+    secrets = load_environment_secrets(descriptor)
+    return EngineNeo4j(target.driver(), secrets.neo4j_user, secrets.neo4j_password, image=image,
+                       scratch_labels=dict(target.extra_labels), log=get_run_logger().info)
+
+
+@task(name="backup-neo4j-dump", timeout_seconds=4 * 3600, cache_policy=NO_CACHE)
+def backup_neo4j_dump(target: EngineTarget, neo4j_uri: str, descriptor: Descriptor, writer: BackupWriter,
+                      writer_paused: bool = False, image: str | None = None) -> dict[str, Any]:
+    """Community, offline: count the graph, stop the Neo4j container, ``neo4j-admin database dump`` in a one-off
+    container on its data volume, stream the dump into ``writer`` as one object, start Neo4j again (always) and
+    wait for a Bolt login. Returns the manifest's Neo4j fields with ``downtime_s`` (stop → healthy again).
+    Not retried: every attempt is a Neo4j downtime; a failed run is rerun by hand."""
+    from blocks.secrets import load_environment_secrets
+    from drivers.neo4j_backup import dump_offline, graph_counts
+
+    logger = get_run_logger()
+    secrets = load_environment_secrets(descriptor)
+    facts = graph_counts(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password)  # before the window: same graph
+    target_neo4j = engine_neo4j(target, descriptor, image)
+    with writer.object(NEO4J_DUMP_OBJECT, component="neo4j", kind="dump") as obj:
+        result = dump_offline(target_neo4j, obj.write)
+    logger.info("neo4j: dump of %d bytes; Neo4j down for %.1fs (neo4j-admin %.1fs)", result.dump_bytes,
+                result.downtime_s, target_neo4j.admin_seconds)
+    warnings = () if writer_paused else (
+        "offline dump with the writer (mcp-graph) running: its writes failed while Neo4j was stopped",)
+    return {"strategy": "dump", "server_version": str(facts["server_version"]),
+            "edition": str(facts["edition"]).lower(), "nodes": facts["nodes"],
+            "relationships": facts["relationships"], "labels": dict(facts["labels"]),
+            "relationship_types": dict(facts["relationship_types"]), "constraints": facts["constraints"],
+            "indexes": facts["indexes"], "writer_paused": writer_paused,
+            "downtime_s": round(result.downtime_s, 2),
+            "tool": f"neo4j-admin database dump (one-off {target_neo4j.image} on {target_neo4j.data_volume}; "
+                    f"neo4j-admin {target_neo4j.admin_seconds:.1f}s)", "warnings": warnings}
+
+
+@task(name="restore-neo4j-dump", timeout_seconds=4 * 3600, cache_policy=NO_CACHE)
+def restore_neo4j_dump(target: EngineTarget, descriptor: Descriptor, store: BackupStore, backup_id: str,
+                       object_name: str = NEO4J_DUMP_OBJECT, image: str | None = None) -> dict[str, Any]:
+    """Community, offline: stop the Neo4j container, ``neo4j-admin database load --overwrite-destination=true``
+    from the backup's dump (streamed from the store, checksums checked while it streams) in a one-off container
+    on its data volume, start Neo4j again (always) and wait for a Bolt login. Not retried."""
+    from drivers.neo4j_backup import load_offline
+
+    m = store.read_manifest(backup_id)
+    entry = m.object(object_name)
+    target_neo4j = engine_neo4j(target, descriptor, image)
+    result = load_offline(target_neo4j, store.raw_chunks(backup_id, entry), entry.raw_size)
+    get_run_logger().info("neo4j: dump of %d bytes loaded; Neo4j down for %.1fs (neo4j-admin %.1fs)",
+                          entry.raw_size, result.downtime_s, target_neo4j.admin_seconds)
+    assert m.neo4j is not None
+    return {"strategy": "dump", "nodes": m.neo4j.nodes, "relationships": m.neo4j.relationships,
+            "constraints": m.neo4j.constraints, "indexes": m.neo4j.indexes,
+            "seconds": round(result.downtime_s, 2), "downtime_s": round(result.downtime_s, 2),
+            "admin_seconds": round(target_neo4j.admin_seconds, 2), "bytes": entry.raw_size}
