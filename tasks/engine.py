@@ -118,11 +118,13 @@ def apply_service(target: EngineTarget, name: str, spec: Mapping[str, Any], spec
     logger = get_run_logger()
     secrets = secret_env(descriptor)
     driver = target.driver()
-    files = {"nginx.conf": balancer_conf(descriptor, dashboard_members(driver) or None)} if name == "nginx" else {}
+    files = {}
+    if name == "nginx":
+        files = {"nginx.conf": balancer_conf(descriptor, driver.network_addresses(dashboard_members(driver)) or None)}
     hook = None
     if name == "dashboard":
-        def hook(members: list[str]) -> None:
-            reloaded = driver.update_load_balancer(balancer_conf(descriptor, members))
+        def hook(members: list[str]) -> None:  # upstreams by address: see EngineDriver.network_addresses
+            reloaded = driver.update_load_balancer(balancer_conf(descriptor, driver.network_addresses(members)))
             if reloaded:
                 logger.info("load balancer now sends to %s", ", ".join(members))
 

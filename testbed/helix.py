@@ -70,34 +70,39 @@ class HealthSampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
-    def _sample(self) -> None:
-        import httpx
-
+    def _running(self):
         import docker.errors
 
         for _ in range(5):  # a container removed between listing and inspecting: list again
             try:
-                running = self.client.containers.list(filters={"label": f"helix-ops.project={self.project}"})
-                break
+                return self.client.containers.list(filters={"label": f"helix-ops.project={self.project}"})
             except docker.errors.NotFound:
                 continue
-        else:
-            raise RuntimeError("containers keep vanishing while listing")
+        raise RuntimeError("containers keep vanishing while listing")
+
+    def _healthy(self, running, service: str, port: int) -> bool:
+        import httpx
+
+        for c in running:
+            if c.labels.get("helix-ops.service") != service:
+                continue
+            bindings = (c.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
+            try:
+                # the same 3 s the deploy health gate allows (drivers.engine.http_check)
+                if bindings and httpx.get(f"http://127.0.0.1:{bindings[0]['HostPort']}/api/health",
+                                          timeout=3).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                continue
+        return False
+
+    def _sample(self) -> None:
+        running = self._running()
         for service, port in self.services.items():
-            healthy = False
-            for c in running:
-                if c.labels.get("helix-ops.service") != service:
-                    continue
-                bindings = (c.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
-                try:
-                    # the same 3 s the deploy health gate allows (drivers.engine.http_check)
-                    if bindings and httpx.get(f"http://127.0.0.1:{bindings[0]['HostPort']}/api/health",
-                                              timeout=3).status_code == 200:
-                        healthy = True
-                        break
-                except httpx.HTTPError:
-                    continue
-            if not healthy:
+            # The list is seconds old by the time the last service is probed on a loaded machine: a roll may
+            # have started a new replica and stopped the listed old one since. A service counts as a gap only
+            # if a fresh list has no healthy replica either.
+            if not self._healthy(running, service, port) and not self._healthy(self._running(), service, port):
                 self.gaps[service] += 1
 
     def _loop(self) -> None:
