@@ -30,6 +30,7 @@ import docker.errors
 import httpx
 from docker.models.containers import Container
 
+from drivers.storage import IterStream
 from helix_ops.errors import ConfigError, DriverError, WaitTimeout
 from helix_ops.plan import HASH_LABEL, CurrentObject, CurrentState, engine_service_hash
 
@@ -458,28 +459,6 @@ def _tar_file_of(files: Iterable[ScratchFile]) -> BinaryIO:
     return out
 
 
-class _ChunkReader(io.RawIOBase):
-    """A raw reader over an iterator of byte chunks (the engine's archive stream)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._it = iter(chunks)
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf:
-            try:
-                self._buf = next(self._it)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
 class ScratchEngine:
     """Throwaway containers and volumes of one run (a backup verification): all named
     ``helix-scratch-<run>-<name>`` and labelled ``helix-ops.scratch=<run>``, **never** with the
@@ -600,7 +579,7 @@ class ScratchEngine:
         """The bytes of the regular file ``path`` of ``container`` (running or exited; a mounted volume's files
         too), streamed out of the engine's tar archive in chunks: constant memory whatever its size."""
         stream, _stat = container.get_archive(path, chunk_size=chunk_size)
-        with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(stream), chunk_size), mode="r|") as tar:
+        with tarfile.open(fileobj=io.BufferedReader(IterStream(stream), chunk_size), mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue

@@ -156,12 +156,17 @@ def verify_backup(store: BackupStore, backup_id: str, deep: bool = False) -> lis
 @task(name="record-verification", retries=2, retry_delay_seconds=2, timeout_seconds=120, cache_policy=NO_CACHE)
 def record_verification(store: BackupStore, backup_id: str, by: str, checks: list[str]) -> dict[str, Any]:
     """Record a passed verification in the backup's manifest (restore picks the newest verified backup)."""
+    return write_verification(store, backup_id, by, checks, ok=True)
+
+
+def write_verification(store: BackupStore, backup_id: str, by: str, checks: list[str], ok: bool) -> dict[str, Any]:
+    """Replace the manifest's verification record (passed or failed); returns the manifest as JSON data."""
     import datetime as dt
 
     from helix_ops.backup import Verification
 
     m = store.read_manifest(backup_id)
-    m = m.model_copy(update={"verification": Verification(at=dt.datetime.now(dt.UTC), by=by, ok=True,
+    m = m.model_copy(update={"verification": Verification(at=dt.datetime.now(dt.UTC), by=by, ok=ok,
                                                           checks=tuple(checks))})
     m = Manifest.model_validate(m.model_dump())
     store.write_manifest(m)

@@ -288,13 +288,6 @@ def scratch_preflight(base_url: str | None, run_id: str, labels: dict[str, str],
 def record_failed_verification(store: BackupStore, backup_id: str, by: str, checks: list[str]) -> dict[str, Any]:
     """Record a *failed* verification in the manifest (``ok: false``): the backup stops counting as verified,
     so restore-helix no longer picks it as the newest verified backup."""
-    import datetime as dt
+    from tasks.backup import write_verification
 
-    from helix_ops.backup import Manifest, Verification
-
-    m = store.read_manifest(backup_id)
-    m = m.model_copy(update={"verification": Verification(at=dt.datetime.now(dt.UTC), by=by, ok=False,
-                                                          checks=tuple(checks))})
-    m = Manifest.model_validate(m.model_dump())
-    store.write_manifest(m)
-    return m.model_dump(mode="json")
+    return write_verification(store, backup_id, by, checks, ok=False)
