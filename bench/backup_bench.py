@@ -1,7 +1,10 @@
 """Backup benchmark (not a test): prints, side by side, time and peak RSS of
 
-* Neo4j logical backup (export through the storage pipeline) and restore (load into an empty server)
-  next to ``neo4j-admin database dump`` / ``load`` of the same database (offline, through the same storage);
+* Neo4j logical backup (export through the storage pipeline) and restore, next to ``neo4j-admin database dump``
+  / ``load`` of the same database (offline, through the same storage). The logical restore is timed both ways:
+  through ``neo4j-admin database import`` (restore-helix's default: the export converted to CSV in a spawned
+  process, then the import window in this one: stop, import, start, schema) and, up to 200k nodes or with
+  ``--transactional``, the batched Cypher load into a running server;
 * Redis: helix-ops' snapshot (``redis-cli --rdb`` + ``redis-check-rdb`` + zstd + sha256 into storage) next to a
   bare ``redis-cli --rdb`` and BGSAVE with LASTSAVE polling.
 
@@ -63,6 +66,14 @@ def _phase(name, args):  # runs in a spawned process
         entry = store.read_manifest(args["bid"]).objects[0]
         nb.load_logical(args["uri"], args["user"], args["password"], store.open_raw(args["bid"], entry), wipe=True)
         result = {}
+    elif name == "logical-convert":  # the importer restore's first half: the export as CSV (Neo4j untouched)
+        from drivers import neo4j_import as ni
+
+        store = LocalStore(args["store"])
+        entry = store.read_manifest(args["bid"]).objects[0]
+        csvs = ni.to_csv(nb.read_records(store.open_raw(args["bid"], entry)), Path(args["work"]) / "csv")
+        extra = f"{csvs.bytes / 2**20:.1f} MiB of CSV in {len(csvs.nodes) + len(csvs.relationships)} files"
+        result = {"csvs": csvs}
     elif name == "redis-cli --rdb":
         rb.snapshot_rdb("127.0.0.1", args["port"], args["password"], Path(args["tmp"]) / "bare.rdb")
         result = {}
@@ -181,6 +192,21 @@ def physical(name: str, server, store_root: Path, work: Path, bid: str | None = 
                   "child_rss": peak.peak_mib, "extra": extra})
 
 
+def import_window(csvs, server, work: Path) -> dict:
+    """The importer restore's second half, in this process (it stops and starts the bed's ``server``): stop,
+    ``neo4j-admin database import full``, start, schema."""
+    from drivers import neo4j_backup as nb
+    from drivers import neo4j_import as ni
+
+    t0 = time.monotonic()
+    host = nb.HostNeo4j(server, work)
+    with AdminPeak() as peak:
+        r = ni.import_csv_set(host, csvs, server.uri, server.user, server.password)
+    return shown({"name": "import window", "seconds": time.monotonic() - t0, "rss": float("nan"),
+                  "child_rss": peak.peak_mib,
+                  "extra": f"downtime {r.physical.downtime_s:.1f}s, schema {r.schema_s:.1f}s"})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=20000)
@@ -190,7 +216,11 @@ def main() -> None:
                    help="how restores are compared with the source: the content digest (every value; ~1 s per "
                         "1000 nodes) or counts by label and type (default: digest up to 200k nodes, else counts; "
                         "content equality at size is the round-trip test's job)")
+    p.add_argument("--transactional", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time the transactional logical restore (batched Cypher; default: up to 200k nodes; "
+                        "it took 562 s at 200k, so hours at 1M)")
     a = p.parse_args()
+    transactional = a.transactional if a.transactional is not None else a.nodes <= 200_000
     check = a.check or ("digest" if a.nodes <= 200_000 else "counts")
 
     from bench.graphgen import content_digest, generate
@@ -221,11 +251,19 @@ def main() -> None:
         rows.append(dump)
         dst = bed.new_neo4j("bench-dst")
         servers.append(dst)
-        lr = run("logical-restore", {**base, "uri": dst.uri, "password": dst.password, "bid": lb["bid"]})
-        rows.append(lr)
+        if transactional:
+            lr = run("logical-restore", {**base, "uri": dst.uri, "password": dst.password, "bid": lb["bid"]})
+            rows.append(lr)
+            t = time.monotonic()
+            assert fingerprint(dst) == want, "logical restore differs"
+            print(f"logical restore {check} equal ({time.monotonic() - t:.0f}s to compare)", file=sys.stderr)
+        conv = run("logical-convert", {**base, "bid": lb["bid"]})
+        win = import_window(conv["csvs"], dst, tmp / "work")
+        rows += [conv, win, {"name": "logical-import", "seconds": conv["seconds"] + win["seconds"],
+                             "rss": conv["rss"], "child_rss": win["child_rss"], "extra": ""}]
         t = time.monotonic()
-        assert fingerprint(dst) == want, "logical restore differs"
-        print(f"logical restore {check} equal ({time.monotonic() - t:.0f}s to compare)", file=sys.stderr)
+        assert fingerprint(dst) == want, "logical import differs"
+        print(f"logical import {check} equal ({time.monotonic() - t:.0f}s to compare)", file=sys.stderr)
         ld = physical("load", dst, tmp / "store", tmp / "work", bid=dump["bid"])  # overwrites dst's database
         rows.append(ld)
         # the users live in the system database, which a dump of `neo4j` does not touch: dst's password stays
@@ -254,11 +292,16 @@ def main() -> None:
           f"compared by {check}); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'':18}{'logical':>24}{'neo4j-admin':>24}{'ratio':>8}")
-    for what, left, right in (("backup", "logical-backup", "dump"), ("restore", "logical-restore", "load")):
+    pairs = [("backup", "logical-backup", "dump"), ("restore (import)", "logical-import", "load")]
+    if "logical-restore" in by:
+        pairs.append(("restore (Cypher)", "logical-restore", "load"))
+    for what, left, right in pairs:
         lt, rt = by[left]["seconds"], by[right]["seconds"]
-        print(f"{what + ' time':18}{lt:>23.1f}s{rt:>23.1f}s{lt / rt:>8.2f}")
-        print(f"{what + ' peak RSS':18}{by[left]['rss']:>20.0f} MiB{by[right]['child_rss']:>14.0f} MiB (JVM)")
-    for r in (by["dump"], by["load"], by["logical-backup"]):
+        print(f"{what + ' time':26}{lt:>15.1f}s{rt:>23.1f}s{lt / rt:>8.2f}")
+        print(f"{what + ' peak RSS':26}{by[left]['rss']:>12.0f} MiB{by[right]['child_rss']:>14.0f} MiB (JVM)")
+    print(f"  logical-import: neo4j-admin import JVM peak {by['logical-import']['child_rss']:.0f} MiB "
+          "(the helix-ops process: the RSS above)")
+    for r in (by["dump"], by["load"], by["logical-backup"], by["logical-convert"], by["import window"]):
         if r["extra"]:
             print(f"  {r['name']}: {r['extra'].strip()}")
     print(f"\nRedis: {a.redis_keys} hashes")

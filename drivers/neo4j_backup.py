@@ -396,6 +396,17 @@ def wipe_database(drv: neo4j.Driver, database: str = "neo4j", batch: int = 2_000
                 pass
 
 
+def apply_schema(session: neo4j.Session, schema: list[tuple[str, str, str]], await_s: int = 600) -> tuple[int, int]:
+    """Run the export's schema statements (``(kind, name, statement)``) and wait for the indexes to come online;
+    returns ``(constraints, indexes)`` created."""
+    counts = {"constraint": 0, "index": 0}
+    for kind, _name, statement in schema:
+        session.run(statement).consume()
+        counts[kind if kind in counts else "index"] += 1
+    session.run(f"CALL db.awaitIndexes({int(await_s)})").consume()
+    return counts["constraint"], counts["index"]
+
+
 def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryIO | Iterable[bytes], *,
                  database: str = "neo4j", batch_size: int = 2000, wipe: bool = False,
                  log: Callable[[str], None] = lambda m: None) -> LogicalStats:
@@ -481,13 +492,7 @@ def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryI
                 s.run(f"MATCH (n:{RESTORE_LABEL}) CALL (n) {{ REMOVE n:{RESTORE_LABEL} "
                       f"REMOVE n.{RESTORE_KEY} }} IN TRANSACTIONS OF {batch_size} ROWS").consume()
                 s.run(f"DROP INDEX {RESTORE_INDEX} IF EXISTS").consume()
-                for kind, _name, statement in schema:
-                    s.run(statement).consume()
-                    if kind == "constraint":
-                        stats.constraints += 1
-                    else:
-                        stats.indexes += 1
-                s.run("CALL db.awaitIndexes(600)").consume()
+                stats.constraints, stats.indexes = apply_schema(s, schema)
     except (nex.Neo4jError, nex.DriverError, OSError) as exc:
         raise _translate(exc, "loading a logical backup", uri) from exc
     stats.seconds = time.monotonic() - t0
@@ -532,6 +537,8 @@ class OfflineNeo4j:
     def start(self) -> None: raise NotImplementedError
     def dump(self, write: Callable[[bytes], Any], database: str = "neo4j") -> int: raise NotImplementedError
     def load(self, chunks: Iterable[bytes], size: int, database: str = "neo4j") -> None: raise NotImplementedError
+    def import_csv(self, csvs: Any, database: str = "neo4j") -> None: raise NotImplementedError
+    uri: str | None = None  # where Bolt answers after start(), when it may have moved
 
 
 @dataclass
@@ -626,8 +633,17 @@ class HostNeo4j(OfflineNeo4j):
             _sh.rmtree(folder, ignore_errors=True)
 
 
+    def import_csv(self, csvs: Any, database: str = "neo4j") -> None:
+        from helix_ops.backup import neo4j_import_argv
+
+        self._admin(neo4j_import_argv(database, str(csvs.folder), csvs.nodes, csvs.relationships,
+                                      multiline=csvs.multiline))
+
+
 # --- physical on the container engine: the environment's Neo4j container --------------------------------------
 
+IMPORT_JAVA_OPTS = "-Xmx1g"  # the importer's heap (its caches are off-heap): 96m ran out at one node, and at
+# 512m it warns "may be too small" (it suggests 1 GiB)
 ADMIN_DIR = "/backups"  # in the one-off container's own filesystem (the helix-neo4j image has it, owned by neo4j)
 
 
@@ -697,6 +713,7 @@ class EngineNeo4j(OfflineNeo4j):
         self.scratch_labels = dict(scratch_labels or {})
         self.log = log
         self.stopped: list[str] = []
+        self.uri: str | None = None  # the Bolt address after start() (a restart may publish another port)
         self.admin_seconds = 0.0
         self.health = ""
         containers = driver.containers(service)
@@ -744,6 +761,7 @@ class EngineNeo4j(OfflineNeo4j):
 
         self.driver.start_containers(self.stopped or [self.container.name])
         host, port = self.driver.probe_address(self.container, 7687)
+        self.uri = f"bolt://{host}:{port}"
         self.health = self.driver.wait_healthy(self.container, bolt_check(host, port, self.user, self.password),
                                                f"{self.container.name} to accept a Bolt login again",
                                                self.start_deadline_s, interval_s=1)
@@ -800,6 +818,36 @@ class EngineNeo4j(OfflineNeo4j):
         finally:
             eng.cleanup()
 
+    def import_csv(self, csvs: Any, database: str = "neo4j") -> None:
+        """``neo4j-admin database import full`` in a one-off container on the data volume, the CSV files copied
+        into its own ``/backups/import`` first (one tar on local disk, then the archive API)."""
+        import tarfile
+        import tempfile
+
+        from helix_ops.backup import neo4j_import_argv
+
+        eng = self.scratch()
+        uid, gid = _image_ids(self.driver.client, self.image)
+        folder = f"{ADMIN_DIR}/import"
+
+        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+            return info
+
+        try:
+            with tempfile.TemporaryFile() as tar_file:
+                with tarfile.open(fileobj=tar_file, mode="w") as tar:
+                    tar.add(csvs.folder, arcname=folder.lstrip("/"), filter=owned)
+                tar_file.seek(0)
+                argv = neo4j_import_argv(database, folder, csvs.nodes, csvs.relationships, multiline=csvs.multiline)
+                container = eng._create("import", self.image, command=argv, entrypoint=None,
+                                        environment={"JAVA_OPTS": IMPORT_JAVA_OPTS},
+                                        volumes={self.data_volume: "/data"}, ports=(), user=None, mem_limit=None)
+                container.put_archive("/", tar_file)
+            self._start_and_wait(eng, container, argv)
+        finally:
+            eng.cleanup()
+
     def _start_and_wait(self, eng: Any, container: Any, argv: list[str]) -> None:
         from helix_ops.errors import CommandFailed, WaitTimeout
 
@@ -815,4 +863,4 @@ class EngineNeo4j(OfflineNeo4j):
         rc = int(status.get("StatusCode", -1))
         self.log(f"{' '.join(argv[:4])} in a one-off container: exit {rc} in {seconds:.1f}s")
         if rc != 0:
-            raise CommandFailed(argv, rc, container.logs().decode(errors="replace")[-2000:])
+            raise CommandFailed(argv, rc, container.logs().decode(errors="replace")[-20000:])

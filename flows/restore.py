@@ -13,7 +13,11 @@ Steps, in order (nothing is touched before step 3):
    started again (and health-checked) afterwards, also when a later step fails.
 5. **Safety backup** of the current state (a normal, verified backup with ``safety_for=<restored id>``), so
    the restore itself can be undone (``restore-helix -p backup_id=<safety id>``).
-6. **Restore**: Neo4j from the logical export (wipe, batched load, schema after data), or from a Community
+6. **Restore**: Neo4j from the logical export, by default through ``neo4j-admin database import``
+   (``neo4j_load="import"``: the export is converted to CSV while Neo4j still runs, then the Neo4j container is
+   stopped for the import in a one-off container and started again; the downtime is measured; an export the
+   importer cannot carry exactly falls back to the transactional load), or transactionally
+   (``neo4j_load="transactional"``: wipe, batched load, schema after data; Neo4j stays up), or from a Community
    ``neo4j-admin database dump`` (the Neo4j container stopped, ``neo4j-admin database load
    --overwrite-destination=true`` in a one-off container on its data volume, started again and health-checked;
    the downtime is measured and reported); Redis by replaying the
@@ -42,7 +46,7 @@ from flows.backup import WRITERS, take_backup, window_markdown
 from flows.deploy import descriptor_path
 from helix_ops.backup import Manifest, choose_restore_candidate, validate_backup_id
 from helix_ops.descriptor import load_descriptor
-from helix_ops.errors import HelixOpsError, PlanError
+from helix_ops.errors import ConfigError, HelixOpsError, PlanError
 from tasks.backup import (
     NEO4J_DUMP_OBJECT,
     NEO4J_OBJECT,
@@ -50,6 +54,7 @@ from tasks.backup import (
     neo4j_counts,
     open_store,
     restore_neo4j_dump,
+    restore_neo4j_import,
     restore_neo4j_logical,
     restore_redis_rdb,
     service_endpoint,
@@ -61,6 +66,7 @@ from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
 from tasks.lease import environment_lease
 
 TOOL = "helix-ops restore-helix"
+NEO4J_LOADS = ("import", "transactional")
 
 
 class RestoreApproval(RunInput):
@@ -132,8 +138,8 @@ def compare_counts(m: Manifest, neo4j: dict[str, Any] | None, redis: dict[str, A
 @flow(name="restore-helix", log_prints=False)
 def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: str | None = None,
                   engine_url: str | None = None, storage_path: str | None = None, components: list[str] | None = None,
-                  safety_backup: bool = True, approval_timeout_s: int = 3600, lease_wait_s: float = 1800
-                  ) -> dict[str, Any]:
+                  safety_backup: bool = True, approval_timeout_s: int = 3600, lease_wait_s: float = 1800,
+                  neo4j_load: str = "import") -> dict[str, Any]:
     """Restore one backup into one Helix environment (see the module docstring for the steps).
 
     Args:
@@ -145,15 +151,20 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
         components: restore only these (``["neo4j"]``, ``["redis"]``); default: every component of the backup.
         safety_backup: take a backup of the current state first (default; turn off only for a scratch target).
         approval_timeout_s: how long the prod approval waits.
+        neo4j_load: how a logical export goes back: ``import`` (default: ``neo4j-admin database import`` with the
+            Neo4j container stopped for the import; much faster on large graphs) or ``transactional`` (batched
+            Cypher writes, Neo4j stays up).
 
     Returns ``{backup_id, safety_backup_id, restored, counts, writer_window, duration, neo4j_downtime_s}``
-    (the downtime of a dump's load; None for a logical restore); raises
+    (the downtime of a load or an import; None for a transactional load); raises
     ``BackupIntegrityError`` (nothing touched) on a checksum mismatch, :class:`RestoreRefused` when prod's
     approval is not given, :class:`RestoreVerificationFailed` when the counts differ after the restore.
     Example: ``prefect deployment run restore-helix/staging -p backup_id=staging-20250102T020000Z-a1b2c3``.
     """
     logger = get_run_logger()
     t0 = time.monotonic()
+    if neo4j_load not in NEO4J_LOADS:
+        raise ConfigError("neo4j_load", f"{neo4j_load!r}: expected one of {', '.join(NEO4J_LOADS)}")
     desc = load_descriptor(descriptor_path(env, descriptor))
     store = open_store(desc, storage_path)
     if backup_id:
@@ -199,6 +210,9 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
             if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy == "dump":
                 neo4j_result = restore_neo4j_dump(target, desc, store, chosen.backup_id, NEO4J_DUMP_OBJECT)
                 neo4j_uri = neo4j_endpoint(target)  # the container was restarted
+            elif "neo4j" in wanted and neo4j_load == "import":
+                neo4j_result = restore_neo4j_import(target, neo4j_uri, desc, store, chosen.backup_id, NEO4J_OBJECT)
+                neo4j_uri = neo4j_endpoint(target)  # the container was restarted
             elif "neo4j" in wanted:
                 neo4j_result = restore_neo4j_logical(neo4j_uri, desc, store, chosen.backup_id, NEO4J_OBJECT)
             if "redis" in wanted:
@@ -238,11 +252,11 @@ def report_markdown(env: str, m: Manifest, report: dict[str, Any], neo4j: dict[s
     if neo4j is not None and m.neo4j is not None:
         c = report["counts"]["neo4j"]
         lines.append(f"- Neo4j: loaded {neo4j['nodes']} nodes / {neo4j['relationships']} relationships in "
-                     f"{neo4j['seconds']:.1f}s; now {c['nodes']} / {c['relationships']} "
+                     f"{neo4j['seconds']:.1f}s ({neo4j.get('method', 'transactional load')}); now {c['nodes']} / {c['relationships']} "
                      f"(backup {m.neo4j.nodes} / {m.neo4j.relationships}), {c['constraints']} constraints, "
                      f"{c['indexes']} indexes")
         if neo4j.get("downtime_s") is not None:
-            lines.append(f"- **Neo4j downtime: {neo4j['downtime_s']:.1f}s** (stopped, neo4j-admin database load "
+            lines.append(f"- **Neo4j downtime: {neo4j['downtime_s']:.1f}s** (stopped, {neo4j['tool']} "
                          f"{neo4j['admin_seconds']:.1f}s in a one-off container, started, Bolt login ok)")
     if redis is not None and m.redis is not None:
         lines.append(f"- Redis: {redis['rdb_check']}; replayed {redis['loaded']['keys']} keys "

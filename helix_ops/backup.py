@@ -422,6 +422,26 @@ def neo4j_load_argv(database: str, from_path: str, admin: str = "neo4j-admin") -
             "--overwrite-destination=true"]
 
 
+def neo4j_import_argv(database: str, folder: str, nodes: list[tuple[str, str]],
+                      relationships: list[tuple[str, str]], *, multiline: bool = False,
+                      admin: str = "neo4j-admin") -> list[str]:
+    """``neo4j-admin database import full`` of CSV files in ``folder`` (``(header, data)`` file names) over
+    ``database`` (server stopped): integer ids, U+001F between list elements, no bad entry tolerated."""
+    folder = _path(folder, "folder").rstrip("/")
+    for header, data in [*nodes, *relationships]:
+        for name in (header, data):
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\Z", name):
+                raise ConfigError("csv file", f"{name!r}: expected a plain file name")
+    # the database before the options: after a --nodes / --relationships list it would be read as one more file
+    return [admin, "database", "import", "full", _database(database), "--overwrite-destination=true",
+            "--id-type=integer",
+            "--array-delimiter=U+001F", "--bad-tolerance=0", "--skip-bad-relationships=false",
+            "--skip-duplicate-nodes=false", f"--multiline-fields={'true' if multiline else 'false'}",
+            f"--report-file={folder}/import.report",
+            *(f"--nodes={folder}/{h},{folder}/{d}" for h, d in nodes),
+            *(f"--relationships={folder}/{h},{folder}/{d}" for h, d in relationships)]
+
+
 def neo4j_check_argv(database: str, from_path: str | None = None, admin: str = "neo4j-admin") -> list[str]:
     """``neo4j-admin database check <db> [--from-path=<dump dir>]`` (never on a database in use)."""
     argv = [admin, "database", "check", _database(database)]

@@ -72,7 +72,8 @@ class Neo4jServer:
 
     def admin(self, *args: str, timeout_s: float = 600) -> str:
         """Run ``neo4j-admin <args>``; return its output, raise CommandFailed on failure."""
-        return procs.run(self.admin_argv(*args), env=self._env(), cwd=self.home, timeout_s=timeout_s).stdout
+        env = {**self._env(), "JAVA_OPTS": "-Xmx1g"}  # the command's own JVM (the importer wants 1 GiB of heap)
+        return procs.run(self.admin_argv(*args), env=env, cwd=self.home, timeout_s=timeout_s).stdout
 
     def prepare(self) -> None:
         """Create the folders and neo4j.conf, and set the initial password (before the first start)."""

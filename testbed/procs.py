@@ -178,5 +178,5 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | N
     proc = subprocess.run(list(argv), env=full_env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout_s, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
-        raise CommandFailed(list(argv), proc.returncode, (proc.stderr or proc.stdout)[-2000:])
+        raise CommandFailed(list(argv), proc.returncode, ((proc.stdout or "") + (proc.stderr or ""))[-20000:])
     return proc

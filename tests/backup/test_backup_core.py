@@ -173,6 +173,13 @@ def test_neo4j_admin_argv_is_neo4j_5_syntax():
                                 restore_until="2025-03-10 01:00:00") == [
         "neo4j-admin", "database", "restore", "--from-path=/backups/neo4j-2025-03-10T02-00-00.backup",
         "--restore-until=2025-03-10 01:00:00", "--overwrite-destination=true", "neo4j"]
+    assert b.neo4j_import_argv("neo4j", "/backups/import/", [("nodes-0000.header.csv", "nodes-0000.csv")],
+                               [("relationships-0000.header.csv", "relationships-0000.csv")], multiline=True) == [
+        "neo4j-admin", "database", "import", "full", "neo4j", "--overwrite-destination=true", "--id-type=integer",
+        "--array-delimiter=U+001F", "--bad-tolerance=0", "--skip-bad-relationships=false",
+        "--skip-duplicate-nodes=false", "--multiline-fields=true", "--report-file=/backups/import/import.report",
+        "--nodes=/backups/import/nodes-0000.header.csv,/backups/import/nodes-0000.csv",
+        "--relationships=/backups/import/relationships-0000.header.csv,/backups/import/relationships-0000.csv"]
 
 
 @pytest.mark.parametrize("call", [
@@ -181,6 +188,9 @@ def test_neo4j_admin_argv_is_neo4j_5_syntax():
     lambda: b.neo4j_backup_argv("neo4j", "h:1", "/b", backup_type="INCR"),
     lambda: b.neo4j_restore_argv("neo4j", "/b", restore_until="$(id)"),
     lambda: b.redis_cli_rdb_argv("h;x", 1, "/f"), lambda: b.redis_cli_rdb_argv("h", 0, "/f"),
+    lambda: b.neo4j_import_argv("neo4j", "/b", [("../x.csv", "y.csv")], []),
+    lambda: b.neo4j_import_argv("neo4j", "/b", [("x.csv", "y.csv,/etc/passwd")], []),
+    lambda: b.neo4j_import_argv("neo4j", "rel", [], []),
 ])
 def test_argv_builders_refuse_odd_values(call):
     with pytest.raises(ConfigError):

@@ -171,6 +171,54 @@ def test_dump_and_load_round_trip_through_both_storages(source, stores, tmp_path
     assert content_digest(target.uri, target.user, target.password) == want
 
 
+EDGE_CYPHER = """
+CREATE (a:Edge {`weird, "key"`: 'v', ml: $ml, pad: ' pad ', empty: '', neg: duration({months: -3, days: 2}),
+               neg2: duration({seconds: -5, nanoseconds: -500000000}), z: -0.0, tiny: 5e-324, inf: 1.0 / 0.0,
+               strs: ['a, b', ' c ', $quote], blobs: $blob, pts: [point({x: 1.0, y: 2.0}), point({x: -0.0, y: 1e-05})],
+               geo: point({longitude: -180.0, latitude: -90.0}), ts: [datetime('2024-10-27T02:30:00+01:00[Europe/Berlin]')]})
+       -[:BARE]->(b {solo: true})
+"""
+
+
+def test_logical_round_trip_through_the_importer(source, stores, tmp_path):
+    """The logical export back through ``neo4j-admin database import`` (offline, into the stopped server),
+    with the edge values CSV makes hard (keys with commas and quotes, line breaks, empty and padded strings,
+    negative durations, -0.0, 5e-324, Infinity, a node without labels, a relationship without properties);
+    then an export the importer cannot carry exactly is refused before Neo4j is touched."""
+    from drivers.neo4j_import import ImportUnsupported, import_logical
+
+    target, _ = source
+    target.query(EDGE_CYPHER, ml='line1\nline2\r\n"x"', quote='say "hi"', blob=b"\x00\xff\x7f\x80")
+    want = content_digest(target.uri, target.user, target.password)
+    bid, (m, _), stats = tee_backup(
+        stores, "neo4j.jsonl.zst", "logical",
+        lambda write: export_logical(target.uri, target.user, target.password, write))
+    assert (stats.nodes, stats.relationships) == (want["nodes"], want["relationships"]) == (NODES + 2, RELS + 1)
+    target.query("MATCH (n:Entity {i: 8}) DETACH DELETE n")  # changes the import must undo
+    target.query("CREATE (:AfterExport {x: 1})")
+    host = HostNeo4j(target, tmp_path / "work")
+    logs: list[str] = []
+    r = import_logical(host, stores[1].open_raw(bid, m.objects[0]), tmp_path / "csv", target.uri, target.user,
+                       target.password, log=logs.append)
+    assert (r.stats.nodes, r.stats.relationships, r.stats.constraints, r.stats.indexes) == (NODES + 2, RELS + 1, 1, 3)
+    assert r.physical.downtime_s > 0 and r.csv_bytes > 0 and not (tmp_path / "csv").exists()
+    assert any("converted" in line and "CSV files" in line for line in logs)
+    assert content_digest(target.uri, target.user, target.password) == want
+    with pytest.raises(Exception, match="already exists"):  # the constraint is live again
+        target.query("CREATE (:Entity {uid: 'cpe-1'})")
+    assert target.query("MATCH (n:AfterExport) RETURN count(n) AS c") == [{"c": 0}]
+
+    # an empty list: the importer would read it as "no property": refused while converting, Neo4j untouched
+    target.query("CREATE (:Edge {nothing: []})")
+    buf = io.BytesIO()
+    export_logical(target.uri, target.user, target.password, buf.write)
+    proc = target.proc
+    with pytest.raises(ImportUnsupported, match="empty list"):
+        import_logical(host, io.BytesIO(buf.getvalue()), tmp_path / "csv2", target.uri, target.user,
+                       target.password)
+    assert target.proc is proc and target.query("MATCH (n:Edge) RETURN count(n) AS c") == [{"c": 2}]
+
+
 def test_truncated_or_foreign_exports_are_refused():
     good = [json.dumps({"format": FORMAT, "version": 1}).encode(), b'{"n":0,"l":[],"p":{}}',
             b'{"end":true,"nodes":1,"relationships":0}']

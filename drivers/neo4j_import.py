@@ -1,0 +1,332 @@
+"""Restore a logical export through ``neo4j-admin database import full``: offline, into a stopped Neo4j.
+
+Why: :func:`drivers.neo4j_backup.load_logical` writes every node and relationship through Cypher, with two index
+seeks per relationship; at 200k nodes / 400k relationships that took 11x the time of a dump's load. The
+importer writes the store files directly.
+
+How (:func:`import_logical`):
+
+1. **convert** (Neo4j still running, nothing changed yet): the export's records become CSV files in a work
+   folder, one header file and one data file per *property signature* (the set of ``key:type`` of a node or
+   relationship). Labels go in a ``:LABEL`` column and types in a ``:TYPE`` column, the ids are the export's node
+   ids (``--id-type=integer``), and every field is quoted (a quoted ``""`` is an empty string, not a missing
+   value). The schema statements are kept aside.
+2. **the window**: stop Neo4j, run ``neo4j-admin database import full --overwrite-destination=true`` with zero
+   bad-entry tolerance, and start Neo4j again (always, also on failure).
+3. **schema**: the export's constraints and indexes are created over Bolt after the data, and the indexes are
+   awaited.
+
+Values CSV cannot carry exactly raise :class:`ImportUnsupported` in step 1, before anything is stopped: an empty
+list or byte array (the importer reads an empty field as "no property"), a string list holding an empty string
+or the array delimiter (U+001F), a key with ``:`` in it, a label with the delimiter, a version-1 zoned datetime.
+The caller then loads transactionally (:func:`drivers.neo4j_backup.load_logical`) instead.
+
+Every field's text was checked against Neo4j 5.26's importer: temporal text as Neo4j writes it (zones, offsets,
+nanoseconds, years beyond 9999), durations with negative parts, ``NaN``/``Infinity``, ``-0.0``, ``5e-324``,
+points of the four CRSs and lists of them, byte arrays, NUL and newlines in strings (``--multiline-fields`` is
+turned on only when a value holds a line break: it is slower).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import math
+import shutil
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import neo4j.exceptions as nex
+from pydantic import SecretStr
+
+from drivers.neo4j_backup import (
+    LogicalStats,
+    OfflineNeo4j,
+    PhysicalResult,
+    _driver,
+    _translate,
+    apply_schema,
+    read_records,
+)
+from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError
+
+ARRAY_DELIMITER = "\x1f"
+"""Between list elements (``--array-delimiter=U+001F``): a control character no Helix string holds."""
+
+_TEMPORAL = {"$date": "date", "$ltime": "localtime", "$time": "time", "$ldt": "localdatetime", "$dt": "datetime"}
+_CRS = {7203: ("cartesian", ("x", "y")), 9157: ("cartesian-3d", ("x", "y", "z")),
+        4326: ("wgs-84", ("longitude", "latitude")), 4979: ("wgs-84-3d", ("longitude", "latitude", "height"))}
+MAX_OPEN_FILES = 64
+
+
+class ImportUnsupported(Exception):
+    """The export holds a value the CSV importer cannot carry exactly; load it transactionally instead."""
+
+
+# --- values -------------------------------------------------------------------------------------------------
+
+
+def _float(f: float) -> str:
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "Infinity" if f > 0 else "-Infinity"
+    return repr(f)
+
+
+def duration_text(months: int, days: int, seconds: int, nanos: int) -> str:
+    """ISO text of Neo4j's duration components (``nanos`` in [0, 1e9), ``seconds`` of any sign)."""
+    if seconds < 0 and nanos:
+        secs = f"-{-seconds - 1}.{1_000_000_000 - nanos:09d}"
+    else:
+        secs = f"{seconds}.{nanos:09d}"
+    return f"P{months}M{days}DT{secs}S"
+
+
+def point_text(srid: int, coords: list[float]) -> str:
+    crs = _CRS.get(int(srid))
+    if crs is None or len(coords) != len(crs[1]):
+        raise BackupIntegrityError(f"unknown point srid {srid} with {len(coords)} coordinates")
+    parts = ", ".join(f"{name}:{_float(float(c))}" for name, c in zip(crs[1], coords))
+    return f"{{{parts}, crs:'{crs[0]}'}}"
+
+
+def _scalar(v: Any) -> tuple[str, str]:
+    if isinstance(v, bool):
+        return "boolean", "true" if v else "false"
+    if isinstance(v, int):
+        return "long", str(v)
+    if isinstance(v, float):
+        return "double", _float(v)
+    if isinstance(v, str):
+        return "string", v
+    if isinstance(v, dict):
+        if "$f" in v:
+            return "double", _float(float(v["$f"]))
+        if "$dur" in v:
+            return "duration", duration_text(*v["$dur"])
+        if "$pt" in v:
+            return "point", point_text(v["$pt"], v["c"])
+        for tag, ctype in _TEMPORAL.items():
+            if tag in v:
+                if "z" in v:
+                    raise ImportUnsupported("a zoned datetime of export format version 1")
+                return ctype, v[tag]
+    raise ImportUnsupported(f"a value the importer does not know: {str(v)[:60]}")
+
+
+def csv_value(v: Any) -> tuple[str, str]:
+    """``(importer type, field text)`` of one exported property value (the logical format's encoding)."""
+    if isinstance(v, dict) and "$b" in v:
+        raw = base64.b64decode(v["$b"])
+        if not raw:
+            raise ImportUnsupported("an empty byte array")
+        return "byte[]", ARRAY_DELIMITER.join(str(b - 256 if b > 127 else b) for b in raw)
+    if isinstance(v, list):
+        if not v:
+            raise ImportUnsupported("an empty list")
+        items = [_scalar(x) for x in v]
+        ctype = items[0][0]
+        if any(t != ctype for t, _ in items):
+            raise ImportUnsupported(f"a list of mixed types {sorted({t for t, _ in items})}")
+        texts = [t for _, t in items]
+        if ctype == "string" and any(t == "" or ARRAY_DELIMITER in t for t in texts):
+            raise ImportUnsupported("a string list holding an empty string or U+001F")
+        return ctype + "[]", ARRAY_DELIMITER.join(texts)
+    return _scalar(v)
+
+
+def _row(props: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """(signature, texts in signature order) of one record's properties."""
+    typed = []
+    for key in sorted(props):
+        if ":" in key or not key:
+            raise ImportUnsupported(f"a property key the importer's header cannot name: {key!r}")
+        ctype, text = csv_value(props[key])
+        typed.append((key, ctype, text))
+    return tuple((k, t) for k, t, _ in typed), [x for _, _, x in typed]
+
+
+# --- conversion ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CsvSet:
+    """The CSV files of one export, ready for the importer (names relative to ``folder``)."""
+
+    folder: Path
+    nodes: list[tuple[str, str]] = field(default_factory=list)  # (header file, data file)
+    relationships: list[tuple[str, str]] = field(default_factory=list)
+    schema: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, statement)
+    stats: LogicalStats = field(default_factory=LogicalStats)
+    multiline: bool = False
+    bytes: int = 0
+
+
+class _Groups:
+    """One CSV data file per signature; at most ``MAX_OPEN_FILES`` open at once (reopened for appending)."""
+
+    def __init__(self, out: CsvSet, kind: str, id_columns: list[str]) -> None:
+        self.out, self.kind, self.id_columns = out, kind, id_columns
+        self.names: dict[tuple[tuple[str, str], ...], str] = {}
+        self.open: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+
+    def write(self, signature: tuple[tuple[str, str], ...], row: list[str]) -> None:
+        name = self.names.get(signature)
+        if name is None:
+            name = f"{self.kind}-{len(self.names):04d}"
+            self.names[signature] = name
+            header = [*self.id_columns, *(f"{k}:{t}" for k, t in signature)]
+            with open(self.out.folder / f"{name}.header.csv", "w", newline="", encoding="utf-8") as f:
+                csv.writer(f, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(header)
+            (self.out.nodes if self.kind == "nodes" else self.out.relationships).append(
+                (f"{name}.header.csv", f"{name}.csv"))
+        handle = self.open.get(name)
+        if handle is None:
+            if len(self.open) >= MAX_OPEN_FILES:
+                _, (f, _) = self.open.popitem(last=False)
+                f.close()
+            f = open(self.out.folder / f"{name}.csv", "a", newline="", encoding="utf-8")  # noqa: SIM115
+            handle = (f, csv.writer(f, quoting=csv.QUOTE_ALL, lineterminator="\n"))
+            self.open[name] = handle
+        else:
+            self.open.move_to_end(name)
+        handle[1].writerow(row)
+
+    def close(self) -> None:
+        for f, _ in self.open.values():
+            f.close()
+        self.open.clear()
+
+
+def _has_break(texts: Iterable[str]) -> bool:
+    return any("\n" in t or "\r" in t for t in texts)
+
+
+def to_csv(records: Iterable[dict[str, Any]], folder: Path,
+           log: Callable[[str], None] = lambda m: None) -> CsvSet:
+    """Write the export's ``records`` (from :func:`read_records`) as importer CSV files into ``folder`` (created
+    empty). Raises :class:`ImportUnsupported` for a value CSV cannot carry, BackupIntegrityError when the
+    export's end record disagrees with what was read."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    out = CsvSet(folder)
+    stats = out.stats
+    nodes = _Groups(out, "nodes", [":ID", ":LABEL"])
+    rels = _Groups(out, "relationships", [":START_ID", ":END_ID", ":TYPE"])
+    end: dict[str, Any] | None = None
+    t0 = time.monotonic()
+    try:
+        for rec in records:
+            if "n" in rec:
+                labels = rec["l"]
+                if any(ARRAY_DELIMITER in lab for lab in labels):
+                    raise ImportUnsupported("a label holding U+001F")
+                signature, texts = _row(rec["p"])
+                out.multiline = out.multiline or _has_break(texts) or _has_break(labels)
+                nodes.write(signature, [str(rec["n"]), ARRAY_DELIMITER.join(labels), *texts])
+                stats.nodes += 1
+                for lab in labels:
+                    stats.labels[lab] = stats.labels.get(lab, 0) + 1
+                if stats.nodes % 100_000 == 0:
+                    log(f"converted {stats.nodes} nodes ({time.monotonic() - t0:.0f}s)")
+            elif "r" in rec:
+                signature, texts = _row(rec["p"])
+                out.multiline = out.multiline or _has_break(texts) or _has_break([rec["r"]])
+                rels.write(signature, [str(rec["s"]), str(rec["e"]), rec["r"], *texts])
+                stats.relationships += 1
+                stats.relationship_types[rec["r"]] = stats.relationship_types.get(rec["r"], 0) + 1
+                if stats.relationships % 200_000 == 0:
+                    log(f"converted {stats.relationships} relationships ({time.monotonic() - t0:.0f}s)")
+            elif "schema" in rec:
+                out.schema.append((rec["schema"], rec["name"], rec["statement"]))
+            elif rec.get("end"):
+                end = rec
+    finally:
+        nodes.close()
+        rels.close()
+    if end is None or end.get("nodes") != stats.nodes or end.get("relationships") != stats.relationships:
+        raise BackupIntegrityError(f"logical export counts disagree: end record {end}, read "
+                                   f"{stats.nodes} nodes / {stats.relationships} relationships")
+    out.bytes = sum(p.stat().st_size for p in folder.iterdir())
+    stats.seconds = time.monotonic() - t0
+    return out
+
+
+def import_error(output: str) -> str:
+    """The lines of the importer's output that say what was wrong (its stack traces say little)."""
+    keep = ("original error", "raw field value", "in field", "data source", "IllegalArgumentException",
+            "doesn't exist", "OutOfMemoryError", "Error in input", "InputException")
+    lines = [line.strip() for line in output.splitlines() if any(k in line for k in keep)]
+    seen: list[str] = []
+    for line in lines:
+        if line not in seen:
+            seen.append(line)
+    return " | ".join(seen[:6]) or (output.strip().splitlines() or ["no output"])[-1]
+
+
+# --- the offline window -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    stats: LogicalStats
+    physical: PhysicalResult
+    convert_s: float
+    csv_bytes: int
+    schema_s: float
+
+
+def import_logical(target: OfflineNeo4j, stream: BinaryIO | Iterable[bytes], workdir: Path, uri: str, user: str,
+                   password: SecretStr | str, *, database: str = "neo4j",
+                   log: Callable[[str], None] = lambda m: None) -> ImportResult:
+    """Convert the export in ``stream`` to CSV in ``workdir`` (Neo4j untouched; :class:`ImportUnsupported`
+    here means: load it transactionally), then :func:`import_csv_set`."""
+    try:
+        csvs = to_csv(read_records(stream), workdir, log)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return import_csv_set(target, csvs, uri, user, password, database=database, log=log)
+
+
+def import_csv_set(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, password: SecretStr | str, *,
+                   database: str = "neo4j", log: Callable[[str], None] = lambda m: None) -> ImportResult:
+    """Stop Neo4j, import ``csvs`` (replacing ``database``), start it again (always), create the schema; the CSV
+    folder is removed. The downtime is measured from the stop to Neo4j answering again; the schema comes after
+    it (the writers are still stopped then)."""
+    workdir = csvs.folder
+    log(f"converted {csvs.stats.nodes} nodes, {csvs.stats.relationships} relationships into "
+        f"{len(csvs.nodes) + len(csvs.relationships)} CSV files ({csvs.bytes / 2**20:.1f} MiB) "
+        f"in {csvs.stats.seconds:.1f}s")
+    t0 = time.monotonic()
+    try:
+        target.stop()
+        try:
+            target.import_csv(csvs, database)
+        except CommandFailed as exc:
+            raise DriverError(f"neo4j-admin database import failed (exit {exc.rc}): {import_error(exc.stderr)}",
+                              hint="the database now holds a partial import: restore the safety backup with "
+                                   "neo4j_load=transactional (restore-helix -p backup_id=<safety id> -p "
+                                   "neo4j_load=transactional)") from exc
+        finally:
+            target.start()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    downtime = time.monotonic() - t0
+    uri = target.uri or uri
+    t1 = time.monotonic()
+    stats = csvs.stats
+    try:
+        with _driver(uri, user, password) as drv, drv.session(database=database) as s:
+            stats.constraints, stats.indexes = apply_schema(s, csvs.schema)
+    except (nex.Neo4jError, nex.DriverError, OSError) as exc:
+        raise _translate(exc, "creating the schema after the import", uri) from exc
+    log(f"imported with Neo4j down for {downtime:.1f}s; schema ({stats.constraints} constraints, "
+        f"{stats.indexes} indexes) online {time.monotonic() - t1:.1f}s later")
+    return ImportResult(stats, PhysicalResult(downtime), csvs.stats.seconds, csvs.bytes,
+                        round(time.monotonic() - t1, 2))

@@ -1,0 +1,99 @@
+"""The CSV side of the importer restore (``drivers/neo4j_import.py``): field text for every exported value, the
+values it refuses (so the caller loads them transactionally), grouping by property signature. The importer
+itself runs in tests/backup/test_backup_roundtrip.py (real neo4j-admin) and tests/backup/test_backup_flow.py
+(restore-helix on the engine)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from drivers.neo4j_backup import FORMAT, read_records
+from drivers.neo4j_import import ARRAY_DELIMITER as US
+from drivers.neo4j_import import ImportUnsupported, csv_value, duration_text, point_text, to_csv
+from helix_ops.errors import BackupIntegrityError
+
+
+@pytest.mark.parametrize("value, expected", [
+    (True, ("boolean", "true")), (-9223372036854775808, ("long", "-9223372036854775808")),
+    (0.1, ("double", "0.1")), (-0.0, ("double", "-0.0")), (5e-324, ("double", "5e-324")),
+    ({"$f": "nan"}, ("double", "NaN")), ({"$f": "-inf"}, ("double", "-Infinity")), ("", ("string", "")),
+    ("a\x00b\n", ("string", "a\x00b\n")), ({"$b": "AP9/gA=="}, ("byte[]", f"0{US}-1{US}127{US}-128")),
+    ({"$date": "+10000-01-01"}, ("date", "+10000-01-01")),
+    ({"$dt": "2024-10-27T02:30+01:00[Europe/Berlin]"}, ("datetime", "2024-10-27T02:30+01:00[Europe/Berlin]")),
+    ({"$time": "12:00Z"}, ("time", "12:00Z")), ({"$ltime": "08:00:00.000000001"}, ("localtime", "08:00:00.000000001")),
+    ({"$ldt": "2024-02-29T23:59:59.999999999"}, ("localdatetime", "2024-02-29T23:59:59.999999999")),
+    ({"$dur": [14, 3, 7, 9]}, ("duration", "P14M3DT7.000000009S")),
+    ({"$dur": [0, 0, -6, 500000000]}, ("duration", "P0M0DT-5.500000000S")),
+    ({"$pt": 4979, "c": [13.4, 52.5, 1.0]}, ("point", "{longitude:13.4, latitude:52.5, height:1.0, crs:'wgs-84-3d'}")),
+    (["a, b", " c "], ("string[]", f"a, b{US} c ")), ([1.5, 2.0], ("double[]", f"1.5{US}2.0")),
+    ([{"$date": "2020-01-01"}, {"$date": "2021-12-31"}], ("date[]", f"2020-01-01{US}2021-12-31")),
+    ([{"$pt": 7203, "c": [1.0, 2.0]}], ("point[]", "{x:1.0, y:2.0, crs:'cartesian'}")),
+])
+def test_field_text_of_every_value(value, expected):
+    assert csv_value(value) == expected
+
+
+@pytest.mark.parametrize("value, why", [
+    ([], "empty list"), ({"$b": ""}, "empty byte array"), (["a", ""], "empty string"),
+    ([f"a{US}b"], "U\\+001F"), ([1, "x"], "mixed types"), ({"$dt": "2024-01-01T00:00", "z": "Europe/Berlin"},
+                                                           "version 1"), ({"$new": 1}, "does not know"),
+])
+def test_values_csv_cannot_carry_are_refused(value, why):
+    with pytest.raises(ImportUnsupported, match=why):
+        csv_value(value)
+
+
+def test_duration_and_point_text():
+    assert duration_text(-3, 2, 0, 0) == "P-3M2DT0.000000000S"
+    assert duration_text(0, 0, -86401, 999999999) == "P0M0DT-86400.000000001S"
+    with pytest.raises(BackupIntegrityError, match="srid"):
+        point_text(1234, [1.0, 2.0])
+
+
+def _export(*records):
+    lines = [{"format": FORMAT, "version": 2}, *records]
+    return read_records([json.dumps(r).encode() for r in lines])
+
+
+def test_groups_by_signature_labels_in_a_column_and_counts_checked(tmp_path):
+    out = to_csv(_export(
+        {"n": 0, "l": ["A", "Odd Label"], "p": {"x": 1, "s": "a"}},
+        {"n": 1, "l": [], "p": {"x": 2, "s": "b"}},
+        {"n": 2, "l": ["A"], "p": {"x": "text"}},
+        {"r": "R T", "s": 0, "e": 1, "p": {}},
+        {"schema": "index", "name": "i", "statement": "CREATE INDEX i FOR (n:A) ON (n.x)"},
+        {"end": True, "nodes": 3, "relationships": 1}), tmp_path / "csv")
+    assert len(out.nodes) == 2 and len(out.relationships) == 1 and not out.multiline
+    assert out.schema == [("index", "i", "CREATE INDEX i FOR (n:A) ON (n.x)")]
+    assert (out.stats.nodes, out.stats.relationships, out.stats.labels) == (3, 1, {"A": 2, "Odd Label": 1})
+    header, data = out.nodes[0]
+    rows = list(csv.reader(open(out.folder / header, newline="")))
+    assert rows == [[":ID", ":LABEL", "s:string", "x:long"]]
+    rows = list(csv.reader(open(out.folder / data, newline="")))
+    assert rows == [["0", f"A{US}Odd Label", "a", "1"], ["1", "", "b", "2"]]
+    assert open(out.folder / data).read().startswith('"0",')  # every field quoted: "" is an empty string
+    rel = list(csv.reader(open(out.folder / out.relationships[0][1], newline="")))
+    assert rel == [["0", "1", "R T"]]
+
+    with pytest.raises(BackupIntegrityError, match="counts disagree"):
+        to_csv(_export({"n": 0, "l": [], "p": {}}, {"end": True, "nodes": 2, "relationships": 0}), tmp_path / "c2")
+    with pytest.raises(ImportUnsupported, match="key"):
+        to_csv(_export({"n": 0, "l": [], "p": {"a:b": 1}}, {"end": True, "nodes": 1, "relationships": 0}),
+               tmp_path / "c3")
+    multi = to_csv(_export({"n": 0, "l": [], "p": {"s": "x\r\ny"}}, {"end": True, "nodes": 1, "relationships": 0}),
+                   tmp_path / "c4")
+    assert multi.multiline
+
+
+def test_many_signatures_stay_within_the_open_file_limit(tmp_path, monkeypatch):
+    import drivers.neo4j_import as ni
+
+    monkeypatch.setattr(ni, "MAX_OPEN_FILES", 3)
+    records = [{"n": i, "l": [], "p": {f"k{i % 7}": i}} for i in range(70)]
+    out = to_csv(_export(*records, {"end": True, "nodes": 70, "relationships": 0}), tmp_path / "csv")
+    assert len(out.nodes) == 7
+    total = sum(len(list(csv.reader(open(out.folder / d, newline="")))) for _, d in out.nodes)
+    assert total == 70
