@@ -8,6 +8,11 @@ For a consistent Neo4j export the writer (mcp-graph) is stopped for the export w
 afterwards, also when the export fails; the manifest says ``writer_paused: true`` and the report gives the
 window. ``pause_writer=False`` exports online with the writer running (the manifest then carries a warning).
 
+A run killed mid-backup (SIGKILL, OOM) skips its ``finally``: the pause is therefore recorded durably before
+the writer stops (``tasks/writer_pause.py``, a Prefect Variable), and every run starts, inside the environment
+lease and before anything else, the writers a killed run left stopped. A killed run's environment lease is
+released by the next run when the holder is provably gone (``tasks/lease_recovery.py``), else it expires.
+
 Orchestration only: the work is in ``tasks/backup.py``. Any failing step raises (callers such as an upgrade
 must not proceed without a backup); a backup without a manifest does not exist.
 """
@@ -26,7 +31,7 @@ from drivers.storage import BackupStore
 from flows.deploy import descriptor_path
 from helix_ops.backup import Manifest, Neo4jInfo, RedisInfo, manifest_markdown, new_backup_id
 from helix_ops.descriptor import Descriptor, load_descriptor
-from helix_ops.errors import ConfigError
+from helix_ops.errors import ConfigError, DriverError
 from helix_ops.guide import SINGLE_WRITER
 from tasks.backup import (
     backup_neo4j_dump,
@@ -42,7 +47,8 @@ from tasks.backup import (
     verify_backup,
 )
 from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
-from tasks.lease import environment_lease
+from tasks.lease_recovery import recovering_environment_lease
+from tasks.writer_pause import clear_pause, record_pause, resume_paused_writers, running_writers
 
 TOOL = "helix-ops backup-helix"
 WRITERS = (SINGLE_WRITER,)
@@ -83,10 +89,20 @@ def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, p
     window: dict[str, Any] = {"paused": False, "containers": [], "seconds": 0.0}
     with store.begin(backup_id) as writer:
         stopped: list[str] = []
+        to_restart: list[str] = []  # what the finally starts: also what a stop that failed half-way stopped
         t_stop = time.monotonic()
         try:
             if pause_writer:
+                # Durably, BEFORE stopping: a run killed inside the window cannot run its finally; the next
+                # run starts what this record names (resume_paused_writers).
+                about_to_stop = running_writers(target, list(WRITERS))
+                pauser = f"{tool} flow-run/{flow_run.get_id() or 'local'}"
+                record_pause(desc.environment, about_to_stop, pauser)
+                to_restart = about_to_stop
                 stopped = stop_writers(target, list(WRITERS))
+                if set(stopped) - set(about_to_stop):  # a replica started in between: record it too
+                    record_pause(desc.environment, about_to_stop + stopped, pauser)
+                to_restart = sorted(set(about_to_stop) | set(stopped))
                 window.update(paused=True, containers=stopped, started=dt.datetime.now(dt.UTC).isoformat())
             if neo4j_strategy == "dump":
                 neo4j = backup_neo4j_dump(target, neo4j_uri, desc, writer,
@@ -96,7 +112,11 @@ def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, p
         finally:
             if pause_writer:
                 try:
-                    start_writers(target, stopped, desc)
+                    start_writers(target, to_restart, desc)
+                    try:  # only once they run and answer again: else the next run starts them
+                        clear_pause(desc.environment)
+                    except Exception as exc:  # noqa: BLE001 - the next run finds them running: a stale record
+                        logger.warning("could not delete the writer-pause record: %s", exc)
                 finally:
                     window["seconds"] = round(time.monotonic() - t_stop, 2)
                     logger.info("writer window: %s stopped for %.1fs", ", ".join(stopped) or "nothing",
@@ -111,6 +131,36 @@ def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, p
         commit_backup(writer, manifest.model_dump(mode="json"))
     checks = verify_backup(store, backup_id)
     return Manifest.model_validate(record_verification(store, backup_id, tool, checks)), window
+
+
+def storage_endpoint(store: BackupStore) -> str | None:
+    """The S3 endpoint URL of ``store`` (no user info), or None for a local folder."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = getattr(getattr(getattr(store, "client", None), "meta", None), "endpoint_url", None)
+    if not url:
+        return None
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def storage_error_with_endpoint(exc: DriverError, store: BackupStore) -> DriverError:
+    """A storage error of ``store`` as one error that names the endpoint and how often each request was tried
+    (the S3 client's own retries; the export and Redis tasks were retried by Prefect on top); other driver
+    errors unchanged."""
+    endpoint = storage_endpoint(store)
+    if endpoint is None or not exc.message.startswith(f"S3 {store.where}") or endpoint in exc.message:
+        return exc
+    config = getattr(getattr(getattr(store, "client", None), "meta", None), "config", None)
+    retries = getattr(config, "retries", None) or {}
+    attempts = retries.get("total_max_attempts") or retries.get("max_attempts")
+    tried = f", each request tried {attempts} times" if attempts else ""
+    return DriverError(f"{exc.message} (endpoint {endpoint}{tried})",
+                       hint=exc.hint or "is the endpoint reachable?")
 
 
 def downtime_markdown(manifest: Manifest) -> str:
@@ -156,8 +206,17 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
     connect_engine(target)
 
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
-    with environment_lease(desc.environment, owner):
-        manifest, window = take_backup(desc, target, store, pause_writer=pause_writer, neo4j_strategy=strategy)
+    with recovering_environment_lease(desc.environment, owner):
+        # Before anything else: writers a killed run left stopped (its finally never ran) run again.
+        resume_paused_writers(target, desc, list(WRITERS))
+        try:
+            manifest, window = take_backup(desc, target, store, pause_writer=pause_writer,
+                                           neo4j_strategy=strategy)
+        except DriverError as exc:
+            named = storage_error_with_endpoint(exc, store)
+            if named is exc:
+                raise
+            raise named from exc
 
     create_markdown_artifact(manifest_markdown(manifest) + "\n\n" + window_markdown(window) + "\n"
                              + downtime_markdown(manifest),

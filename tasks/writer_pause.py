@@ -1,0 +1,87 @@
+"""A durable record of a writer pause, so a backup run that is killed while the writer (mcp-graph) is stopped
+cannot leave it stopped for good.
+
+``take_backup`` stops the writer for the Neo4j export and starts it again in a ``finally``; a SIGKILL (OOM,
+node loss, a cancelled worker) skips the ``finally``. Before stopping anything the run therefore records the
+containers it is about to stop in a Prefect Variable (``helix-writer-paused-<env>``) and deletes the record
+only after they run and answer their health probe again. The next backup-helix run of the environment (inside
+the environment lease, before anything else) calls :func:`resume_paused_writers`: it starts and health-checks
+the recorded containers that still exist and are not running, logs a warning, and deletes the record.
+
+The record holds container names, the flow run and a time: no secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.variables import Variable
+
+from helix_ops.descriptor import Descriptor
+from tasks.engine import EngineTarget
+
+
+def pause_variable(environment: str) -> str:
+    """The Prefect Variable that records ``environment``'s writer pause (``helix-writer-paused-<env>``)."""
+    return f"helix-writer-paused-{environment}".lower()
+
+
+def read_pause(environment: str) -> dict[str, Any] | None:
+    """The recorded pause of ``environment`` (``{containers, owner, at}``), or None."""
+    value = Variable.get(pause_variable(environment), default=None)
+    return value if isinstance(value, dict) else None
+
+
+def record_pause(environment: str, containers: list[str], owner: str) -> None:
+    """Record (durably, before they are stopped) the writer containers of ``environment`` a run stops."""
+    Variable.set(pause_variable(environment),
+                 {"containers": sorted(set(containers)), "owner": owner,
+                  "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+                 overwrite=True)
+
+
+def clear_pause(environment: str) -> None:
+    """Delete the record (the writers run again)."""
+    Variable.unset(pause_variable(environment))
+
+
+def running_writers(target: EngineTarget, services: list[str]) -> list[str]:
+    """Names of the running replicas of ``services`` (what ``stop_writers`` is about to stop)."""
+    driver = target.driver()
+    return sorted(c.name for s in services for c in driver.containers(s) if c.status == "running")
+
+
+def resume_paused_writers(target: EngineTarget, descriptor: Descriptor, services: list[str]) -> list[str]:
+    """Start and health-check the writer containers an earlier run recorded as paused and left stopped.
+
+    Call it while holding the environment lease (no other run can be inside its own writer window then).
+    Containers that no longer exist (replaced by a deploy since) are skipped; running ones are left alone.
+    Returns the names started. The record is deleted once they answer their health probe; if that fails the
+    record stays and this raises, so the next run tries again.
+    """
+    from tasks.backup import start_writers
+
+    record = read_pause(target.environment)
+    if record is None:
+        return []
+    logger = get_run_logger()
+    recorded = set(record.get("containers") or [])
+    driver = target.driver()
+    present = {c.name: c.status for s in services for c in driver.containers(s)}
+    stopped = sorted(n for n in recorded if n in present and present[n] != "running")
+    gone = sorted(recorded - set(present))
+    if stopped:
+        logger.warning("writer pause of an earlier run (%s, at %s) was never ended (the run was killed?): "
+                       "%s still stopped; starting %s again before this backup", record.get("owner", "?"),
+                       record.get("at", "?"), ", ".join(stopped), "it" if len(stopped) == 1 else "them")
+        start_writers(target, stopped, descriptor)
+    else:
+        logger.warning("stale writer-pause record of an earlier run (%s, at %s): %s; nothing to start",
+                       record.get("owner", "?"), record.get("at", "?"),
+                       ", ".join(sorted(recorded)) or "no container")
+    if gone:
+        logger.warning("recorded writer containers no longer exist (replaced since?): %s", ", ".join(gone))
+    clear_pause(target.environment)
+    return stopped
