@@ -38,6 +38,7 @@ from tasks.backup import (
     backup_neo4j_logical,
     backup_redis_rdb,
     commit_backup,
+    neo4j_edition,
     object_rows,
     open_store,
     record_verification,
@@ -55,17 +56,22 @@ WRITERS = (SINGLE_WRITER,)
 NEO4J_STRATEGIES = ("auto", "logical", "dump")
 
 
-def neo4j_strategy_for(desc: Descriptor, requested: str = "auto") -> str:
-    """The Neo4j strategy of a backup: ``auto`` is ``logical`` (online, any edition; the descriptor names no
-    backup strategy), ``dump`` is Community's offline ``neo4j-admin database dump`` (Neo4j stopped for the
-    window). The Enterprise online backup is not wired into the flows yet."""
-    from helix_ops.backup import choose_neo4j_strategy
+def requested_strategy(desc: Descriptor, requested: str | None) -> str:
+    """The run's ``neo4j_strategy`` parameter, else the descriptor's ``backup.neo4j_strategy``; checked before
+    anything is touched."""
+    wanted = desc.backup.neo4j_strategy if requested is None else requested
+    if wanted not in NEO4J_STRATEGIES:
+        raise ConfigError("neo4j_strategy", f"{wanted!r}: expected one of {', '.join(NEO4J_STRATEGIES)} "
+                                            "(or leave it unset: the descriptor's backup.neo4j_strategy)")
+    return wanted
 
-    if requested not in NEO4J_STRATEGIES:
-        raise ConfigError("neo4j_strategy", f"{requested!r}: expected one of {', '.join(NEO4J_STRATEGIES)}")
-    if requested == "auto":
-        return "logical"
-    return choose_neo4j_strategy(desc.services.neo4j.edition, requested)
+
+def neo4j_strategy_for(desc: Descriptor, requested: str, edition: str) -> tuple[str, str]:
+    """``(strategy, why)``: ``requested`` against the ``edition`` the running server reports (``auto`` picks by
+    it: ``helix_ops.backup.backup_strategy_for``)."""
+    from helix_ops.backup import backup_strategy_for
+
+    return backup_strategy_for(edition, desc.services.neo4j.edition, requested)
 
 
 def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, pause_writer: bool = True,
@@ -181,7 +187,7 @@ def window_markdown(window: dict[str, Any]) -> str:
 @flow(name="backup-helix", log_prints=False)
 def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
                  storage_path: str | None = None, pause_writer: bool = True,
-                 neo4j_strategy: str = "auto") -> dict[str, Any]:
+                 neo4j_strategy: str | None = None) -> dict[str, Any]:
     """Back up one Helix environment's Neo4j and Redis into one backup.
 
     Args:
@@ -190,9 +196,11 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
         engine_url: the Docker Engine API address; default ``DOCKER_HOST`` or the local socket.
         storage_path: a local folder for the backup (overrides the descriptor's storage).
         pause_writer: stop mcp-graph for the Neo4j export window (default) for a consistent export.
-        neo4j_strategy: ``auto`` (= ``logical``: the descriptor names no backup strategy), ``logical`` (online
-            export over Bolt) or ``dump`` (Community, offline: Neo4j stopped for ``neo4j-admin database dump`` in
-            a one-off container on its data volume, started again; the downtime is measured and reported).
+        neo4j_strategy: unset: the descriptor's ``backup.neo4j_strategy`` (default ``auto``); ``auto`` picks by
+            the edition the running server reports (Community: ``logical``; Enterprise: ``logical`` too until the
+            online backup is wired in), ``logical`` (online export over Bolt) or ``dump`` (offline: Neo4j stopped
+            for ``neo4j-admin database dump`` in a one-off container on its data volume, started again; the
+            downtime is measured and reported).
 
     Returns ``{backup_id, objects, counts, duration, writer_window}`` (no secrets); ``writer_window`` also
     carries ``neo4j_strategy`` and ``neo4j_downtime_s`` (None for the online export). Raises when any step fails.
@@ -201,9 +209,11 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
     t0 = time.monotonic()
     desc = load_descriptor(descriptor_path(env, descriptor))
     target = EngineTarget(engine_url, desc.project, desc.environment)
-    strategy = neo4j_strategy_for(desc, neo4j_strategy)
+    wanted = requested_strategy(desc, neo4j_strategy)
     store = open_store(desc, storage_path)
     connect_engine(target)
+    strategy, why = neo4j_strategy_for(desc, wanted, neo4j_edition(neo4j_endpoint(target), desc))
+    get_run_logger().info("neo4j strategy: %s", why)
 
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     with recovering_environment_lease(desc.environment, owner):
@@ -219,7 +229,7 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
             raise named from exc
 
     create_markdown_artifact(manifest_markdown(manifest) + "\n\n" + window_markdown(window) + "\n"
-                             + downtime_markdown(manifest),
+                             + downtime_markdown(manifest) + f"\n- Neo4j strategy: {why}",
                              key=f"helix-backup-{desc.environment}",
                              description=f"backup-helix {manifest.backup_id}")
     assert manifest.neo4j is not None and manifest.redis is not None
@@ -227,5 +237,5 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
             "counts": {"neo4j": {"nodes": manifest.neo4j.nodes, "relationships": manifest.neo4j.relationships},
                        "redis": {"keys": manifest.redis.keys, "keys_by_db": dict(manifest.redis.keys_by_db)}},
             "duration": round(time.monotonic() - t0, 3),
-            "writer_window": {**window, "neo4j_strategy": manifest.neo4j.strategy,
+            "writer_window": {**window, "neo4j_strategy": manifest.neo4j.strategy, "neo4j_strategy_why": why,
                               "neo4j_downtime_s": manifest.neo4j.downtime_s}}

@@ -6,7 +6,8 @@ Steps, in order (nothing is touched before step 3):
    are never chosen automatically). A backup without a manifest does not exist.
 2. **Prod**: publish the plan, then pause for a typed approval (:class:`RestoreApproval`: the operator types
    the backup id back); anything else stops the run with nothing touched.
-3. Under the **environment lease** (backup-helix and restore-helix of one environment never overlap):
+3. Under the **environment lease** (backup-helix and restore-helix of one environment never overlap; a killed
+   run's lease is released when its holder is provably gone, and the writers it left stopped are started first):
    **verify** every object's stored size and sha256 against the manifest. One flipped byte → refuse
    (``BackupIntegrityError``) before any database is touched.
 4. **Stop the writers** (mcp-graph) and keep them stopped for the safety backup and the restore; they are
@@ -63,7 +64,8 @@ from tasks.backup import (
     verify_backup,
 )
 from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
-from tasks.lease import environment_lease
+from tasks.lease_recovery import recovering_environment_lease
+from tasks.writer_pause import clear_pause, record_pause, resume_paused_writers, running_writers
 
 TOOL = "helix-ops restore-helix"
 NEO4J_LOADS = ("import", "transactional")
@@ -186,7 +188,9 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
     connect_engine(target)
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     report: dict[str, Any] = {"backup_id": chosen.backup_id, "approval": approval, "restored": list(wanted)}
-    with environment_lease(desc.environment, owner, wait_s=lease_wait_s):
+    with recovering_environment_lease(desc.environment, owner, wait_s=lease_wait_s):
+        # writers a killed backup or restore left stopped (its finally never ran) run again first
+        resume_paused_writers(target, desc, list(WRITERS))
         # Before anything is touched: every stored object must match the manifest.
         checks = verify_backup(store, chosen.backup_id)
         report["checks"] = checks
@@ -198,9 +202,14 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
         neo4j_result = redis_result = None
         safety: Manifest | None = None
         stopped: list[str] = []
+        to_restart: list[str] = []
         try:
             # One writer window for the safety backup and the restore: nothing written in between is lost.
+            # Recorded durably before the stop: a killed restore's writers are started by the next run.
+            to_restart = running_writers(target, list(WRITERS))
+            record_pause(desc.environment, to_restart, f"{TOOL} {owner}")
             stopped = stop_writers(target, list(WRITERS))
+            to_restart = sorted(set(to_restart) | set(stopped))
             window["containers"] = stopped
             if safety_backup:
                 safety, _ = take_backup(desc, target, store, pause_writer=False, writers_stopped=True,
@@ -219,7 +228,8 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
                 redis_result = restore_redis_rdb(redis_host, redis_port, desc, store, chosen.backup_id, REDIS_OBJECT)
         finally:
             try:
-                start_writers(target, stopped, desc)
+                start_writers(target, to_restart, desc)
+                clear_pause(desc.environment)  # only once they run again: else the next run starts them
             finally:
                 window["seconds"] = round(time.monotonic() - t_stop, 2)
         counts = neo4j_counts(neo4j_uri, desc) if "neo4j" in wanted else None

@@ -392,6 +392,29 @@ def choose_neo4j_strategy(edition: str, requested: str = "auto") -> Neo4jStrateg
     return requested  # type: ignore[return-value]
 
 
+FLOW_STRATEGIES = ("logical", "dump")
+"""What backup-helix can run today (the Enterprise online backup is argv and output parsing only)."""
+
+
+def backup_strategy_for(detected_edition: str, descriptor_edition: str, requested: str) -> tuple[str, str]:
+    """``(strategy, why)`` of a backup-helix run: ``requested`` (the flow parameter, else the descriptor's
+    ``backup.neo4j_strategy``) checked against the edition the running server reports. ``auto`` picks by that
+    edition; Enterprise's ``online-backup`` is not runnable by the flows yet, so ``auto`` gives ``logical`` there,
+    and says so."""
+    edition = detected_edition.lower()
+    note = "" if edition == descriptor_edition.lower() else (
+        f"; the server reports {edition} while the descriptor says {descriptor_edition.lower()}")
+    chosen = choose_neo4j_strategy(edition, requested)
+    if requested == "auto" and chosen == "online-backup":
+        return "logical", (f"auto on Neo4j {edition}: the online backup is not wired into the flows yet, "
+                           f"so the logical export (online){note}")
+    if chosen not in FLOW_STRATEGIES:
+        raise ConfigError("neo4j_strategy", f"{chosen!r} cannot run in backup-helix yet; use one of "
+                                            f"{', '.join(FLOW_STRATEGIES)}")
+    how = "picked by edition" if requested == "auto" else "as requested"
+    return chosen, f"{chosen} on Neo4j {edition} ({how}){note}"
+
+
 # --- neo4j-admin argv (Neo4j 5) -----------------------------------------------------------------------------
 
 _DB = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}\Z")

@@ -239,6 +239,10 @@ class Backup(_Model):
     schedules: Schedules
     retention: Retention = Retention()
     storage: Annotated[LocalStorage | S3Storage, Field(discriminator="kind")]
+    neo4j_strategy: Literal["auto", "logical", "dump"] = "auto"
+    """How backup-helix backs up Neo4j: ``auto`` picks by the running server's edition (Community: logical,
+    online; Enterprise: logical until the online backup is wired into the flows), ``logical`` (online export),
+    ``dump`` (offline ``neo4j-admin database dump``: Neo4j is stopped for the window)."""
 
     @field_validator("timezone")
     @classmethod

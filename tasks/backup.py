@@ -256,6 +256,17 @@ def neo4j_counts(neo4j_uri: str, descriptor: Descriptor) -> dict[str, Any]:
     return graph_counts(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password)
 
 
+@task(name="neo4j-edition", retries=2, retry_delay_seconds=3, timeout_seconds=120, cache_policy=NO_CACHE)
+def neo4j_edition(neo4j_uri: str, descriptor: Descriptor) -> str:
+    """The edition the running Neo4j reports (``community`` / ``enterprise``)."""
+    from blocks.secrets import load_environment_secrets
+    from drivers.neo4j import Neo4jClient
+
+    secrets = load_environment_secrets(descriptor)
+    with Neo4jClient(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password) as db:
+        return db.server_info()[1].lower()
+
+
 @task(name="delete-backup", retries=2, retry_delay_seconds=2, timeout_seconds=600, cache_policy=NO_CACHE)
 def delete_backup(store: BackupStore, backup_id: str) -> str:
     """Delete one backup (its manifest first, so it stops existing before its objects go)."""

@@ -159,6 +159,19 @@ def test_strategy_refusals():
         b.choose_neo4j_strategy("aura", "auto")
 
 
+def test_backup_flow_strategy_by_detected_edition():
+    assert b.backup_strategy_for("community", "community", "auto") == (
+        "logical", "logical on Neo4j community (picked by edition)")
+    strategy, why = b.backup_strategy_for("enterprise", "community", "auto")
+    assert strategy == "logical" and "not wired" in why and "descriptor says community" in why
+    assert b.backup_strategy_for("Community", "community", "dump")[0] == "dump"
+    assert b.backup_strategy_for("enterprise", "enterprise", "dump")[0] == "dump"
+    with pytest.raises(ConfigError, match="needs Neo4j Enterprise"):
+        b.backup_strategy_for("community", "enterprise", "online-backup")
+    with pytest.raises(ConfigError, match="cannot run in backup-helix"):
+        b.backup_strategy_for("enterprise", "enterprise", "online-backup")
+
+
 def test_neo4j_admin_argv_is_neo4j_5_syntax():
     assert b.neo4j_dump_argv("neo4j", "/backups") == [
         "neo4j-admin", "database", "dump", "neo4j", "--to-path=/backups", "--overwrite-destination=true"]

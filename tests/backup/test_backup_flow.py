@@ -64,6 +64,9 @@ def test_backup_then_verify_then_a_flipped_byte_is_refused(deployed, engine, bac
     assert set(result) == {"backup_id", "objects", "counts", "duration", "writer_window"}
     window = result["writer_window"]
     assert window["paused"] and len(window["containers"]) == 1 and "mcp-graph" in window["containers"][0]
+    # no strategy named (descriptor: auto): picked by the edition the running server reports
+    assert window["neo4j_strategy"] == "logical"
+    assert window["neo4j_strategy_why"] == "logical on Neo4j community (picked by edition)"
     assert _running(engine, deployed, "mcp-graph") == window["containers"]  # started again
     by_name = {o["name"]: o for o in result["objects"]}
     assert set(by_name) == {"neo4j.jsonl.zst", "redis.rdb.zst"}
@@ -150,6 +153,21 @@ def test_restore_refuses_a_flipped_byte_before_touching_anything(deployed, engin
     assert _running(engine, deployed, "mcp-graph")
 
 
+def test_a_bad_strategy_or_load_is_refused_before_anything(deployed, engine, backup_store):
+    from helix_ops.errors import ConfigError
+
+    before = sorted(p.name for p in backup_store.iterdir())
+    running = _running(engine, deployed, "mcp-graph")
+    with pytest.raises(ConfigError, match="neo4j_strategy.*'rsync': expected one of auto, logical, dump"):
+        backup_helix(env="local", descriptor=str(deployed["path"]), engine_url=engine.base_url,
+                     storage_path=str(backup_store), neo4j_strategy="rsync")
+    with pytest.raises(ConfigError, match="neo4j_load.*'fast': expected one of import, transactional"):
+        restore_helix(env="local", descriptor=str(deployed["path"]), engine_url=engine.base_url,
+                      storage_path=str(backup_store), neo4j_load="fast")
+    assert sorted(p.name for p in backup_store.iterdir()) == before
+    assert _running(engine, deployed, "mcp-graph") == running
+
+
 def test_restore_waits_for_the_environment_lease(deployed, engine, backup_store):
     from helix_ops.errors import LockHeld
     from tasks.lease import environment_lease
@@ -180,6 +198,15 @@ def test_restore_latest_verified_round_trip(deployed, engine, backup_store):
     assert result["counts"]["neo4j"]["relationships"] == deployed["counts"]["neo4j"]["relationships"]
     assert result["counts"]["redis"]["keys"] == deployed["counts"]["redis"]["keys"]
     assert result["writer_window"]["containers"] and result["writer_window"]["seconds"] > 0
+    # the default load is neo4j-admin database import: Neo4j was stopped for it, and the downtime measured
+    assert 0 < result["neo4j_downtime_s"] < result["duration"]
+    from prefect.artifacts import Artifact
+
+    report = str(Artifact.get("helix-restore-local").data)
+    assert "(neo4j-admin database import)" in report and "Neo4j downtime" in report
+    from tasks.writer_pause import read_pause
+
+    assert read_pause("local") is None  # the writer-pause record of the restore was cleared
     store = LocalStore(backup_store)
     safety = store.read_manifest(result["safety_backup_id"])
     assert safety.safety_for == bid and safety.neo4j.writer_paused and safety.verified
