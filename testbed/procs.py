@@ -162,6 +162,8 @@ def reap_stale(pidfile: Path) -> bool:
     except (OSError, ValueError):
         pidfile.unlink(missing_ok=True)
         return False
+    if not isinstance(info, dict) or "pid" not in info:  # not one of ours (a bare pid another tool wrote)
+        return False
     pid = int(info["pid"])
     stopped = False
     if pid_alive(pid) and start_time(pid) == info.get("start_time"):

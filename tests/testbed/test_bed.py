@@ -197,3 +197,10 @@ def test_a_crashed_run_is_cleaned_up_by_the_next(tmp_path):
         time.sleep(0.1)
     assert not procs.pid_alive(pid)
     assert not (runs_dir() / crashed.run_id).exists()
+
+
+def test_a_pid_file_another_tool_wrote_is_left_alone(tmp_path):
+    foreign = tmp_path / "conmon.pid"
+    foreign.write_text("12345")  # a bare pid (JSON, but not our record): reaping crashed on it once
+    assert procs.reap_stale(foreign) is False
+    assert foreign.exists()
