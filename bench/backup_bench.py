@@ -219,6 +219,9 @@ def main() -> None:
     p.add_argument("--transactional", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the transactional logical restore (batched Cypher; default: up to 200k nodes; "
                         "it took 562 s at 200k, so hours at 1M)")
+    p.add_argument("--dst-heap", default="2g",
+                   help="heap of the restore target (a logical restore rebuilds every index: at 1M nodes a text "
+                        "index's population ran a 512m heap out of memory); the dump's load runs on it too")
     a = p.parse_args()
     transactional = a.transactional if a.transactional is not None else a.nodes <= 200_000
     check = a.check or ("digest" if a.nodes <= 200_000 else "counts")
@@ -249,7 +252,7 @@ def main() -> None:
         rows.append(lb)
         dump = physical("dump", src, tmp / "store", tmp / "work")
         rows.append(dump)
-        dst = bed.new_neo4j("bench-dst")
+        dst = bed.new_neo4j("bench-dst", heap=a.dst_heap)
         servers.append(dst)
         if transactional:
             lr = run("logical-restore", {**base, "uri": dst.uri, "password": dst.password, "bid": lb["bid"]})
