@@ -451,6 +451,13 @@ def read_records(stream: BinaryIO | Iterable[bytes]) -> Iterator[dict[str, Any]]
         raise BackupIntegrityError("logical export is truncated (no end record)")
 
 
+def check_end(end: dict[str, Any] | None, stats: LogicalStats) -> None:
+    """The export's end record must name the nodes and relationships read (else it is refused)."""
+    if end is None or end.get("nodes") != stats.nodes or end.get("relationships") != stats.relationships:
+        raise BackupIntegrityError(f"logical export counts disagree: end record {end}, read "
+                                   f"{stats.nodes} nodes / {stats.relationships} relationships")
+
+
 def wipe_database(drv: neo4j.Driver, database: str = "neo4j", batch: int = 2_000) -> None:
     """Drop every constraint and non-lookup index, then delete every node (in batches)."""
     with drv.session(database=database) as s:
@@ -554,9 +561,7 @@ def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryI
                 flush_nodes(labels)
             for rtype in list(rel_buf):
                 flush_rels(rtype)
-            if end is None or end.get("nodes") != stats.nodes or end.get("relationships") != stats.relationships:
-                raise BackupIntegrityError(f"logical export counts disagree: end record {end}, read "
-                                           f"{stats.nodes} nodes / {stats.relationships} relationships")
+            check_end(end, stats)
             log(f"loaded {stats.nodes} nodes, {stats.relationships} relationships; cleaning up")
             with drv.session(database=database) as s:
                 s.run(f"MATCH (n:{RESTORE_LABEL}) CALL (n) {{ REMOVE n:{RESTORE_LABEL} "

@@ -50,6 +50,7 @@ from drivers.neo4j_backup import (
     _driver,
     _translate,
     apply_schema,
+    check_end,
     read_records,
 )
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError
@@ -249,9 +250,7 @@ def to_csv(records: Iterable[dict[str, Any]], folder: Path,
     finally:
         nodes.close()
         rels.close()
-    if end is None or end.get("nodes") != stats.nodes or end.get("relationships") != stats.relationships:
-        raise BackupIntegrityError(f"logical export counts disagree: end record {end}, read "
-                                   f"{stats.nodes} nodes / {stats.relationships} relationships")
+    check_end(end, stats)
     out.bytes = sum(p.stat().st_size for p in folder.iterdir())
     stats.seconds = time.monotonic() - t0
     return out
