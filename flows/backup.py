@@ -11,7 +11,7 @@ window. ``pause_writer=False`` exports online with the writer running (the manif
 A run killed mid-backup (SIGKILL, OOM) skips its ``finally``: the pause is therefore recorded durably before
 the writer stops (``tasks/writer_pause.py``, a Prefect Variable), and every run starts, inside the environment
 lease and before anything else, the writers a killed run left stopped. A killed run's environment lease is
-released by the next run when the holder is provably gone (``tasks/lease_recovery.py``), else it expires.
+released by the next run when the holder is provably gone (``tasks/lease.py``), else it expires.
 
 Orchestration only: the work is in ``tasks/backup.py``. Any failing step raises (callers such as an upgrade
 must not proceed without a backup); a backup without a manifest does not exist.
@@ -48,7 +48,7 @@ from tasks.backup import (
     verify_backup,
 )
 from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
-from tasks.lease_recovery import recovering_environment_lease
+from tasks.lease import environment_lease
 from tasks.writer_pause import clear_pause, record_pause, resume_paused_writers, running_writers
 
 TOOL = "helix-ops backup-helix"
@@ -216,7 +216,7 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
     get_run_logger().info("neo4j strategy: %s", why)
 
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
-    with recovering_environment_lease(desc.environment, owner):
+    with environment_lease(desc.environment, owner):
         # Before anything else: writers a killed run left stopped (its finally never ran) run again.
         resume_paused_writers(target, desc, list(WRITERS))
         try:

@@ -64,7 +64,7 @@ from tasks.backup import (
     verify_backup,
 )
 from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
-from tasks.lease_recovery import recovering_environment_lease
+from tasks.lease import environment_lease
 from tasks.writer_pause import clear_pause, record_pause, resume_paused_writers, running_writers
 
 TOOL = "helix-ops restore-helix"
@@ -188,7 +188,7 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
     connect_engine(target)
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     report: dict[str, Any] = {"backup_id": chosen.backup_id, "approval": approval, "restored": list(wanted)}
-    with recovering_environment_lease(desc.environment, owner, wait_s=lease_wait_s):
+    with environment_lease(desc.environment, owner, wait_s=lease_wait_s):
         # writers a killed backup or restore left stopped (its finally never ran) run again first
         resume_paused_writers(target, desc, list(WRITERS))
         # Before anything is touched: every stored object must match the manifest.

@@ -1,20 +1,44 @@
-"""The environment lease: runs that change one environment never overlap.
+"""The environment lease: runs that change one environment never overlap; a killed holder's lease is recovered.
 
 Built on Prefect's global concurrency limits with leases: a limit of 1 per environment
 (``helix-env-<name>``); the holder's lease is renewed while it runs and expires ``ttl_s`` after a crashed
-process stops renewing it, so a crash cannot hold an environment forever.
+process stops renewing it, so a crash cannot hold an environment forever. Prefect's server frees it with its
+repossessor, ``lease_ttl`` (>= 60 s) plus up to 15 s after the holder stopped renewing; an ephemeral server
+(``prefect_test_harness``, a local ``prefect`` without ``server start``) runs no repossessor, so there the slot
+would never be freed and the next run would wait its whole ``wait_s`` and fail with ``LockHeld``.
+
+So :func:`environment_lease` also recovers from a killed holder, for every flow that takes it: the holder
+records who it is in a Prefect Variable (``helix-lease-holder-<env>``: flow run id, host, boot id, pid
+namespace, pid and the pid's start time, and the lease id), and deletes the record when it releases the lease.
+A later run that finds the slot taken reads the record and, when the holder is **provably gone**, releases
+exactly that holder's lease (by lease id, so a newer holder's slot is never touched and the repossessor will
+not decrement it twice) and logs a warning:
+
+* the holder's flow run is in a final state (a worker marks a killed flow process ``Crashed``), or
+* the holder ran on this machine in this pid namespace and its process is gone (or its pid is now another
+  process: the start time differs).
+
+A holder on another machine that is not provably gone is waited for as before (its lease expires on its own).
+The record holds no secret. :func:`break_lease` frees the slot by hand (a stuck holder that is alive).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from prefect import get_client
+from prefect import get_client, get_run_logger
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
+from prefect.variables import Variable
 
 from helix_ops.errors import LockHeld
 
@@ -23,23 +47,170 @@ def lease_name(environment: str) -> str:
     return f"helix-env-{environment}"
 
 
+def holder_variable(environment: str) -> str:
+    """The Prefect Variable that records who holds ``environment``'s lease (``helix-lease-holder-<env>``)."""
+    return f"helix-lease-holder-{environment}".lower()
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _pid_start(pid: int) -> str | None:
+    """The start time (clock ticks since boot) of ``pid`` from ``/proc``, or None if there is no such process
+    (a zombie counts as gone)."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def process_identity() -> dict[str, Any]:
+    """Who this process is, in a way another process can check: host, boot id, pid namespace, pid, start."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "boot_id": _read("/proc/sys/kernel/random/boot_id"),
+            "pid_ns": _pid_namespace(), "pid": pid, "pid_start": _pid_start(pid)}
+
+
+def holder_gone(record: dict[str, Any]) -> str | None:
+    """Why the recorded holder is provably gone, or None when it may still run."""
+    run_id = record.get("flow_run_id")
+    if run_id:
+        try:
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(uuid.UUID(run_id)).state
+            if state is not None and state.is_final():
+                return f"its flow run {run_id} is {state.name}"
+        except Exception:  # noqa: BLE001 - no such run (another server?) or no API: decide by the process
+            pass
+    me = process_identity()
+    if (record.get("host"), record.get("boot_id"), record.get("pid_ns")) != (me["host"], me["boot_id"],
+                                                                               me["pid_ns"]) or not me["boot_id"]:
+        return None  # another machine, boot or pid namespace: cannot tell; its lease expires on its own
+    pid = record.get("pid")
+    if not isinstance(pid, int) or pid == me["pid"]:
+        return None
+    start = _pid_start(pid)
+    if start is None:
+        return f"its process {pid} on {me['host']} is gone"
+    if start != record.get("pid_start"):
+        return f"its process {pid} on {me['host']} is gone (the pid is another process now)"
+    return None
+
+
+def _active_slots(environment: str) -> int:
+    with get_client(sync_client=True) as client:
+        try:
+            return int(client.read_global_concurrency_limit_by_name(lease_name(environment)).active_slots)
+        except Exception:  # noqa: BLE001 - no limit yet: nobody holds it
+            return 0
+
+
+def release_dead_holder(environment: str) -> str | None:
+    """If ``environment``'s lease is held by a recorded holder that is provably gone, release that holder's
+    lease (by its lease id) and delete the record; returns the reason, or None when nothing was released."""
+    record = Variable.get(holder_variable(environment), default=None)
+    if not isinstance(record, dict):
+        return None
+    if _active_slots(environment) == 0:
+        _unset_if(environment, record.get("nonce"))  # released without deleting its record: stale
+        return None
+    reason = holder_gone(record)
+    lease_id = record.get("lease_id")
+    if reason is None or not lease_id:
+        return None
+    with get_client(sync_client=True) as client:
+        client.release_concurrency_slots_with_lease(uuid.UUID(lease_id))  # idempotent; only that lease
+    _unset_if(environment, record.get("nonce"))
+    return (f"released the lease of {environment} held by {record.get('owner', '?')} since "
+            f"{record.get('at', '?')}: {reason}")
+
+
+def _unset_if(environment: str, nonce: str | None) -> None:
+    """Delete the holder record if it is still the one with ``nonce`` (not a newer holder's)."""
+    current = Variable.get(holder_variable(environment), default=None)
+    if isinstance(current, dict) and current.get("nonce") == nonce:
+        Variable.unset(holder_variable(environment))
+
+
+def _current_lease_id() -> str | None:
+    """The id of the lease just taken (Prefect records it on the run's ConcurrencyContext for cleanup), or
+    None if this Prefect does not expose it."""
+    try:
+        from prefect.concurrency.context import ConcurrencyContext
+
+        ctx = ConcurrencyContext.get()
+        ids = list(getattr(ctx, "cleanup_lease_ids", []) or []) if ctx is not None else []
+    except Exception:  # noqa: BLE001 - private detail of Prefect; without it the record only helps humans
+        return None
+    return str(ids[-1]) if ids else None
+
+
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - outside a run
+        return logging.getLogger(__name__)
+
+
 @contextmanager
 def environment_lease(environment: str, owner: str, ttl_s: float = 120, wait_s: float = 1800) -> Iterator[None]:
     """Hold ``environment``'s lease for the body; wait up to ``wait_s`` for another holder to finish.
 
-    Raises LockHeld (naming the environment and this run) when the lease is not free within ``wait_s``.
+    First releases the lease of a recorded holder that is provably gone (killed: see the module docstring), with
+    a warning; while held, records this holder for the next run. Raises LockHeld (naming the environment and
+    this run) when the lease is not free within ``wait_s``.
+    Example: ``with environment_lease("prod", "flow-run/1234", wait_s=600): ...``.
     """
+    logger = _logger()
     name = lease_name(environment)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, limit=1)
+    released = release_dead_holder(environment)
+    if released:
+        logger.warning("%s (the run was killed?)", released)
     run_id = flow_run.get_id()
     holder = ConcurrencyLeaseHolder(type="flow_run", id=uuid.UUID(str(run_id)) if run_id else uuid.uuid4())
     try:
         with concurrency(name, occupy=1, timeout_seconds=wait_s, lease_duration=max(ttl_s, 60), strict=True,
                          holder=holder):
-            yield
+            with _holder_recorded(environment, owner, logger):
+                yield
     except TimeoutError as exc:
         raise LockHeld(environment, f"another run (this is {owner})", f"its lease ends (waited {wait_s:.0f}s)") from exc
+
+
+@contextmanager
+def _holder_recorded(environment: str, owner: str, logger: Any) -> Iterator[None]:
+    """Record this process as ``environment``'s lease holder for the body (a recovery aid, never a condition)."""
+    nonce = uuid.uuid4().hex
+    try:
+        Variable.set(holder_variable(environment),
+                     {**process_identity(), "owner": owner, "flow_run_id": str(flow_run.get_id() or "") or None,
+                      "lease_id": _current_lease_id(), "nonce": nonce,
+                      "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}, overwrite=True)
+    except Exception as exc:  # noqa: BLE001 - the record is a recovery aid, not a condition of the lease
+        logger.warning("could not record the lease holder of %s: %s", environment, exc)
+    try:
+        yield
+    finally:
+        try:
+            _unset_if(environment, nonce)
+        except Exception as exc:  # noqa: BLE001 - a stale record is found stale by the next run
+            logger.warning("could not delete the lease-holder record of %s: %s", environment, exc)
 
 
 def break_lease(environment: str) -> int:
