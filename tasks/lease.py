@@ -31,7 +31,6 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from prefect import get_client, get_run_logger
@@ -40,6 +39,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.variables import Variable
 
+from helix_ops import procinfo
 from helix_ops.errors import LockHeld
 
 
@@ -52,37 +52,11 @@ def holder_variable(environment: str) -> str:
     return f"helix-lease-holder-{environment}".lower()
 
 
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
-def _pid_start(pid: int) -> str | None:
-    """The start time (clock ticks since boot) of ``pid`` from ``/proc``, or None if there is no such process
-    (a zombie counts as gone)."""
-    stat = _read(f"/proc/{pid}/stat")
-    if stat is None:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    if not fields or fields[0] in ("Z", "X"):
-        return None
-    return fields[19] if len(fields) > 19 else None
-
-
-def _pid_namespace() -> str | None:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-
-
 def process_identity() -> dict[str, Any]:
     """Who this process is, in a way another process can check: host, boot id, pid namespace, pid, start."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "boot_id": _read("/proc/sys/kernel/random/boot_id"),
-            "pid_ns": _pid_namespace(), "pid": pid, "pid_start": _pid_start(pid)}
+    return {"host": socket.gethostname(), "boot_id": procinfo.boot_id(), "pid_ns": procinfo.pid_namespace(),
+            "pid": pid, "pid_start": procinfo.start_time(pid)}
 
 
 def holder_gone(record: dict[str, Any]) -> str | None:
@@ -103,10 +77,10 @@ def holder_gone(record: dict[str, Any]) -> str | None:
     pid = record.get("pid")
     if not isinstance(pid, int) or pid == me["pid"]:
         return None
-    start = _pid_start(pid)
+    start = procinfo.start_time(pid)
     if start is None:
         return f"its process {pid} on {me['host']} is gone"
-    if start != record.get("pid_start"):
+    if str(start) != str(record.get("pid_start")):  # compared as text: records written before held a string
         return f"its process {pid} on {me['host']} is gone (the pid is another process now)"
     return None
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helix_ops.errors import CommandFailed, WaitTimeout
+from helix_ops.procinfo import pid_alive, start_time, stat_fields  # noqa: F401 - pid_alive, start_time: API here too
 
 
 def free_port() -> int:
@@ -55,26 +56,6 @@ def wait_until(what: str, check: Callable[[], object], deadline_s: float, interv
         if time.monotonic() >= end:
             raise WaitTimeout(what, last_seen)
         time.sleep(interval_s)
-
-
-def start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot): with the pid, a unique process identity.
-
-    Command lines are no identity: redis-server rewrites its own.
-    """
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @dataclass
@@ -130,9 +111,8 @@ def _group_alive(pgid: int) -> bool:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        fields = stat_fields(int(entry.name))
+        if fields is None or len(fields) < 3:
             continue
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
