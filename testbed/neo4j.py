@@ -59,9 +59,10 @@ class Neo4jServer:
         return f"bolt://127.0.0.1:{self.bolt_port}"
 
     def _env(self) -> dict[str, str]:
-        # The launcher JVM itself needs little memory; the server JVM gets the heap from neo4j.conf.
-        return {"NEO4J_HOME": str(self.home), "NEO4J_CONF": str(self.home / "conf"),
-                "JAVA_OPTS": "-Xmx96m", "JAVA_TOOL_OPTIONS": ""}
+        # No JAVA_OPTS: the launcher hands it to the server JVM *instead of* the heap in neo4j.conf (every server
+        # of the bed ran with a 96 MiB heap while JAVA_OPTS=-Xmx96m was set here). The launcher JVM's own heap
+        # is its argv's -Xmx (``_java``).
+        return {"NEO4J_HOME": str(self.home), "NEO4J_CONF": str(self.home / "conf"), "JAVA_TOOL_OPTIONS": ""}
 
     def _java(self, main: str) -> list[str]:
         return [shutil.which("java") or "java", "-Xmx128m", "-cp", f"{NEO4J_LIB}/*", main]

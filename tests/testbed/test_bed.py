@@ -32,6 +32,15 @@ def test_neo4j_is_526_community_with_auth(neo4j_server):
             driver.verify_connectivity()
 
 
+def test_neo4j_runs_with_the_heap_its_conf_names(neo4j_server):
+    """The launcher gives the server JVM $JAVA_OPTS *instead of* neo4j.conf's heap: the bed once ran every
+    server with a 96 MiB heap that way, and a 1M-node index population ran out of it."""
+    rows = neo4j_server.query("CALL dbms.queryJmx('java.lang:type=Memory') YIELD attributes "
+                              "RETURN attributes.HeapMemoryUsage.value.properties.max AS max")
+    want = {"512m": 512 * 2**20, "1g": 2**30, "2g": 2**31}[neo4j_server.heap]
+    assert want * 0.9 <= rows[0]["max"] <= want * 1.1
+
+
 def test_neo4j_dump_and_load_round_trip_a_graph(bed):
     server = bed.new_neo4j("neo4j-dump")
     try:
