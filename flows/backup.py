@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -43,13 +44,11 @@ from tasks.backup import (
     open_store,
     record_verification,
     service_endpoint,
-    start_writers,
-    stop_writers,
     verify_backup,
 )
 from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
 from tasks.lease import environment_lease
-from tasks.writer_pause import clear_pause, record_pause, resume_paused_writers, running_writers
+from tasks.writer_pause import resume_paused_writers, writer_window
 
 TOOL = "helix-ops backup-helix"
 WRITERS = (SINGLE_WRITER,)
@@ -94,39 +93,14 @@ def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, p
     logger.info("backup %s of %s into %s", backup_id, desc.environment, store.where)
     window: dict[str, Any] = {"paused": False, "containers": [], "seconds": 0.0}
     with store.begin(backup_id) as writer:
-        stopped: list[str] = []
-        to_restart: list[str] = []  # what the finally starts: also what a stop that failed half-way stopped
-        t_stop = time.monotonic()
-        try:
-            if pause_writer:
-                # Durably, BEFORE stopping: a run killed inside the window cannot run its finally; the next
-                # run starts what this record names (resume_paused_writers).
-                about_to_stop = running_writers(target, list(WRITERS))
-                pauser = f"{tool} flow-run/{flow_run.get_id() or 'local'}"
-                record_pause(desc.environment, about_to_stop, pauser)
-                to_restart = about_to_stop
-                stopped = stop_writers(target, list(WRITERS))
-                if set(stopped) - set(about_to_stop):  # a replica started in between: record it too
-                    record_pause(desc.environment, about_to_stop + stopped, pauser)
-                to_restart = sorted(set(about_to_stop) | set(stopped))
-                window.update(paused=True, containers=stopped, started=dt.datetime.now(dt.UTC).isoformat())
+        pauser = f"{tool} flow-run/{flow_run.get_id() or 'local'}"
+        # writer_window: stopped for the export, recorded durably before the stop, started again even on failure
+        with (writer_window(target, desc, list(WRITERS), pauser) if pause_writer else nullcontext(window)) as window:
             if neo4j_strategy == "dump":
                 neo4j = backup_neo4j_dump(target, neo4j_uri, desc, writer,
                                           writer_paused=pause_writer or writers_stopped)
             else:
                 neo4j = backup_neo4j_logical(neo4j_uri, desc, writer, writer_paused=pause_writer or writers_stopped)
-        finally:
-            if pause_writer:
-                try:
-                    start_writers(target, to_restart, desc)
-                    try:  # only once they run and answer again: else the next run starts them
-                        clear_pause(desc.environment)
-                    except Exception as exc:  # noqa: BLE001 - the next run finds them running: a stale record
-                        logger.warning("could not delete the writer-pause record: %s", exc)
-                finally:
-                    window["seconds"] = round(time.monotonic() - t_stop, 2)
-                    logger.info("writer window: %s stopped for %.1fs", ", ".join(stopped) or "nothing",
-                                window["seconds"])
         redis = backup_redis_rdb(redis_host, redis_port, desc, writer)
         finished = dt.datetime.now(dt.UTC)
         manifest = Manifest(

@@ -34,7 +34,6 @@ An Enterprise ``online-backup`` is refused by this flow for now: see docs/backup
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -59,13 +58,11 @@ from tasks.backup import (
     restore_neo4j_logical,
     restore_redis_rdb,
     service_endpoint,
-    start_writers,
-    stop_writers,
     verify_backup,
 )
 from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
 from tasks.lease import environment_lease
-from tasks.writer_pause import clear_pause, record_pause, resume_paused_writers, running_writers
+from tasks.writer_pause import resume_paused_writers, writer_window
 
 TOOL = "helix-ops restore-helix"
 NEO4J_LOADS = ("import", "transactional")
@@ -196,21 +193,12 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
         report["checks"] = checks
         neo4j_uri = neo4j_endpoint(target)
         redis_host, redis_port = service_endpoint(target, "redis", 6379)
-        window: dict[str, Any] = {"paused": True, "containers": [], "seconds": 0.0,
-                                  "started": dt.datetime.now(dt.UTC).isoformat()}
-        t_stop = time.monotonic()
         neo4j_result = redis_result = None
         safety: Manifest | None = None
-        stopped: list[str] = []
-        to_restart: list[str] = []
-        try:
-            # One writer window for the safety backup and the restore: nothing written in between is lost.
-            # Recorded durably before the stop: a killed restore's writers are started by the next run.
-            to_restart = running_writers(target, list(WRITERS))
-            record_pause(desc.environment, to_restart, f"{TOOL} {owner}")
-            stopped = stop_writers(target, list(WRITERS))
-            to_restart = sorted(set(to_restart) | set(stopped))
-            window["containers"] = stopped
+        # One writer window for the safety backup and the restore: nothing written in between is lost.
+        # Recorded durably before the stop (a killed restore's writers are started by the next run); the writers
+        # are started again and health-checked also when a step fails.
+        with writer_window(target, desc, list(WRITERS), f"{TOOL} {owner}") as window:
             if safety_backup:
                 safety, _ = take_backup(desc, target, store, pause_writer=False, writers_stopped=True,
                                         safety_for=chosen.backup_id, tool=f"{TOOL} (safety)")
@@ -226,12 +214,6 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
                 neo4j_result = restore_neo4j_logical(neo4j_uri, desc, store, chosen.backup_id, NEO4J_OBJECT)
             if "redis" in wanted:
                 redis_result = restore_redis_rdb(redis_host, redis_port, desc, store, chosen.backup_id, REDIS_OBJECT)
-        finally:
-            try:
-                start_writers(target, to_restart, desc)
-                clear_pause(desc.environment)  # only once they run again: else the next run starts them
-            finally:
-                window["seconds"] = round(time.monotonic() - t_stop, 2)
         counts = neo4j_counts(neo4j_uri, desc) if "neo4j" in wanted else None
     problems = compare_counts(chosen, counts, redis_result)
     report.update(writer_window=window, duration=round(time.monotonic() - t0, 3),

@@ -1,12 +1,14 @@
-"""A durable record of a writer pause, so a backup run that is killed while the writer (mcp-graph) is stopped
-cannot leave it stopped for good.
+"""The writer window (the writers, mcp-graph, stopped for a consistent backup or a restore) and a durable
+record of it, so a run that is killed while the writers are stopped cannot leave them stopped for good.
 
-``take_backup`` stops the writer for the Neo4j export and starts it again in a ``finally``; a SIGKILL (OOM,
-node loss, a cancelled worker) skips the ``finally``. Before stopping anything the run therefore records the
+:func:`writer_window` is the one place that stops and restarts the writers (``take_backup`` for the Neo4j
+export, restore-helix for its safety backup and restore): it starts them again in a ``finally``, but a SIGKILL
+(OOM, node loss, a cancelled worker) skips the ``finally``. Before stopping anything it therefore records the
 containers it is about to stop in a Prefect Variable (``helix-writer-paused-<env>``) and deletes the record
-only after they run and answer their health probe again. The next backup-helix run of the environment (inside
-the environment lease, before anything else) calls :func:`resume_paused_writers`: it starts and health-checks
-the recorded containers that still exist and are not running, logs a warning, and deletes the record.
+only after they run and answer their health probe again. The next backup-helix or restore-helix run of the
+environment (inside the environment lease, before anything else) calls :func:`resume_paused_writers`: it
+starts and health-checks the recorded containers that still exist and are not running, logs a warning, and
+deletes the record.
 
 The record holds container names, the flow run and a time: no secret.
 """
@@ -14,6 +16,9 @@ The record holds container names, the flow run and a time: no secret.
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import get_run_logger
@@ -51,6 +56,52 @@ def running_writers(target: EngineTarget, services: list[str]) -> list[str]:
     """Names of the running replicas of ``services`` (what ``stop_writers`` is about to stop)."""
     driver = target.driver()
     return sorted(c.name for s in services for c in driver.containers(s) if c.status == "running")
+
+
+@contextmanager
+def writer_window(target: EngineTarget, descriptor: Descriptor, services: list[str],
+                  pauser: str) -> Iterator[dict[str, Any]]:
+    """Stop the running replicas of ``services`` (the writers) for the body; start them again afterwards, also
+    when the body or the stop itself fails. Call it while holding the environment lease.
+
+    In order: the replicas about to stop are recorded (:func:`record_pause`, durably, BEFORE the stop, naming
+    ``pauser``); they are stopped (a replica that started in between is recorded too); the body runs; then, in a
+    ``finally``, everything stopped (also by a stop that failed half-way) is started and health-checked again,
+    and only once they run and answer again is the record deleted (a failure to delete it is a warning: the
+    next run finds them running and drops the stale record). A failure to start them raises and leaves the
+    record, so the next run starts them. The window's length is logged.
+
+    Yields the window, ``{"paused": True, "containers": [names stopped], "seconds": 0.0, "started": iso time}``;
+    ``seconds`` is filled in when the window closes.
+    Example: ``with writer_window(target, desc, ["mcp-graph"], "helix-ops backup-helix flow-run/42") as w: …``
+    """
+    from tasks.backup import start_writers, stop_writers
+
+    logger = get_run_logger()
+    window: dict[str, Any] = {"paused": True, "containers": [], "seconds": 0.0}
+    stopped: list[str] = []
+    to_restart: list[str] = []  # what the finally starts: also what a stop that failed half-way stopped
+    t_stop = time.monotonic()
+    try:
+        about_to_stop = running_writers(target, services)
+        record_pause(target.environment, about_to_stop, pauser)
+        to_restart = about_to_stop
+        stopped = stop_writers(target, services)
+        if set(stopped) - set(about_to_stop):  # a replica started in between: record it too
+            record_pause(target.environment, about_to_stop + stopped, pauser)
+        to_restart = sorted(set(about_to_stop) | set(stopped))
+        window.update(containers=stopped, started=dt.datetime.now(dt.UTC).isoformat())
+        yield window
+    finally:
+        try:
+            start_writers(target, to_restart, descriptor)
+            try:  # only once they run and answer again: else the next run starts them
+                clear_pause(target.environment)
+            except Exception as exc:  # noqa: BLE001 - the next run finds them running: a stale record
+                logger.warning("could not delete the writer-pause record: %s", exc)
+        finally:
+            window["seconds"] = round(time.monotonic() - t_stop, 2)
+            logger.info("writer window: %s stopped for %.1fs", ", ".join(stopped) or "nothing", window["seconds"])
 
 
 def resume_paused_writers(target: EngineTarget, descriptor: Descriptor, services: list[str]) -> list[str]:
