@@ -15,10 +15,11 @@ one-key object: ``{"$f": "nan"}``, ``{"$b": base64}`` (byte arrays), ``{"$date":
 (with offset), ``{"$ltime": iso}``, ``{"$dt": iso with offset[zone id]}`` (Neo4j's own text; version 1 wrote
 ``{"$dt": local iso, "z": zone id}``, which loses the offset in a DST overlap; both are read),
 ``{"$ldt": iso}``, ``{"$dur": [months, days, seconds, nanoseconds]}``, ``{"$pt": srid, "c": [x, y(, z)]}``;
-lists element-wise. Temporal text comes from the server (``toString``), so nanoseconds and years outside
-1-9999 survive; the loader hands it back to the server (``datetime(text)`` …).
+lists element-wise. Temporal text is Neo4j's own (``toString``'s, written by :mod:`drivers.neo4j_raw` from
+the Bolt fields, or by the server for the few values the client cannot write exactly), so nanoseconds and
+years outside 1-9999 survive; the loader hands it back to the server (``datetime(text)`` …).
 
-Both directions stream: the export iterates one read transaction (the driver fetches records in batches),
+Both directions stream: the export reads one read transaction by id ranges (a record per 1000 ids),
 the load reads one line at a time and writes batches of ``batch_size`` rows; nodes are matched for the
 relationships through a temporary label and index (``__HelixRestore.__hx``), removed afterwards.
 Peak memory is bounded by the batch size, not the graph.
@@ -43,6 +44,7 @@ from neo4j.spatial import CartesianPoint, Point, WGS84Point
 from neo4j.time import Date, DateTime, Duration, Time
 from pydantic import SecretStr
 
+from drivers.neo4j_raw import NEEDS_SERVER, raw_hydration
 from helix_ops.errors import BackupIntegrityError, DriverError
 
 FORMAT = "helix-neo4j-logical"
@@ -239,7 +241,9 @@ class LogicalStats:
 
 def _driver(uri: str, user: str, password: SecretStr | str) -> neo4j.Driver:
     secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+    # id() is deprecated in 5.x (still the cheapest seek): without this, every chunk's query logs a warning
     return neo4j.GraphDatabase.driver(uri, auth=(user, secret), connection_timeout=15,
+                                      notifications_disabled_classifications=["DEPRECATION"],
                                       max_transaction_retry_time=30)
 
 
@@ -249,13 +253,13 @@ def _translate(exc: Exception, doing: str, uri: str) -> DriverError:
                        hint="is the server up and the password right?")
 
 
-# --- export-side: temporal values leave the server as text --------------------------------------------------
+# --- export-side, the server's way: every property typed in Cypher ------------------------------------------
 #
-# Hydrating them into neo4j.time objects and formatting them again cost most of an export's time (profiled: 2/3
-# at 10k nodes), and the Python driver cannot hydrate every value Neo4j stores (years before 1 or after 9999).
-# So the export query turns each property into ``[key, tag, value]``: temporal values (and lists of them) as
-# Neo4j's own ISO text (a zoned datetime keeps its offset *and* its zone: no DST ambiguity), durations as their
+# The fallback of the fast path (drivers.neo4j_raw): for the few values the client cannot write exactly, and
+# for every value when the driver cannot be given raw hydration. The query turns each property into
+# ``[key, tag, value]``: temporal values (and lists of them) as Neo4j's own ISO text, durations as their
 # [months, days, seconds, nanoseconds] components; everything else (points included) comes as it is, tag null.
+# About 20x the server time of ``properties(n)`` (profiled at 20k nodes).
 
 _TEMPORAL_TYPES = {"DATE": "$date", "LOCAL TIME": "$ltime", "ZONED TIME": "$time",
                    "LOCAL DATETIME": "$ldt", "ZONED DATETIME": "$dt"}
@@ -277,11 +281,11 @@ def _export_props(var: str) -> str:
     return f"[k IN keys({var}) | CASE {' '.join(cases)} ELSE [k, null, {v}] END]"
 
 
-def _props_from_export(triples: list[list[Any]]) -> dict[str, Any]:
+def _props_from_export(triples: list[list[Any]], encode: Callable[[Any], Any] = encode_value) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, tag, v in triples:
         if tag is None:
-            out[k] = encode_value(v)
+            out[k] = encode(v)
         elif tag.endswith("[]"):
             t = tag[:-2]
             out[k] = [{t: x} for x in v]
@@ -354,15 +358,77 @@ def in_background(items: Iterator[Any], batch: int = 512, depth: int = 16) -> It
         thread.join(timeout=60)
 
 
-def _read_graph(drv: neo4j.Driver, database: str, fetch_size: int) -> Iterator[tuple[Any, ...]]:
-    """Nodes, then relationships (one read transaction: they agree), then the schema, as tuples."""
+_NODE_CHUNK = ("UNWIND range($lo, $hi) AS i MATCH (n) WHERE id(n) = i "
+               "RETURN collect([i, labels(n), properties(n)])")
+_REL_CHUNK = ("UNWIND range($lo, $hi) AS i MATCH ()-[x]->() WHERE id(x) = i "
+              "RETURN collect([type(x), id(startNode(x)), id(endNode(x)), properties(x), i])")
+_PASS = frozenset({str, int, bool, dict, type(None)})  # dict: a value neo4j_raw already wrote in the format
+
+
+class _NeedsServer(Exception):
+    pass
+
+
+def _encode_hydrated(v: Any) -> Any:
+    """A value read under :func:`drivers.neo4j_raw.raw_hydration` as the format's JSON-able data."""
+    t = type(v)
+    if t in _PASS:
+        return v
+    if t is float:
+        return v if math.isfinite(v) else {"$f": repr(v)}
+    if t is list:
+        return [x if type(x) in _PASS else _encode_hydrated(x) for x in v]
+    if t is bytes or t is bytearray:
+        return {"$b": base64.b64encode(bytes(v)).decode()}
+    if v is NEEDS_SERVER:
+        raise _NeedsServer
+    raise DriverError(f"cannot back up a property value of type {t.__name__}",
+                      hint="a Neo4j type this format does not know yet")
+
+
+def _typed_props(tx: neo4j.Transaction, match: str, var: str, i: int) -> dict[str, Any]:
+    """One entity's properties typed by the server (the slow way), for values the client cannot write."""
+    rec = tx.run(f"{match} WHERE id({var}) = $i RETURN {_export_props(var)} AS p", i=i).single(strict=True)
+    return _props_from_export(rec[0], _encode_hydrated)  # points still come hydrated by neo4j_raw
+
+
+def _chunked(tx: neo4j.Transaction, top_query: str, query: str, chunk: int) -> Iterator[list[Any]]:
+    top = tx.run(top_query).single(strict=True)[0]
+    for lo in range(0, -1 if top is None else top + 1, chunk):
+        yield from tx.run(query, lo=lo, hi=lo + chunk - 1).single(strict=True)[0]
+
+
+def _read_fast(tx: neo4j.Transaction, chunk: int) -> Iterator[tuple[Any, ...]]:
+    """Nodes and relationships by id ranges (one record per ``chunk`` ids: the driver's per-record cost
+    is paid once per chunk), ``properties()`` hydrated by :mod:`drivers.neo4j_raw`."""
+    for i, labels, props in _chunked(tx, "MATCH (n) RETURN max(id(n))", _NODE_CHUNK, chunk):
+        try:
+            p = {k: v if type(v) in _PASS else _encode_hydrated(v) for k, v in props.items()}
+        except _NeedsServer:
+            p = _typed_props(tx, "MATCH (n)", "n", i)
+        yield "n", i, labels, p
+    for t, s, e, props, i in _chunked(tx, "MATCH ()-[x]->() RETURN max(id(x))", _REL_CHUNK, chunk):
+        try:
+            p = {k: v if type(v) in _PASS else _encode_hydrated(v) for k, v in props.items()}
+        except _NeedsServer:
+            p = _typed_props(tx, "MATCH ()-[x]->()", "x", i)
+        yield "r", t, s, e, p
+
+
+def _read_typed(tx: neo4j.Transaction) -> Iterator[tuple[Any, ...]]:
+    """Every property typed by the server: the fallback when the driver cannot be given raw hydration."""
+    for r in tx.run(f"MATCH (n) RETURN id(n) AS i, labels(n) AS l, {_export_props('n')} AS p"):
+        yield "n", r[0], r[1], _props_from_export(r[2])
+    for r in tx.run(f"MATCH (a)-[x]->(b) RETURN type(x) AS t, id(a) AS s, id(b) AS e, {_export_props('x')} AS p"):
+        yield "r", r[0], r[1], r[2], _props_from_export(r[3])
+
+
+def _read_graph(drv: neo4j.Driver, database: str, fetch_size: int, chunk: int = 1000) -> Iterator[tuple[Any, ...]]:
+    """Nodes, then relationships (one read transaction: they agree), then the schema, as tuples with the
+    properties already in the format."""
     with drv.session(database=database, fetch_size=fetch_size, default_access_mode=neo4j.READ_ACCESS) as session:
-        with session.begin_transaction() as tx:
-            for r in tx.run(f"MATCH (n) RETURN id(n) AS i, labels(n) AS l, {_export_props('n')} AS p"):
-                yield "n", r[0], r[1], r[2]
-            for r in tx.run("MATCH (a)-[x]->(b) RETURN type(x) AS t, id(a) AS s, id(b) AS e, "
-                            f"{_export_props('x')} AS p"):
-                yield "r", r[0], r[1], r[2], r[3]
+        with session.begin_transaction() as tx, raw_hydration(tx) as fast:
+            yield from (_read_fast(tx, chunk) if fast else _read_typed(tx))
         for kind, query in SCHEMA_QUERIES:
             for r in session.run(query):
                 yield "schema", kind, r["name"], r["createStatement"]
@@ -395,13 +461,13 @@ def export_logical(uri: str, user: str, password: SecretStr | str, write: Callab
             for item in in_background(_read_graph(drv, database, fetch_size)):
                 if item[0] == "n":
                     _, i, labels, props = item
-                    emit({"n": i, "l": labels, "p": _props_from_export(props)})
+                    emit({"n": i, "l": labels, "p": props})
                     stats.nodes += 1
                     for lab in labels:
                         stats.labels[lab] = stats.labels.get(lab, 0) + 1
                 elif item[0] == "r":
                     _, t, start, end, props = item
-                    emit({"r": t, "s": start, "e": end, "p": _props_from_export(props)})
+                    emit({"r": t, "s": start, "e": end, "p": props})
                     stats.relationships += 1
                     stats.relationship_types[t] = stats.relationship_types.get(t, 0) + 1
                 else:
@@ -870,53 +936,52 @@ class EngineNeo4j(OfflineNeo4j):
 
     def load(self, chunks: Iterable[bytes], size: int, database: str = "neo4j") -> None:
         import tarfile
-        import tempfile
 
         from helix_ops.backup import neo4j_load_argv
 
-        eng = self.scratch()
-        uid, gid = _image_ids(self.driver.client, self.image)
-        try:
-            with tempfile.TemporaryFile() as tar_file:  # the tar is written while the chunks arrive: one copy on disk
-                with tarfile.open(fileobj=tar_file, mode="w") as tar:
-                    info = tarfile.TarInfo(f"{ADMIN_DIR.lstrip('/')}/{database}.dump")
-                    info.size, info.mode, info.uid, info.gid, info.mtime = size, 0o600, uid, gid, int(time.time())
-                    reader = _ChunksReader(chunks)
-                    tar.addfile(info, reader)
-                    reader.drain()  # the store checks the raw sha256 at the end of the stream
-                tar_file.seek(0)
-                argv = neo4j_load_argv(database, ADMIN_DIR)
-                container = eng._create("load", self.image, command=argv, entrypoint=None, environment=None,
-                                        volumes={self.data_volume: "/data"}, ports=(), user=None, mem_limit=None)
-                container.put_archive("/", tar_file)
-            self._start_and_wait(eng, container, argv)
-        finally:
-            eng.cleanup()
+        def fill(tar: tarfile.TarFile, uid: int, gid: int) -> None:  # written while the chunks arrive: one copy on disk
+            info = tarfile.TarInfo(f"{ADMIN_DIR.lstrip('/')}/{database}.dump")
+            info.size, info.mode, info.uid, info.gid, info.mtime = size, 0o600, uid, gid, int(time.time())
+            reader = _ChunksReader(chunks)
+            tar.addfile(info, reader)
+            reader.drain()  # the store checks the raw sha256 at the end of the stream
+
+        self._run_with_files("load", neo4j_load_argv(database, ADMIN_DIR), fill)
 
     def import_csv(self, csvs: Any, database: str = "neo4j") -> None:
         """``neo4j-admin database import full`` in a one-off container on the data volume, the CSV files copied
-        into its own ``/backups/import`` first (one tar on local disk, then the archive API)."""
+        into its own ``/backups/import`` first."""
         import tarfile
-        import tempfile
 
         from helix_ops.backup import neo4j_import_argv
 
-        eng = self.scratch()
-        uid, gid = _image_ids(self.driver.client, self.image)
         folder = f"{ADMIN_DIR}/import"
 
-        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-            info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
-            return info
+        def fill(tar: tarfile.TarFile, uid: int, gid: int) -> None:
+            def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+                info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+                return info
 
+            tar.add(csvs.folder, arcname=folder.lstrip("/"), filter=owned)
+
+        argv = neo4j_import_argv(database, folder, csvs.nodes, csvs.relationships, multiline=csvs.multiline)
+        self._run_with_files("import", argv, fill, environment={"JAVA_OPTS": IMPORT_JAVA_OPTS})
+
+    def _run_with_files(self, short: str, argv: list[str], fill: Callable[[Any, int, int], None],
+                        environment: dict[str, str] | None = None) -> None:
+        """Run ``argv`` in a one-off container on the data volume, after copying in the files ``fill`` writes
+        into a tar (given the image's neo4j uid and gid): one tar on local disk, then the archive API."""
+        import tarfile
+        import tempfile
+
+        eng = self.scratch()
+        uid, gid = _image_ids(self.driver.client, self.image)
         try:
             with tempfile.TemporaryFile() as tar_file:
                 with tarfile.open(fileobj=tar_file, mode="w") as tar:
-                    tar.add(csvs.folder, arcname=folder.lstrip("/"), filter=owned)
+                    fill(tar, uid, gid)
                 tar_file.seek(0)
-                argv = neo4j_import_argv(database, folder, csvs.nodes, csvs.relationships, multiline=csvs.multiline)
-                container = eng._create("import", self.image, command=argv, entrypoint=None,
-                                        environment={"JAVA_OPTS": IMPORT_JAVA_OPTS},
+                container = eng._create(short, self.image, command=argv, entrypoint=None, environment=environment,
                                         volumes={self.data_volume: "/data"}, ports=(), user=None, mem_limit=None)
                 container.put_archive("/", tar_file)
             self._start_and_wait(eng, container, argv)
