@@ -45,7 +45,7 @@ from neo4j.time import Date, DateTime, Duration, Time
 from pydantic import SecretStr
 
 from drivers.neo4j_raw import NEEDS_SERVER, raw_hydration
-from helix_ops.errors import BackupIntegrityError, DriverError
+from helix_ops.errors import BackupIntegrityError, DriverError, OfflineUnavailable
 
 FORMAT = "helix-neo4j-logical"
 FORMAT_VERSION = 2
@@ -860,13 +860,13 @@ class EngineNeo4j(OfflineNeo4j):
         containers = driver.containers(service)
         running = [c for c in containers if c.status == "running"]
         if len(running) != 1:
-            raise DriverError(f"{service} of {driver.project}: {len(running)} running container(s), the offline "
+            raise OfflineUnavailable(f"{service} of {driver.project}: {len(running)} running container(s), the offline "
                               "dump/load needs exactly one", hint="a cluster uses the online backup (Enterprise); "
                                                                   "start a stopped Neo4j first (deploy-helix)")
         self.container = running[0]
         mounts = [m for m in self.container.attrs.get("Mounts") or [] if m.get("Destination") == "/data"]
         if not mounts or not mounts[0].get("Name"):
-            raise DriverError(f"{self.container.name} has no named volume on /data",
+            raise OfflineUnavailable(f"{self.container.name} has no named volume on /data",
                               hint="helix-ops deploys Neo4j with its data volume on /data")
         self.data_volume = str(mounts[0]["Name"])
         self.image = image or self.container.labels.get("helix-ops.image") or self.container.attrs["Config"]["Image"]
@@ -883,7 +883,7 @@ class EngineNeo4j(OfflineNeo4j):
         try:
             self.scratch().require_images([self.image])
         except DriverError as exc:
-            raise DriverError(f"image {self.image} for the one-off neo4j-admin container is not on the engine: "
+            raise OfflineUnavailable(f"image {self.image} for the one-off neo4j-admin container is not on the engine: "
                               f"{self.service} was not stopped", hint="build or pull the environment's Neo4j image "
                               "on this engine first") from exc
 

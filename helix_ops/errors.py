@@ -102,3 +102,8 @@ class DriverError(HelixOpsError):
 
     def __reduce__(self):
         return (type(self), (self.message, self.hint))
+
+
+class OfflineUnavailable(DriverError):
+    """The offline ``neo4j-admin`` path cannot run on this target (not exactly one running Neo4j container, no
+    named data volume, no image for the one-off container); nothing was stopped."""

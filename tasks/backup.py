@@ -205,12 +205,18 @@ def restore_neo4j_import(target: EngineTarget, neo4j_uri: str, descriptor: Descr
     transactionally instead (logged; nothing was stopped). Not retried: every attempt is a Neo4j downtime."""
     from blocks.secrets import load_environment_secrets
     from drivers.neo4j_import import ImportUnsupported, import_logical
+    from helix_ops.errors import OfflineUnavailable
 
     logger = get_run_logger()
     secrets = load_environment_secrets(descriptor)
     entry = store.read_manifest(backup_id).object(object_name)
-    target_neo4j = engine_neo4j(target, descriptor, image)
-    target_neo4j.preflight()  # the image is there before any conversion work
+    try:
+        target_neo4j = engine_neo4j(target, descriptor, image)
+        target_neo4j.preflight()  # the image is there before any conversion work
+    except OfflineUnavailable as exc:  # e.g. Neo4j stopped, scaled out, or no image for the one-off container
+        logger.warning("neo4j: the import cannot run here (%s); loading the export transactionally", exc)
+        return {**restore_neo4j_logical.fn(neo4j_uri, descriptor, store, backup_id, object_name),
+                "method": f"transactional load (import unavailable: {exc.message})"}
     try:
         with tempfile.TemporaryDirectory(prefix="helix-neo4j-import-") as tmp:
             r = import_logical(target_neo4j, store.open_raw(backup_id, entry), Path(tmp) / "csv", neo4j_uri,

@@ -238,6 +238,38 @@ def test_restore_latest_verified_round_trip(deployed, engine, backup_store):
         assert r.get("backup-probe:0") == b"v0" and r.ttl("backup-probe:ttl") > 0
 
 
+def test_restore_falls_back_to_the_transactional_load_when_the_import_cannot_run(deployed, engine, backup_store,
+                                                                                 monkeypatch):
+    """No image for the one-off neo4j-admin container (or not exactly one running Neo4j): the import is refused
+    before anything stops, and the export goes back over Bolt instead, Neo4j up throughout."""
+    from drivers.neo4j_backup import EngineNeo4j
+    from helix_ops.errors import OfflineUnavailable
+
+    def no_image(self):
+        raise OfflineUnavailable(f"image {self.image} for the one-off neo4j-admin container is not on the engine")
+
+    monkeypatch.setattr(EngineNeo4j, "preflight", no_image)
+    drv, _ = _counts(deployed)
+    with drv:
+        drv.execute_query("CREATE (:AfterBackup {x: 3})")
+    before = _started_at(engine, deployed, "neo4j")
+    result = restore_helix(env="local", descriptor=str(deployed["path"]), engine_url=engine.base_url,
+                           storage_path=str(backup_store))
+    assert result["problems"] == [] and result["neo4j_downtime_s"] is None
+    assert result["counts"]["neo4j"]["nodes"] == deployed["counts"]["neo4j"]["nodes"]
+    assert _started_at(engine, deployed, "neo4j") == before  # Neo4j was never stopped
+    from prefect.artifacts import Artifact
+
+    assert "import unavailable: image" in str(Artifact.get("helix-restore-local").data)
+
+
+def _started_at(engine, deployed, service):
+    from drivers.engine import EngineDriver
+
+    d = EngineDriver.connect(engine.base_url, deployed["project"], "local")
+    return {c.name: c.attrs["State"]["StartedAt"] for c in d.containers(service) if c.status == "running"}
+
+
 def test_prod_restore_needs_the_backup_id_typed_back(monkeypatch):
     import flows.restore as fr
 
