@@ -220,8 +220,8 @@ def main() -> None:
                    help="also time the transactional logical restore (batched Cypher; default: up to 200k nodes; "
                         "it took 562 s at 200k, so hours at 1M)")
     p.add_argument("--dst-heap", default="2g",
-                   help="heap of the restore target (a logical restore rebuilds every index: at 1M nodes a text "
-                        "index's population ran a 512m heap out of memory); the dump's load runs on it too")
+                   help="heap of the restore target (a logical restore rebuilds every index; the text index over 1M "
+                        "nodes ran a 96m heap out of memory); the dump's load runs on the same server")
     a = p.parse_args()
     transactional = a.transactional if a.transactional is not None else a.nodes <= 200_000
     check = a.check or ("digest" if a.nodes <= 200_000 else "counts")
