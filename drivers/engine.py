@@ -15,7 +15,9 @@ published on 127.0.0.1 only, since engines without systemd do not run image heal
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
 import re
 import tarfile
 import tempfile
@@ -355,12 +357,14 @@ class EngineDriver:
         return "127.0.0.1", int(bindings[0]["HostPort"])
 
     def wait_healthy(self, container: Container, check: Callable[[], str], what: str, deadline_s: float,
-                     interval_s: float = 0.5) -> str:
+                     interval_s: float = 0.5, recheck: Callable[[], Callable[[], str]] | None = None) -> str:
         """Call ``check`` (returns a short status, raises while unhealthy) until it passes or the deadline.
 
-        Fails early when the container exits; the error names the service and what was last seen.
+        Fails early when the container exits; the error names the service and what was last seen. With
+        ``recheck`` (a new check for the same container), a running container whose port refuses every
+        connection for ``REFUSED_RESTART_S`` is restarted once (see :func:`wait_container_healthy`).
         """
-        return wait_container_healthy(container, check, what, deadline_s, interval_s)
+        return wait_container_healthy(container, check, what, deadline_s, interval_s, recheck=recheck)
 
     def update_load_balancer(self, conf_text: str, service: str = "nginx",
                              path: str = "/etc/nginx/nginx.conf") -> list[str]:
@@ -393,12 +397,40 @@ class EngineDriver:
         return gone
 
 
+REFUSED_RESTART_S = 45.0
+"""How long a running container's published port may refuse every connection before it is restarted once.
+
+Seen on the test bed (Podman 4.3, netavark, several containers started at once): a container that runs and
+listens, whose loopback port refused connections for the whole 180 s deadline, while its neighbours were
+fine. The engine had lost the port's forwarding rule (a refused connection on a published port means the
+engine's reservation socket answered, not the process). A restart sets the forwarding up again."""
+
+
+def _refused(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def wait_container_healthy(container: Container, check: Callable[[], str], what: str, deadline_s: float,
-                           interval_s: float = 0.5) -> str:
+                           interval_s: float = 0.5, *, recheck: Callable[[], Callable[[], str]] | None = None,
+                           refused_restart_s: float | None = None) -> str:
     """Call ``check`` (returns a short status, raises while unhealthy) until it passes or the deadline; fails
-    early when ``container`` exits (the error carries its log tail)."""
+    early when ``container`` exits (the error carries its log tail).
+
+    With ``recheck``: when every try for ``refused_restart_s`` was a refused connection while the container
+    runs, the container is restarted once and ``check = recheck()`` (its published port may change); the
+    deadline stays the same. ``refused_restart_s`` defaults to half the deadline (at least
+    ``REFUSED_RESTART_S``), so a slow starter (a JVM opens its port last) is not restarted on its way up.
+    Without ``recheck``, nothing is restarted."""
+    if refused_restart_s is None:
+        refused_restart_s = max(REFUSED_RESTART_S, deadline_s / 2)
     end = time.monotonic() + deadline_s
     last = "no answer yet"
+    note = ""
+    refused_since: float | None = None
     while True:
         container.reload()
         if container.status in ("exited", "dead"):
@@ -408,8 +440,20 @@ def wait_container_healthy(container: Container, check: Callable[[], str], what:
             return check()
         except Exception as exc:  # noqa: BLE001 - unhealthy until it passes
             last = str(exc) or type(exc).__name__
+            now = time.monotonic()
+            if not _refused(exc):
+                refused_since = None
+            elif refused_since is None:
+                refused_since = now
+            elif recheck is not None and now - refused_since >= refused_restart_s:
+                logging.getLogger(__name__).warning(
+                    "%s: its port refused every connection for %.0fs while it runs; restarting it once",
+                    container.name, now - refused_since)
+                container.restart(timeout=5)
+                check, recheck, refused_since = recheck(), None, None
+                note = f" (restarted once after {refused_restart_s:.0f}s of refused connections)"
         if time.monotonic() >= end:
-            raise WaitTimeout(what, last)
+            raise WaitTimeout(what, last + note)
         time.sleep(interval_s)
 
 

@@ -108,7 +108,7 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
         container = driver.create_container(plan, secrets)
         try:
             status = driver.wait_healthy(container, health(container), f"{name} ({plan.name}) to be healthy",
-                                         deadline_s)
+                                         deadline_s, recheck=lambda: health(container))
         except Exception as exc:
             driver.remove([container], grace_s=2)
             report.wall_s = time.monotonic() - t0
