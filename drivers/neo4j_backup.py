@@ -392,6 +392,14 @@ def _typed_props(tx: neo4j.Transaction, match: str, var: str, i: int) -> dict[st
     return _props_from_export(rec[0], _encode_hydrated)  # points still come hydrated by neo4j_raw
 
 
+def _encoded(tx: neo4j.Transaction, props: dict[str, Any], match: str, var: str, i: int) -> dict[str, Any]:
+    """Properties read under raw hydration, in the format; the server types them if one value needs it."""
+    try:
+        return {k: v if type(v) in _PASS else _encode_hydrated(v) for k, v in props.items()}
+    except _NeedsServer:
+        return _typed_props(tx, match, var, i)
+
+
 def _chunked(tx: neo4j.Transaction, top_query: str, query: str, chunk: int) -> Iterator[list[Any]]:
     top = tx.run(top_query).single(strict=True)[0]
     for lo in range(0, -1 if top is None else top + 1, chunk):
@@ -402,17 +410,9 @@ def _read_fast(tx: neo4j.Transaction, chunk: int) -> Iterator[tuple[Any, ...]]:
     """Nodes and relationships by id ranges (one record per ``chunk`` ids: the driver's per-record cost
     is paid once per chunk), ``properties()`` hydrated by :mod:`drivers.neo4j_raw`."""
     for i, labels, props in _chunked(tx, "MATCH (n) RETURN max(id(n))", _NODE_CHUNK, chunk):
-        try:
-            p = {k: v if type(v) in _PASS else _encode_hydrated(v) for k, v in props.items()}
-        except _NeedsServer:
-            p = _typed_props(tx, "MATCH (n)", "n", i)
-        yield "n", i, labels, p
+        yield "n", i, labels, _encoded(tx, props, "MATCH (n)", "n", i)
     for t, s, e, props, i in _chunked(tx, "MATCH ()-[x]->() RETURN max(id(x))", _REL_CHUNK, chunk):
-        try:
-            p = {k: v if type(v) in _PASS else _encode_hydrated(v) for k, v in props.items()}
-        except _NeedsServer:
-            p = _typed_props(tx, "MATCH ()-[x]->()", "x", i)
-        yield "r", t, s, e, p
+        yield "r", t, s, e, _encoded(tx, props, "MATCH ()-[x]->()", "x", i)
 
 
 def _read_typed(tx: neo4j.Transaction) -> Iterator[tuple[Any, ...]]:
