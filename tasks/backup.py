@@ -210,21 +210,23 @@ def restore_neo4j_import(target: EngineTarget, neo4j_uri: str, descriptor: Descr
     logger = get_run_logger()
     secrets = load_environment_secrets(descriptor)
     entry = store.read_manifest(backup_id).object(object_name)
+
+    def transactional(why: str) -> dict[str, Any]:  # nothing was stopped: Neo4j stays up for this load
+        logger.warning("neo4j: %s; loading the export transactionally", why)
+        return {**restore_neo4j_logical.fn(neo4j_uri, descriptor, store, backup_id, object_name),
+                "method": f"transactional load ({why})"}
+
     try:
         target_neo4j = engine_neo4j(target, descriptor, image)
         target_neo4j.preflight()  # the image is there before any conversion work
     except OfflineUnavailable as exc:  # e.g. Neo4j stopped, scaled out, or no image for the one-off container
-        logger.warning("neo4j: the import cannot run here (%s); loading the export transactionally", exc)
-        return {**restore_neo4j_logical.fn(neo4j_uri, descriptor, store, backup_id, object_name),
-                "method": f"transactional load (import unavailable: {exc.message})"}
+        return transactional(f"import unavailable: {exc.message}")
     try:
         with tempfile.TemporaryDirectory(prefix="helix-neo4j-import-") as tmp:
             r = import_logical(target_neo4j, store.open_raw(backup_id, entry), Path(tmp) / "csv", neo4j_uri,
                                secrets.neo4j_user, secrets.neo4j_password, log=logger.info)
     except ImportUnsupported as exc:
-        logger.warning("neo4j: the importer cannot carry this export exactly (%s); loading it transactionally", exc)
-        return {**restore_neo4j_logical.fn(neo4j_uri, descriptor, store, backup_id, object_name),
-                "method": "transactional load (import refused: %s)" % exc}
+        return transactional(f"import refused: {exc}")
     return {"strategy": "logical", "method": "neo4j-admin database import", "nodes": r.stats.nodes,
             "relationships": r.stats.relationships, "constraints": r.stats.constraints, "indexes": r.stats.indexes,
             "seconds": round(r.convert_s + r.physical.downtime_s + r.schema_s, 2),
