@@ -14,9 +14,13 @@ A later run that finds the slot taken reads the record and, when the holder is *
 exactly that holder's lease (by lease id, so a newer holder's slot is never touched and the repossessor will
 not decrement it twice) and logs a warning:
 
-* the holder's flow run is in a final state (a worker marks a killed flow process ``Crashed``), or
 * the holder ran on this machine in this pid namespace and its process is gone (or its pid is now another
-  process: the start time differs).
+  process: the start time differs), whatever its flow run's state; while that process lives the holder is
+  waited for (within ``wait_s``) even when its run is already final: a Cancelled or Crashed run's process may
+  still be cleaning up (restarting the writer it stopped); it is released once the process ends, or
+* the holder's process cannot be checked here (another machine, boot or pid namespace) and its flow run is in a
+  final state (a worker marks a killed flow process ``Crashed``): the final state alone decides, so a cleanup
+  still running on that machine is not waited for.
 
 A holder on another machine that is not provably gone is waited for as before (its lease expires on its own).
 The record holds no secret. :func:`break_lease` frees the slot by hand (a stuck holder that is alive).
@@ -28,9 +32,10 @@ import datetime as dt
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from prefect import get_client, get_run_logger
@@ -59,8 +64,33 @@ def process_identity() -> dict[str, Any]:
             "pid": pid, "pid_start": procinfo.start_time(pid)}
 
 
+def _local_pid(record: dict[str, Any]) -> int | None:
+    """The recorded holder's pid when its process can be checked here (this machine, boot and pid namespace, and
+    not this process), else None."""
+    me = process_identity()
+    if (record.get("host"), record.get("boot_id"), record.get("pid_ns")) != (me["host"], me["boot_id"],
+                                                                               me["pid_ns"]) or not me["boot_id"]:
+        return None
+    pid = record.get("pid")
+    return pid if isinstance(pid, int) and pid != me["pid"] else None
+
+
 def holder_gone(record: dict[str, Any]) -> str | None:
-    """Why the recorded holder is provably gone, or None when it may still run."""
+    """Why the recorded holder is provably gone, or None when it may still run.
+
+    A holder whose process can be checked here is gone when that process is, and not before, even when its flow
+    run is final (a Cancelled run's process may still be cleaning up). Otherwise (another machine, boot or pid
+    namespace) it is gone when its flow run is final: its process cannot be checked, so a cleanup still running
+    there is not waited for.
+    """
+    pid = _local_pid(record)
+    if pid is not None:
+        start = procinfo.start_time(pid)
+        if start is None:
+            return f"its process {pid} on {record.get('host')} is gone"
+        if str(start) != str(record.get("pid_start")):  # compared as text: records written before held a string
+            return f"its process {pid} on {record.get('host')} is gone (the pid is another process now)"
+        return None
     run_id = record.get("flow_run_id")
     if run_id:
         try:
@@ -68,21 +98,9 @@ def holder_gone(record: dict[str, Any]) -> str | None:
                 state = client.read_flow_run(uuid.UUID(run_id)).state
             if state is not None and state.is_final():
                 return f"its flow run {run_id} is {state.name}"
-        except Exception:  # noqa: BLE001 - no such run (another server?) or no API: decide by the process
+        except Exception:  # noqa: BLE001 - no such run (another server?) or no API: cannot tell
             pass
-    me = process_identity()
-    if (record.get("host"), record.get("boot_id"), record.get("pid_ns")) != (me["host"], me["boot_id"],
-                                                                               me["pid_ns"]) or not me["boot_id"]:
-        return None  # another machine, boot or pid namespace: cannot tell; its lease expires on its own
-    pid = record.get("pid")
-    if not isinstance(pid, int) or pid == me["pid"]:
-        return None
-    start = procinfo.start_time(pid)
-    if start is None:
-        return f"its process {pid} on {me['host']} is gone"
-    if str(start) != str(record.get("pid_start")):  # compared as text: records written before held a string
-        return f"its process {pid} on {me['host']} is gone (the pid is another process now)"
-    return None
+    return None  # cannot tell; its lease expires on its own
 
 
 def _active_slots(environment: str) -> int:
@@ -93,16 +111,25 @@ def _active_slots(environment: str) -> int:
             return 0
 
 
-def release_dead_holder(environment: str) -> str | None:
+def release_dead_holder(environment: str, wait_s: float = 0) -> str | None:
     """If ``environment``'s lease is held by a recorded holder that is provably gone, release that holder's
-    lease (by its lease id) and delete the record; returns the reason, or None when nothing was released."""
-    record = Variable.get(holder_variable(environment), default=None)
-    if not isinstance(record, dict):
-        return None
-    if _active_slots(environment) == 0:
-        _unset_if(environment, record.get("nonce"))  # released without deleting its record: stale
-        return None
-    reason = holder_gone(record)
+    lease (by its lease id) and delete the record; returns the reason, or None when nothing was released.
+
+    A holder whose process runs on this machine is waited for up to ``wait_s`` (until it frees the lease or its
+    process ends): one killed meanwhile is released then, a Cancelled one only once its cleanup has ended.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        record = Variable.get(holder_variable(environment), default=None)
+        if not isinstance(record, dict):
+            return None
+        if _active_slots(environment) == 0:
+            _unset_if(environment, record.get("nonce"))  # released without deleting its record: stale
+            return None
+        reason = holder_gone(record)
+        if reason is not None or _local_pid(record) is None or time.monotonic() >= deadline:
+            break
+        time.sleep(1)  # its process lives here: until it frees the lease, ends, or the deadline
     lease_id = record.get("lease_id")
     if reason is None or not lease_id:
         return None
@@ -146,25 +173,29 @@ def environment_lease(environment: str, owner: str, ttl_s: float = 120, wait_s: 
 
     First releases the lease of a recorded holder that is provably gone (killed: see the module docstring), with
     a warning; while held, records this holder for the next run. Raises LockHeld (naming the environment and
-    this run) when the lease is not free within ``wait_s``.
+    this run) when the lease is not free within ``wait_s``; an exception from the body (a TimeoutError too)
+    propagates unchanged, and the lease is released.
     Example: ``with environment_lease("prod", "flow-run/1234", wait_s=600): ...``.
     """
     logger = _logger()
     name = lease_name(environment)
+    deadline = time.monotonic() + wait_s
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, limit=1)
-    released = release_dead_holder(environment)
+    released = release_dead_holder(environment, wait_s=wait_s)
     if released:
         logger.warning("%s (the run was killed?)", released)
     run_id = flow_run.get_id()
     holder = ConcurrencyLeaseHolder(type="flow_run", id=uuid.UUID(str(run_id)) if run_id else uuid.uuid4())
-    try:
-        with concurrency(name, occupy=1, timeout_seconds=wait_s, lease_duration=max(ttl_s, 60), strict=True,
-                         holder=holder):
-            with _holder_recorded(environment, owner, logger):
-                yield
-    except TimeoutError as exc:
-        raise LockHeld(environment, f"another run (this is {owner})", f"its lease ends (waited {wait_s:.0f}s)") from exc
+    with ExitStack() as held:
+        try:  # at least one attempt, even when waiting for a local holder used up wait_s
+            held.enter_context(concurrency(name, occupy=1, timeout_seconds=max(deadline - time.monotonic(), 1),
+                                           lease_duration=max(ttl_s, 60), strict=True, holder=holder))
+        except TimeoutError as exc:  # only acquiring: the body's own TimeoutError is not LockHeld
+            raise LockHeld(environment, f"another run (this is {owner})",
+                           f"its lease ends (waited {wait_s:.0f}s)") from exc
+        with _holder_recorded(environment, owner, logger):
+            yield
 
 
 @contextmanager
