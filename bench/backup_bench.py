@@ -94,6 +94,10 @@ def _phase(name, args):  # runs in a spawned process
     else:
         raise ValueError(name)
     own, kids = _rss_mib()
+    if name == "logical-backup":  # the export's worker processes: counted in, each at the largest one's peak
+        extra += (f"; peak RSS {own:.0f} MiB (writing) + {nb.EXPORT_WORKERS} export workers x {kids:.0f} MiB "
+                  "(the largest's peak)")
+        own += nb.EXPORT_WORKERS * kids
     return {**result, "name": name, "seconds": time.monotonic() - t0, "rss": own, "child_rss": kids, "extra": extra}
 
 

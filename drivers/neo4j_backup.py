@@ -19,7 +19,8 @@ lists element-wise. Temporal text is Neo4j's own (``toString``'s, written by :mo
 the Bolt fields, or by the server for the few values the client cannot write exactly), so nanoseconds and
 years outside 1-9999 survive; the loader hands it back to the server (``datetime(text)`` …).
 
-Both directions stream: the export reads one read transaction by id ranges (a record per 1000 ids),
+Both directions stream: the export reads parts of 10 000 ids (a record per 1000 ids, a read transaction per
+part) in two worker processes and writes them in order,
 the load reads one line at a time and writes batches of ``batch_size`` rows; nodes are matched for the
 relationships through a temporary label and index (``__HelixRestore.__hx``), removed afterwards.
 Peak memory is bounded by the batch size, not the graph.
@@ -34,6 +35,7 @@ import base64
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -302,67 +304,24 @@ SCHEMA_QUERIES = (
 )
 
 
-_END = object()
-
-
-def in_background(items: Iterator[Any], batch: int = 512, depth: int = 16) -> Iterator[Any]:
-    """Iterate ``items`` in a thread, ``depth`` batches ahead: the export's reads (socket, unpacking) overlap
-    the encoding and compression here, so the server is not idle while this side works. An exception in the
-    thread is raised here; when the consumer stops early, the thread stops too and closes ``items`` (a
-    generator's ``with`` blocks: the transaction is rolled back, the session closed)."""
-    import queue
-    import threading
-
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(x: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(x, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            chunk: list[Any] = []
-            for x in items:
-                chunk.append(x)
-                if len(chunk) >= batch:
-                    if not put(chunk):
-                        return
-                    chunk = []
-            if put(chunk):
-                put(_END)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(exc)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=run, name="helix-export-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            got = q.get()
-            if got is _END:
-                return
-            if isinstance(got, BaseException):
-                raise got
-            yield from got
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-
-
 _NODE_CHUNK = ("UNWIND range($lo, $hi) AS i MATCH (n) WHERE id(n) = i "
                "RETURN collect([i, labels(n), properties(n)])")
 _REL_CHUNK = ("UNWIND range($lo, $hi) AS i MATCH ()-[x]->() WHERE id(x) = i "
               "RETURN collect([type(x), id(startNode(x)), id(endNode(x)), properties(x), i])")
+_NODE_TYPED = ("UNWIND range($lo, $hi) AS i MATCH (n) WHERE id(n) = i "
+               f"RETURN collect([i, labels(n), {_export_props('n')}])")
+_REL_TYPED = ("UNWIND range($lo, $hi) AS i MATCH ()-[x]->() WHERE id(x) = i "
+              f"RETURN collect([type(x), id(startNode(x)), id(endNode(x)), {_export_props('x')}, i])")
 _PASS = frozenset({str, int, bool, dict, type(None)})  # dict: a value neo4j_raw already wrote in the format
+_LINE = orjson.OPT_APPEND_NEWLINE
+
+EXPORT_WORKERS = 2
+"""Processes reading the graph for an export, besides the one writing it. The client's work (unpacking Bolt,
+formatting values, JSON) is one core per process; the export's parts run in them and are written in order."""
+PART_IDS = 5000
+"""Ids per part (a process's unit of work): at most ``2 * workers`` parts' lines are held at a time."""
+CHUNK_IDS = 1_000
+"""Ids per query inside a part: one record per chunk, so the driver's per-record cost is paid once per chunk."""
 
 
 class _NeedsServer(Exception):
@@ -400,88 +359,243 @@ def _encoded(tx: neo4j.Transaction, props: dict[str, Any], match: str, var: str,
         return _typed_props(tx, match, var, i)
 
 
-def _chunked(tx: neo4j.Transaction, top_query: str, query: str, chunk: int) -> Iterator[list[Any]]:
-    top = tx.run(top_query).single(strict=True)[0]
-    for lo in range(0, -1 if top is None else top + 1, chunk):
-        yield from tx.run(query, lo=lo, hi=lo + chunk - 1).single(strict=True)[0]
+@dataclass
+class _Part:
+    """One id range of nodes or relationships, exported: its lines, and what they hold."""
+    lines: Iterable[bytes | bytearray]  # pieces, in order (a worker's are read from its pipe as they are written)
+    count: int
+    kinds: dict[str, int]  # label or relationship type -> count
 
 
-def _read_fast(tx: neo4j.Transaction, chunk: int) -> Iterator[tuple[Any, ...]]:
-    """Nodes and relationships by id ranges (one record per ``chunk`` ids: the driver's per-record cost
-    is paid once per chunk), ``properties()`` hydrated by :mod:`drivers.neo4j_raw`."""
-    for i, labels, props in _chunked(tx, "MATCH (n) RETURN max(id(n))", _NODE_CHUNK, chunk):
-        yield "n", i, labels, _encoded(tx, props, "MATCH (n)", "n", i)
-    for t, s, e, props, i in _chunked(tx, "MATCH ()-[x]->() RETURN max(id(x))", _REL_CHUNK, chunk):
-        yield "r", t, s, e, _encoded(tx, props, "MATCH ()-[x]->()", "x", i)
+_reader: dict[str, Any] = {}  # this process's driver, for export parts (a worker's, or the caller's)
 
 
-def _read_typed(tx: neo4j.Transaction) -> Iterator[tuple[Any, ...]]:
-    """Every property typed by the server: the fallback when the driver cannot be given raw hydration."""
-    for r in tx.run(f"MATCH (n) RETURN id(n) AS i, labels(n) AS l, {_export_props('n')} AS p"):
-        yield "n", r[0], r[1], _props_from_export(r[2])
-    for r in tx.run(f"MATCH (a)-[x]->(b) RETURN type(x) AS t, id(a) AS s, id(b) AS e, {_export_props('x')} AS p"):
-        yield "r", r[0], r[1], r[2], _props_from_export(r[3])
+def _open_reader(uri: str, user: str, password: str, database: str) -> None:
+    _reader.update(driver=_driver(uri, user, password), database=database, uri=uri)
 
 
-def _read_graph(drv: neo4j.Driver, database: str, fetch_size: int, chunk: int = 1000) -> Iterator[tuple[Any, ...]]:
-    """Nodes, then relationships (one read transaction: they agree), then the schema, as tuples with the
-    properties already in the format."""
-    with drv.session(database=database, fetch_size=fetch_size, default_access_mode=neo4j.READ_ACCESS) as session:
-        with session.begin_transaction() as tx, raw_hydration(tx) as fast:
-            yield from (_read_fast(tx, chunk) if fast else _read_typed(tx))
-        for kind, query in SCHEMA_QUERIES:
-            for r in session.run(query):
-                yield "schema", kind, r["name"], r["createStatement"]
+def _close_reader() -> None:
+    drv = _reader.pop("driver", None)
+    if drv is not None:
+        drv.close()
+
+
+def _export_part(kind: str, lo: int, hi: int, chunk: int = CHUNK_IDS) -> _Part:
+    """Nodes (``kind`` "n") or relationships ("r") with ids ``lo``..``hi`` as the format's lines, read in one
+    read transaction with ``properties()`` hydrated by :mod:`drivers.neo4j_raw` (or, when the driver cannot
+    be given that, typed by the server)."""
+    out = bytearray()  # not a list of lines: ~10x the memory (kept lines fragment the heap; measured)
+    count = 0
+    kinds: dict[str, int] = {}
+    dumps = orjson.dumps
+    try:
+        with _reader["driver"].session(database=_reader["database"], default_access_mode=neo4j.READ_ACCESS) as s, \
+                s.begin_transaction() as tx, raw_hydration(tx) as fast:
+            for c in range(lo, hi + 1, chunk):
+                params = {"lo": c, "hi": min(hi, c + chunk - 1)}
+                if kind == "n":
+                    for i, labels, props in tx.run(_NODE_CHUNK if fast else _NODE_TYPED, params).single(strict=True)[0]:
+                        p = _encoded(tx, props, "MATCH (n)", "n", i) if fast else _props_from_export(props)
+                        out += dumps({"n": i, "l": labels, "p": p}, option=_LINE)
+                        count += 1
+                        for lab in labels:
+                            kinds[lab] = kinds.get(lab, 0) + 1
+                else:
+                    for t, a, b, props, i in tx.run(_REL_CHUNK if fast else _REL_TYPED, params).single(strict=True)[0]:
+                        p = _encoded(tx, props, "MATCH ()-[x]->()", "x", i) if fast else _props_from_export(props)
+                        out += dumps({"r": t, "s": a, "e": b, "p": p}, option=_LINE)
+                        count += 1
+                        kinds[t] = kinds.get(t, 0) + 1
+    except (nex.Neo4jError, nex.DriverError, OSError) as exc:
+        raise _translate(exc, "exporting", _reader["uri"]) from None  # the driver's errors do not pickle
+    return _Part((out,), count, kinds)
+
+
+def _parts(drv: neo4j.Driver, database: str) -> list[tuple[str, int, int]]:
+    """The export's parts: id ranges of nodes, then of relationships, up to the highest id in use."""
+    tops = drv.execute_query("CALL { MATCH (n) RETURN max(id(n)) AS n } CALL { MATCH ()-[x]->() RETURN max(id(x)) AS r }"
+                             " RETURN n, r", database_=database, routing_=neo4j.RoutingControl.READ).records[0]
+    return [(kind, lo, lo + PART_IDS - 1) for kind, top in (("n", tops["n"]), ("r", tops["r"]))
+            for lo in range(0, -1 if top is None else top + 1, PART_IDS)]
+
+
+def _serve_parts() -> None:
+    """An export worker's main loop (see :class:`_Workers`): the connection on its first stdin line, then one
+    part per line; for each, a JSON header line (``count``, ``kinds``, ``size``, or ``error``) and ``size``
+    bytes of lines on stdout. A thread writes, so the next part is read while the last one waits for the
+    parent. Ends at stdin's end (the parent closed it, or died)."""
+    import queue
+    import sys
+    import threading
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    _open_reader(*orjson.loads(stdin.readline()))
+    ready: queue.Queue[tuple[bytes, bytes | bytearray] | None] = queue.Queue(maxsize=1)
+
+    def send() -> None:
+        while (frame := ready.get()) is not None:
+            for piece in frame:
+                stdout.write(piece)
+            stdout.flush()
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        for line in stdin:
+            try:
+                part = _export_part(*orjson.loads(line))
+            except DriverError as exc:
+                ready.put((orjson.dumps({"error": exc.message, "hint": exc.hint}, option=_LINE), b""))
+                break
+            size = sum(map(len, part.lines))
+            head = orjson.dumps({"count": part.count, "kinds": part.kinds, "size": size}, option=_LINE)
+            ready.put((head, *part.lines))
+    finally:
+        ready.put(None)
+        sender.join()
+        _close_reader()
+
+
+class _Workers:
+    """``n`` export worker processes (:func:`_serve_parts`), each a plain ``python -c`` on pipes: no
+    multiprocessing, whose spawn would re-import the caller's ``__main__`` (a Prefect engine, pytest) in
+    each. Part ``k`` goes to worker ``k % n``; a worker works through its parts in order, so reading the
+    workers in turn gives the parts in order. At most ``depth`` parts per worker are asked for ahead."""
+
+    def __init__(self, n: int, connect: tuple[str, str, str, str], depth: int = 2) -> None:
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        argv = [sys.executable, "-c", "from drivers.neo4j_backup import _serve_parts; _serve_parts()"]
+        self.depth = depth
+        self.procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for _ in range(n):
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, env=env)
+                self.procs.append(proc)
+                proc.stdin.write(orjson.dumps(list(connect), option=_LINE))  # the password: a pipe, no argv
+                proc.stdin.flush()
+        except BaseException:
+            self.close()
+            raise
+
+    def parts(self, parts: list[tuple[str, int, int]]) -> Iterator[_Part]:
+        n = len(self.procs)
+        asked = 0
+
+        def ask_up_to(k: int) -> None:
+            nonlocal asked
+            while asked < min(k, len(parts)):
+                stdin = self.procs[asked % n].stdin
+                stdin.write(orjson.dumps(list(parts[asked]), option=_LINE))
+                stdin.flush()
+                asked += 1
+
+        for k in range(len(parts)):
+            ask_up_to(k + self.depth * n)
+            proc = self.procs[k % n]
+            head_line = proc.stdout.readline()
+            if not head_line:
+                raise DriverError(f"an export worker exited (code {proc.wait()}): "
+                                  f"{proc.stderr.read().decode(errors='replace').strip()[-2000:]}",
+                                  hint="its last lines are above; is the machine out of memory?")
+            head = orjson.loads(head_line)
+            if "error" in head:
+                raise DriverError(head["error"], hint=head["hint"])
+            yield _Part(self._pieces(proc, head["size"]), head["count"], head["kinds"])
+
+    @staticmethod
+    def _pieces(proc: Any, size: int, piece: int = 1 << 20) -> Iterator[bytes]:
+        """A part's ``size`` bytes from ``proc``'s pipe, a MiB at a time (not the whole part in memory)."""
+        while size > 0:
+            got = proc.stdout.read(min(size, piece))
+            if not got:
+                raise DriverError("an export worker's output ended early", hint="did it get killed?")
+            size -= len(got)
+            yield got
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.stdin:
+                proc.stdin.close()  # its loop ends at the end of stdin
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - a part still running: it holds only a read transaction
+                proc.kill()
+                proc.wait()
+            for f in (proc.stdout, proc.stderr):
+                f.close()
+
+
+def _in_order(parts: list[tuple[str, int, int]], connect: tuple[str, str, str, str], workers: int) -> Iterator[_Part]:
+    """The parts exported by ``workers`` processes (0: this one), in order. Memory is bounded by the part
+    size, not the graph."""
+    if workers <= 0:
+        _open_reader(*connect)
+        try:
+            yield from (_export_part(*p) for p in parts)
+        finally:
+            _close_reader()
+        return
+    pool = _Workers(workers, connect)
+    try:
+        yield from pool.parts(parts)
+    finally:
+        pool.close()
 
 
 def export_logical(uri: str, user: str, password: SecretStr | str, write: Callable[[bytes], Any], *,
-                   database: str = "neo4j", fetch_size: int = 2000, flush_bytes: int = 1 << 20) -> LogicalStats:
-    """Stream the whole database into ``write`` (bytes of JSON lines). Returns the counts."""
+                   database: str = "neo4j", workers: int = EXPORT_WORKERS,
+                   progress: Callable[[int, int, LogicalStats], Any] | None = None) -> LogicalStats:
+    """Stream the whole database into ``write`` (bytes of JSON lines, nodes and relationships in id order).
+    Returns the counts; ``progress(parts done, parts, counts so far)`` is called after each part.
+
+    Nodes and relationships are read in parts (id ranges, each its own read transaction) by ``workers``
+    processes. Parts in separate transactions lose nothing: one long read transaction is no snapshot either
+    (read-committed), so consistency comes from the paused writer (see the module's docstring)."""
     t0 = time.monotonic()
     stats = LogicalStats()
-    buf: list[bytes] = []
-    size = 0
-
-    def emit(record: dict[str, Any]) -> None:
-        nonlocal size
-        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        buf.append(line)
-        size += len(line)
-        if size >= flush_bytes:
-            write(b"".join(buf))
-            buf.clear()
-            size = 0
-
+    secret = password.get_secret_value() if isinstance(password, SecretStr) else password
     try:
-        with _driver(uri, user, password) as drv:
+        with _driver(uri, user, secret) as drv:
             rec = drv.execute_query("CALL dbms.components() YIELD versions, edition RETURN versions[0] AS v, edition",
                                     database_=database).records[0]
-            emit({"format": FORMAT, "version": FORMAT_VERSION, "server_version": rec["v"],
-                  "edition": rec["edition"], "database": database})
-            for item in in_background(_read_graph(drv, database, fetch_size)):
-                if item[0] == "n":
-                    _, i, labels, props = item
-                    emit({"n": i, "l": labels, "p": props})
-                    stats.nodes += 1
-                    for lab in labels:
-                        stats.labels[lab] = stats.labels.get(lab, 0) + 1
-                elif item[0] == "r":
-                    _, t, start, end, props = item
-                    emit({"r": t, "s": start, "e": end, "p": props})
-                    stats.relationships += 1
-                    stats.relationship_types[t] = stats.relationship_types.get(t, 0) + 1
-                else:
-                    _, kind, name, statement = item
-                    emit({"schema": kind, "name": name, "statement": statement})
+            write(orjson.dumps({"format": FORMAT, "version": FORMAT_VERSION, "server_version": rec["v"],
+                                "edition": rec["edition"], "database": database}, option=_LINE))
+            parts = _parts(drv, database)
+            done = 0
+            with closing(_in_order(parts, (uri, user, secret, database), workers)) as exported:
+                for (kind, _, _), part in zip(parts, exported):
+                    if kind == "n":
+                        stats.nodes += part.count
+                        into = stats.labels
+                    else:
+                        stats.relationships += part.count
+                        into = stats.relationship_types
+                    for k, n in part.kinds.items():
+                        into[k] = into.get(k, 0) + n
+                    for piece in part.lines:
+                        write(piece)
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(parts), stats)
+            for kind, query in SCHEMA_QUERIES:
+                for r in drv.execute_query(query, database_=database, routing_=neo4j.RoutingControl.READ).records:
+                    write(orjson.dumps({"schema": kind, "name": r["name"], "statement": r["createStatement"]},
+                                       option=_LINE))
                     if kind == "constraint":
                         stats.constraints += 1
                     else:
                         stats.indexes += 1
     except (nex.Neo4jError, nex.DriverError, OSError) as exc:
         raise _translate(exc, "exporting", uri) from exc
-    emit({"end": True, "nodes": stats.nodes, "relationships": stats.relationships})
-    if buf:
-        write(b"".join(buf))
+    write(orjson.dumps({"end": True, "nodes": stats.nodes, "relationships": stats.relationships}, option=_LINE))
     stats.seconds = time.monotonic() - t0
     return stats
 

@@ -48,14 +48,37 @@ def service_endpoint(target: EngineTarget, service: str, port: int) -> tuple[str
     return driver.probe_address(running[0], port)
 
 
+class ExportProgress:
+    """The export's progress: a Prefect progress artifact (the run's page shows a bar) and a log line at every
+    tenth of the parts."""
+
+    def __init__(self, facts: dict[str, Any]) -> None:
+        self.expected = f"of {facts.get('nodes', '?')} nodes, {facts.get('relationships', '?')} relationships"
+        self.artifact: Any = None
+        self.logged = 0
+
+    def __call__(self, done: int, total: int, stats: Any) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        pct = 100.0 * done / max(total, 1)
+        what = f"neo4j export: {stats.nodes} nodes, {stats.relationships} relationships {self.expected}"
+        if self.artifact is None:
+            self.artifact = create_progress_artifact(pct, description=what)
+        elif int(pct // 10) > self.logged or done == total:
+            update_progress_artifact(self.artifact, pct, description=what)
+        if int(pct // 10) > self.logged:
+            self.logged = int(pct // 10)
+            get_run_logger().info("%s (%.0f%%)", what, pct)
+
+
 @task(name="backup-neo4j-logical", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=3600,
       cache_policy=NO_CACHE)
 def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupWriter,
                          writer_paused: bool = False) -> dict[str, Any]:
     """Stream a logical export of Neo4j (online, over Bolt) into ``writer`` as one object.
 
-    ``writer_paused``: the caller stopped the writer (mcp-graph) for the export, so the one read transaction
-    sees a graph nobody changes (Neo4j's read-committed isolation is no snapshot while writes run). Without
+    ``writer_paused``: the caller stopped the writer (mcp-graph) for the export, so its read transactions
+    see a graph nobody changes (Neo4j's read-committed isolation is no snapshot while writes run). Without
     it the manifest carries a warning.
     """
     from blocks.secrets import load_environment_secrets
@@ -64,7 +87,8 @@ def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupW
     secrets = load_environment_secrets(descriptor)
     facts = graph_counts(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password)
     with writer.object(NEO4J_OBJECT, component="neo4j", kind="logical") as obj:
-        stats = export_logical(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password, obj.write)
+        stats = export_logical(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password, obj.write,
+                               progress=ExportProgress(facts))
     get_run_logger().info("neo4j: exported %d nodes, %d relationships in %.1fs", stats.nodes, stats.relationships,
                           stats.seconds)
     warnings = () if writer_paused else (

@@ -105,7 +105,7 @@ def _export(server, monkeypatch, fast: bool) -> tuple[dict, list[int]]:
                 yield False
             m.setattr(nb, "raw_hydration", off)
         out: list[bytes] = []
-        nb.export_logical(server.uri, server.user, server.password, out.append)
+        nb.export_logical(server.uri, server.user, server.password, out.append, workers=0)  # patches: here
     records = [json.loads(line) for line in b"".join(out).splitlines()]
     by_key = {}
     for r in records:
@@ -144,3 +144,54 @@ def test_the_fast_path_is_taken_with_this_driver(server):
             assert value["d"] == {"$date": "2024-01-01"} and value["t"] == {"$ltime": "10:00:00"}
         with drv.session() as s, s.begin_transaction() as tx:  # and the connection is given back unchanged
             assert type(tx.run("RETURN date('2024-01-01') AS d").single()["d"]).__name__ == "Date"
+
+
+def _children() -> set[int]:
+    import os
+
+    kids = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            kids |= {int(x) for x in f.read().split()}
+    return kids
+
+
+def test_worker_processes_write_what_one_process_writes(server, monkeypatch):
+    """Parts of one id each: the four entities spread over both workers (and the parts of unused ids too),
+    written in order; the bytes equal a one-process export's, and no worker is left running."""
+    monkeypatch.setattr(nb, "PART_IDS", 1)
+    before = _children()
+    one: list[bytes] = []
+    nb.export_logical(server.uri, server.user, server.password, one.append, workers=0)
+    seen: list[tuple[int, int]] = []
+    two: list[bytes] = []
+    stats = nb.export_logical(server.uri, server.user, server.password, two.append, workers=2,
+                              progress=lambda done, total, st: seen.append((done, total)))
+    assert b"".join(two) == b"".join(one)
+    lines = b"".join(one).splitlines()
+    assert (stats.nodes, stats.relationships) == (sum(b'{"n":' in x for x in lines), sum(b'{"r":' in x for x in lines))
+    assert stats.nodes >= 2 and stats.relationships >= 1
+    assert len(seen) > 2 and seen[-1][0] == seen[-1][1] == len(seen)  # a call per part, the last one at 100%
+    assert _children() == before
+
+
+def test_a_killed_worker_fails_the_export_with_one_error_and_leaves_no_process(server, monkeypatch):
+    import os
+    import signal
+
+    from helix_ops.errors import DriverError
+
+    monkeypatch.setattr(nb, "PART_IDS", 1)
+    before = _children()
+    killed: list[int] = []
+
+    def write(data: bytes) -> None:
+        if b'"format"' not in data and not killed:  # the first part: the workers run now
+            for pid in _children() - before:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    with pytest.raises(DriverError, match="export worker"):
+        nb.export_logical(server.uri, server.user, server.password, write, workers=2)
+    assert len(killed) == 2
+    assert _children() == before
