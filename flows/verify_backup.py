@@ -6,9 +6,14 @@
    Neo4j and Redis images, in throwaway containers and volumes that carry no project label (deploy-helix's
    state, plans and prune never see them), loopback-only ports and passwords made for the run:
 
-   * Neo4j: the logical export is loaded over Bolt, node / relationship / label / type / constraint / index
-     counts are compared with the manifest, the server is stopped and ``neo4j-admin database check neo4j``
-     runs against its data in a one-off container;
+   * Neo4j, a logical export (strategy ``logical``): the export is loaded over Bolt, node / relationship /
+     label / type / constraint / index counts are compared with the manifest, the server is stopped and
+     ``neo4j-admin database check neo4j`` runs against its data in a one-off container;
+   * Neo4j, a physical dump (strategy ``dump``): restored the way restore-helix restores one
+     (``drivers.neo4j_backup.EngineNeo4j``): the scratch server is stopped, ``neo4j-admin database load``
+     runs in a one-off container on its data volume with the dump streamed from the store (checksums checked
+     while it streams), ``neo4j-admin database check neo4j`` runs on the loaded store, then the server is
+     started on it and the same counts are compared with the manifest;
    * Redis: a redis-server starts with the backup's RDB as its dump file, ``redis-check-rdb`` checks that file
      in the container, and the keys loaded are compared with the RDB and the manifest.
 
@@ -36,7 +41,14 @@ from flows.deploy import descriptor_path
 from helix_ops.backup import validate_backup_id
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import BackupIntegrityError, PlanError
-from tasks.backup import NEO4J_OBJECT, REDIS_OBJECT, open_store, record_verification, verify_backup
+from tasks.backup import (
+    NEO4J_DUMP_OBJECT,
+    NEO4J_OBJECT,
+    REDIS_OBJECT,
+    open_store,
+    record_verification,
+    verify_backup,
+)
 from tasks.verify import (
     check,
     check_line,
@@ -44,6 +56,7 @@ from tasks.verify import (
     scratch_cleanup,
     scratch_preflight,
     scratch_verify_neo4j,
+    scratch_verify_neo4j_dump,
     scratch_verify_redis,
 )
 
@@ -118,9 +131,9 @@ def verify_helix_backup(env: str = "local", descriptor: str | None = None, backu
     leftovers = None
     if restore:
         manifest = store.read_manifest(backup_id)
-        if manifest.neo4j is not None and manifest.neo4j.strategy != "logical":
+        if manifest.neo4j is not None and manifest.neo4j.strategy not in ("logical", "dump"):
             raise PlanError(f"backup {backup_id} is a Neo4j {manifest.neo4j.strategy}: the scratch restore loads "
-                            "logical exports only (see docs/backup.md); verify it with restore=false")
+                            "logical exports and dumps only (see docs/backup.md); verify it with restore=false")
         run_id = f"verify-{secrets.token_hex(4)}"
         labels = dict(container_labels or {})
         logger.info("scratch restore of %s (run %s) on %s", backup_id, run_id, engine_url or "DOCKER_HOST")
@@ -128,7 +141,12 @@ def verify_helix_backup(env: str = "local", descriptor: str | None = None, backu
             [desc.services.redis.image.ref] if manifest.redis is not None else [])
         scratch_preflight(engine_url, run_id, labels, images)
         try:
-            if manifest.neo4j is not None:
+            if manifest.neo4j is not None and manifest.neo4j.strategy == "dump":
+                rows += scratch_verify_neo4j_dump(engine_url, run_id, labels, desc.services.neo4j.image.ref, store,
+                                                  backup_id, NEO4J_DUMP_OBJECT, heap=scratch_neo4j_heap,
+                                                  pagecache=scratch_neo4j_pagecache,
+                                                  start_deadline_s=scratch_start_deadline_s)
+            elif manifest.neo4j is not None:
                 rows += scratch_verify_neo4j(engine_url, run_id, labels, desc.services.neo4j.image.ref, store,
                                              backup_id, NEO4J_OBJECT, heap=scratch_neo4j_heap,
                                              pagecache=scratch_neo4j_pagecache,

@@ -1,6 +1,8 @@
 """Prefect tasks of verify-helix-backup's scratch restore: the backup is loaded into throwaway Neo4j and Redis
 containers on the engine (``drivers.engine.ScratchEngine``), checked with the databases' own tools, and its
-counts compared with the manifest.
+counts compared with the manifest. A Neo4j dump (strategy ``dump``) is loaded with ``neo4j-admin database load``
+through ``drivers.neo4j_backup.EngineNeo4j`` (restore-helix's code) on the scratch data volume
+(:func:`scratch_verify_neo4j_dump`); its one-off containers are a scratch run of their own (:func:`admin_run`).
 
 Each scratch task creates its own containers and volumes with a password made for them (``secrets``, 48 hex
 characters, handed to the container as an environment value only, never logged, returned or passed to
@@ -27,7 +29,7 @@ from prefect.cache_policies import NO_CACHE
 
 from drivers.storage import BackupStore
 from helix_ops.backup import Neo4jInfo, RedisInfo, neo4j_check_argv, redis_check_rdb_argv, redis_keyspace_counts
-from helix_ops.errors import BackupIntegrityError, DriverError
+from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError
 
 NEO4J_DATA = "/data"
 REDIS_DATA = "/data"
@@ -97,8 +99,11 @@ def manifest_rdb_keys(info: RedisInfo) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def compare_neo4j(info: Neo4jInfo, counts: dict[str, Any]) -> list[str]:
-    """Differences between the manifest's Neo4j counts and what the scratch database holds (empty: equal)."""
+def compare_neo4j(info: Neo4jInfo, counts: dict[str, Any], recorded_only: bool = False) -> list[str]:
+    """Differences between the manifest's Neo4j counts and what the scratch database holds (empty: equal).
+
+    ``recorded_only``: per-label / per-type counts are compared only when the manifest has them (a manifest
+    with nodes but no labels did not record them)."""
     problems = []
     for what, want, got in (("nodes", info.nodes, counts["nodes"]),
                             ("relationships", info.relationships, counts["relationships"]),
@@ -106,6 +111,9 @@ def compare_neo4j(info: Neo4jInfo, counts: dict[str, Any]) -> list[str]:
                             ("relationship types", dict(info.relationship_types), counts["relationship_types"]),
                             ("constraints", info.constraints, counts["constraints"]),
                             ("indexes", info.indexes, counts["indexes"])):
+        if recorded_only and not want and (what == "labels" and info.nodes
+                                           or what == "relationship types" and info.relationships):
+            continue
         if want != got:
             problems.append(f"{what}: manifest {want}, scratch restore {got}")
     return problems
@@ -141,6 +149,64 @@ def image_user(client: Any, image: str) -> tuple[int, int]:
     return (int(uid), int(gid or uid)) if uid.isdigit() and (not gid or gid.isdigit()) else (0, 0)
 
 
+def admin_run(run_id: str) -> str:
+    """The scratch run id of the one-off ``neo4j-admin`` containers of a dump verification (their own run: the
+    one-off's ``cleanup`` removes everything of its run, and must not take the scratch data volume with it).
+    :func:`scratch_cleanup` removes both runs."""
+    return f"{run_id}-admin"
+
+
+def start_scratch_neo4j(eng: Any, image: str, data: str, password: str, heap: str, pagecache: str,
+                        start_deadline_s: float) -> tuple[Any, str, int]:
+    """Start the scratch Neo4j (``image``) on the scratch volume ``data`` and wait for a Bolt login;
+    ``(container, host, port)``."""
+    from drivers.engine import bolt_check, wait_container_healthy
+
+    container = eng.start("neo4j", image, volumes={data: NEO4J_DATA}, ports=[7687], environment={
+        "NEO4J_AUTH": f"neo4j/{password}", "NEO4J_server_memory_heap_initial__size": heap,
+        "NEO4J_server_memory_heap_max__size": heap, "NEO4J_server_memory_pagecache_size": pagecache})
+    host, port = eng.loopback_port(container, 7687)
+    wait_container_healthy(container, bolt_check(host, port, "neo4j", password), "the scratch Neo4j to accept "
+                           "a Bolt login", start_deadline_s, interval_s=1)
+    return container, host, port
+
+
+class ScratchNeo4jHost:
+    """The scratch Neo4j container, seen through the small part of :class:`drivers.engine.EngineDriver` that
+    :class:`drivers.neo4j_backup.EngineNeo4j` uses (``client``, ``project``, ``containers``,
+    ``start_containers``, ``probe_address``, ``wait_healthy``): so the dump is loaded by the same code as
+    restore-helix's (``EngineNeo4j.stop`` / ``load`` / ``start``), into the scratch data volume. The scratch
+    container carries no project label, so the project driver cannot find it; this does, by name."""
+
+    def __init__(self, eng: Any, container: Any) -> None:
+        self.eng = eng
+        self.client = eng.client
+        self.project = eng.run_id
+        self.container = container
+
+    def containers(self, service: str | None = None) -> list[Any]:
+        self.container.reload()
+        return [self.container]
+
+    def start_containers(self, names: Any, deadline_s: float = 120) -> list[str]:
+        """Start the scratch container; :meth:`wait_healthy` then fails early if it exits."""
+        if self.container.name not in set(names):
+            raise DriverError(f"cannot start {', '.join(sorted(names))}: not the scratch Neo4j "
+                              f"{self.container.name}", hint="a bug in the scratch verification")
+        self.container.start()
+        self.container.reload()
+        return [self.container.name]
+
+    def probe_address(self, container: Any, port: int) -> tuple[str, int]:
+        return self.eng.loopback_port(container, port)
+
+    def wait_healthy(self, container: Any, check_fn: Any, what: str, deadline_s: float, interval_s: float = 0.5,
+                     recheck: Any = None) -> str:
+        from drivers.engine import wait_container_healthy
+
+        return wait_container_healthy(container, check_fn, what, deadline_s, interval_s)
+
+
 # --- tasks -----------------------------------------------------------------------------------------------------
 
 
@@ -153,7 +219,7 @@ def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, st
     """Load the backup's logical Neo4j export into a scratch Neo4j (``image``: the environment's), compare its
     counts with the manifest, stop it and run ``neo4j-admin database check neo4j`` on its data volume in a
     one-off container. Returns the checks; the scratch containers and volume are removed before it returns."""
-    from drivers.engine import ScratchEngine, bolt_check, wait_container_healthy
+    from drivers.engine import ScratchEngine
     from drivers.neo4j_backup import graph_counts, load_logical
 
     logger = get_run_logger()
@@ -166,12 +232,7 @@ def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, st
     try:
         data = eng.volume("neo4j-data")
         t0 = time.monotonic()
-        container = eng.start("neo4j", image, volumes={data: NEO4J_DATA}, ports=[7687], environment={
-            "NEO4J_AUTH": f"neo4j/{password}", "NEO4J_server_memory_heap_initial__size": heap,
-            "NEO4J_server_memory_heap_max__size": heap, "NEO4J_server_memory_pagecache_size": pagecache})
-        host, port = eng.loopback_port(container, 7687)
-        wait_container_healthy(container, bolt_check(host, port, "neo4j", password), "the scratch Neo4j to accept "
-                               "a Bolt login", start_deadline_s, interval_s=1)
+        container, host, port = start_scratch_neo4j(eng, image, data, password, heap, pagecache, start_deadline_s)
         checks.append(check("scratch-neo4j-start", True, time.monotonic() - t0,
                             f"{image} on 127.0.0.1:{port} (heap {heap}, page cache {pagecache})"))
         uri = f"bolt://{host}:{port}"
@@ -205,6 +266,87 @@ def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, st
         gone = eng.cleanup()
         logger.info("scratch neo4j removed: %d container(s), %d volume(s)", len(gone["containers"]),
                     len(gone["volumes"]))
+
+
+@task(name="scratch-verify-neo4j-dump", retries=1, retry_delay_seconds=10, timeout_seconds=4 * 3600,
+      cache_policy=NO_CACHE)
+def scratch_verify_neo4j_dump(base_url: str | None, run_id: str, labels: dict[str, str], image: str,
+                              store: BackupStore, backup_id: str, object_name: str, heap: str = "512m",
+                              pagecache: str = "128m", start_deadline_s: float = 600,
+                              admin_deadline_s: float = 3600) -> list[dict[str, Any]]:
+    """Restore the backup's Neo4j dump (strategy ``dump``) into a scratch Neo4j the way restore-helix restores
+    one (``drivers.neo4j_backup.EngineNeo4j``): the scratch server (``image``: the environment's) is started on
+    an empty volume and stopped, ``neo4j-admin database load --overwrite-destination=true`` runs in a one-off
+    container on that volume with the dump streamed from the store (its checksums checked while it streams),
+    ``neo4j-admin database check neo4j`` runs on the loaded store (server still stopped), then the server is
+    started on it and its counts are compared with the manifest. Returns the checks (a dump that does not load,
+    or fails a check, is a failed check, not an error); the scratch containers and volume are removed before it
+    returns."""
+    from drivers.engine import ScratchEngine
+    from drivers.neo4j_backup import EngineNeo4j, graph_counts
+
+    logger = get_run_logger()
+    manifest = store.read_manifest(backup_id)
+    assert manifest.neo4j is not None
+    entry = manifest.object(object_name)
+    eng = ScratchEngine.connect(base_url, run_id, labels)
+    admin = ScratchEngine(eng.client, admin_run(run_id), labels)
+    password = secrets.token_hex(24)
+    checks: list[dict[str, Any]] = []
+    try:
+        data = eng.volume("neo4j-data")
+        t0 = time.monotonic()
+        container, _, port = start_scratch_neo4j(eng, image, data, password, heap, pagecache, start_deadline_s)
+        checks.append(check("scratch-neo4j-start", True, time.monotonic() - t0,
+                            f"{image} on 127.0.0.1:{port} (heap {heap}, page cache {pagecache}), empty store"))
+        target = EngineNeo4j(ScratchNeo4jHost(eng, container), "neo4j", password, image=image,
+                             run_id=admin.run_id, scratch_labels=labels, start_deadline_s=start_deadline_s,
+                             admin_deadline_s=admin_deadline_s, log=logger.info)
+        t0 = time.monotonic()
+        target.stop()
+        stopped = time.monotonic() - t0
+        t0 = time.monotonic()
+        try:
+            target.load(store.raw_chunks(backup_id, entry), entry.raw_size)
+        except BackupIntegrityError as exc:  # the store's checks while streaming: the bytes are not the backup's
+            checks.append(check("neo4j-load", False, time.monotonic() - t0, f"the dump does not load: {exc}"))
+            return checks
+        except CommandFailed as exc:
+            said = [ln.strip() for ln in exc.stderr.splitlines() if ln.strip()]
+            if exc.rc in (137, 143) or "OutOfMemoryError" in exc.stderr:  # killed: no verdict on the backup
+                raise DriverError(f"neo4j-admin database load did not finish (exit {exc.rc}): "
+                                  f"{' | '.join(said[-2:])[:400]}", hint="give the scratch engine more memory") \
+                    from exc
+            checks.append(check("neo4j-load", False, time.monotonic() - t0,
+                                f"neo4j-admin database load of {object_name} exited {exc.rc}: "
+                                f"{' | '.join(said[-3:])[:600]}"))
+            return checks
+        checks.append(check("neo4j-load", True, time.monotonic() - t0,
+                            f"neo4j-admin database load of {object_name} ({entry.raw_size} bytes, checksums checked "
+                            f"while streaming) in a one-off container on the scratch data volume (scratch server "
+                            f"stopped in {stopped:.1f}s; neo4j-admin {target.admin_seconds:.1f}s)"))
+        argv = [*neo4j_check_argv("neo4j"), "--report-path=/tmp"]
+        result = eng.run_once("neo4j-check", image, argv, volumes={data: NEO4J_DATA}, deadline_s=admin_deadline_s)
+        ok, verdict = neo4j_check_verdict(result.rc, result.output)
+        checks.append(check("neo4j-admin-check", ok, result.seconds, f"{' '.join(argv[:4])} (offline, one-off "
+                            f"container on the loaded scratch data volume): {verdict}"))
+        t0 = time.monotonic()
+        target.start()  # waits for a Bolt login on the loaded store; a restart may publish another port
+        started = time.monotonic() - t0
+        t0 = time.monotonic()
+        counts = graph_counts(target.uri, "neo4j", password)
+        problems = compare_neo4j(manifest.neo4j, counts, recorded_only=True)
+        checks.append(check("neo4j-counts", not problems, time.monotonic() - t0, "; ".join(problems) or (
+            f"nodes {counts['nodes']}, relationships {counts['relationships']}, {len(counts['labels'])} labels, "
+            f"{len(counts['relationship_types'])} types, {counts['constraints']} constraints, {counts['indexes']} "
+            f"indexes equal the manifest (scratch server {counts['server_version']} started on the loaded store "
+            f"in {started:.1f}s, backup from {manifest.neo4j.server_version})")))
+        return checks
+    finally:
+        gone = eng.cleanup()
+        more = admin.cleanup()  # EngineNeo4j removes its one-offs itself; this is for a crash in between
+        logger.info("scratch neo4j removed: %d container(s), %d volume(s)",
+                    len(gone["containers"]) + len(more["containers"]), len(gone["volumes"]) + len(more["volumes"]))
 
 
 @task(name="scratch-verify-redis", retries=1, retry_delay_seconds=10, timeout_seconds=2 * 3600,
@@ -264,15 +406,20 @@ def scratch_verify_redis(base_url: str | None, run_id: str, labels: dict[str, st
 
 @task(name="scratch-cleanup", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=300, cache_policy=NO_CACHE)
 def scratch_cleanup(base_url: str | None, run_id: str, labels: dict[str, str]) -> dict[str, list[str]]:
-    """Remove whatever of scratch run ``run_id`` is left (the tasks remove their own; this is the safety net
-    after a crash or timeout) and return what is left afterwards (empty lists)."""
+    """Remove whatever of scratch run ``run_id`` (and of its neo4j-admin one-offs, :func:`admin_run`) is left
+    (the tasks remove their own; this is the safety net after a crash or timeout) and return what is left
+    afterwards (empty lists)."""
     from drivers.engine import ScratchEngine
 
     eng = ScratchEngine.connect(base_url, run_id, labels)
-    gone = eng.cleanup()
-    if gone["containers"] or gone["volumes"]:
-        get_run_logger().warning("scratch leftovers of %s removed: %s", run_id, gone)
-    return eng.leftovers()
+    left: dict[str, list[str]] = {"containers": [], "volumes": []}
+    for one in (eng, ScratchEngine(eng.client, admin_run(run_id), labels)):  # the run and its neo4j-admin one-offs
+        gone = one.cleanup()
+        if gone["containers"] or gone["volumes"]:
+            get_run_logger().warning("scratch leftovers of %s removed: %s", one.run_id, gone)
+        for kind, names in one.leftovers().items():
+            left[kind] += names
+    return left
 
 
 @task(name="scratch-preflight", timeout_seconds=120, cache_policy=NO_CACHE)

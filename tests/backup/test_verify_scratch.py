@@ -210,6 +210,162 @@ def test_a_scratch_machinery_failure_leaves_the_manifest_alone(helix_stack, engi
     _nothing_left(docker_client, bed)
 
 
+# --- dump backups (neo4j_strategy="dump"): neo4j-admin database load into the scratch data volume ---------------
+
+DUMP_CHECKS = ["checksums", "scratch-neo4j-start", "neo4j-load", "neo4j-admin-check", "neo4j-counts",
+               "scratch-redis-start", "redis-check-rdb", "redis-counts"]
+
+
+@pytest.fixture(scope="module")
+def dump_backup(scratch_backup, helix_stack, engine, tmp_path_factory):
+    """One backup-helix backup of the same data (``scratch_backup``'s) with the Neo4j dump strategy: the
+    stack's Neo4j is stopped, dumped by neo4j-admin in a one-off container, and started again."""
+    store = tmp_path_factory.mktemp("verify-dump-backups")
+    result = backup_helix(env="local", descriptor=str(helix_stack["path"]), engine_url=engine.base_url,
+                          storage_path=str(store), neo4j_strategy="dump")
+    bid = result["backup_id"]
+    m = LocalStore(store).read_manifest(bid)
+    assert m.neo4j.strategy == "dump" and [o.name for o in m.objects] == ["neo4j.dump.zst", "redis.rdb.zst"]
+    assert m.neo4j.nodes >= 30 and m.neo4j.labels["ScratchProbe"] == 30 and m.neo4j.constraints >= 1
+    return {"store": store, "backup_id": bid, "manifest": m}
+
+
+def _copy_backup(dump_backup, tmp_path):
+    bid = dump_backup["backup_id"]
+    shutil.copytree(dump_backup["store"] / bid, tmp_path / bid)
+    return bid, tmp_path / bid / "manifest.json"
+
+
+def test_a_dump_backup_is_loaded_checked_counted_and_marked_verified(helix_stack, engine, bed, dump_backup,
+                                                                    docker_client):
+    store_dir, bid, m = dump_backup["store"], dump_backup["backup_id"], dump_backup["manifest"]
+    store = LocalStore(store_dir)
+    store.write_manifest(m.model_copy(update={"verification": None}))  # so "verified" below is this run's
+    assert not store.read_manifest(bid).verified
+    dump = m.object("neo4j.dump.zst")
+
+    result = verify_helix_backup(env="local", descriptor=str(helix_stack["path"]), backup_id=bid,
+                                 storage_path=str(store_dir), engine_url=engine.base_url,
+                                 container_labels=bed.container_labels())
+    print(json.dumps(result, indent=1))
+    assert result["ok"] and result["backup_id"] == bid
+    rows = {r["name"]: r for r in result["checks"]}
+    assert [r["name"] for r in result["checks"]] == DUMP_CHECKS
+    assert all(r["ok"] for r in result["checks"]), result["checks"]
+    assert f"neo4j-admin database load of neo4j.dump.zst ({dump.raw_size} bytes, checksums checked while " \
+           f"streaming)" in rows["neo4j-load"]["detail"]
+    assert rows["neo4j-admin-check"]["detail"].startswith("neo4j-admin database check neo4j (offline")
+    assert "exit 0: the store is consistent" in rows["neo4j-admin-check"]["detail"]
+    assert rows["neo4j-admin-check"]["seconds"] > 1  # the tool really ran
+    n = m.neo4j
+    assert rows["neo4j-counts"]["detail"].startswith(
+        f"nodes {n.nodes}, relationships {n.relationships}, {len(n.labels)} labels, {len(n.relationship_types)} "
+        f"types, {n.constraints} constraints, {n.indexes} indexes equal the manifest")
+
+    after = store.read_manifest(bid)
+    assert after.verified and after.verification.ok and after.verification.by == TOOL
+    assert [line.split(":")[0] for line in after.verification.checks] == DUMP_CHECKS
+    assert all(": ok in " in line for line in after.verification.checks)
+    report = _artifact("helix-backup-verify-local")
+    assert f"`{bid}`: verified" in report and "scratch containers and volumes removed" in report
+    for name in DUMP_CHECKS:
+        assert f"| {name} | pass | {rows[name]['seconds']:.1f}s |" in report
+    assert "neo4j-admin database check neo4j" in report and "neo4j-admin database load" in report
+    _nothing_left(docker_client, bed)
+
+
+def test_a_dump_whose_counts_do_not_match_is_not_marked_verified(helix_stack, engine, bed, dump_backup,
+                                                                docker_client, tmp_path):
+    """The manifest's counts raised by one (the dump untouched: checksums, load and check pass)."""
+    bid, path = _copy_backup(dump_backup, tmp_path)
+    data = json.loads(path.read_text())
+    data["neo4j"]["nodes"] += 1
+    data["neo4j"]["relationships"] += 1
+    data["neo4j"]["labels"]["ScratchProbe"] += 1
+    data["verification"] = None
+    path.write_text(json.dumps(data))
+    store = LocalStore(tmp_path)
+
+    with pytest.raises(BackupIntegrityError) as refused:
+        verify_helix_backup(env="local", descriptor=str(helix_stack["path"]), backup_id=bid,
+                            storage_path=str(tmp_path), engine_url=engine.base_url,
+                            container_labels=bed.container_labels())
+    message = str(refused.value)
+    n, r = dump_backup["manifest"].neo4j.nodes, dump_backup["manifest"].neo4j.relationships
+    assert f"nodes: manifest {n + 1}, scratch restore {n}" in message
+    assert f"relationships: manifest {r + 1}, scratch restore {r}" in message
+    assert "labels: manifest" in message and "hint:" in message
+    m = store.read_manifest(bid)
+    assert not m.verified and m.verification.ok is False and m.verification.by == TOOL
+    lines = {line.split(":")[0]: line for line in m.verification.checks}
+    assert list(lines) == DUMP_CHECKS
+    assert ": FAILED in " in lines["neo4j-counts"]
+    for name in ("checksums", "neo4j-load", "neo4j-admin-check", "redis-counts"):
+        assert ": ok in " in lines[name], lines[name]
+    report = _artifact("helix-backup-verify-local")
+    assert "verification FAILED" in report and "| neo4j-counts | **FAIL** |" in report
+    assert "| neo4j-admin-check | pass |" in report and "| neo4j-load | pass |" in report
+    _nothing_left(docker_client, bed)
+
+
+def test_a_dump_with_a_flipped_byte_is_not_marked_verified(helix_stack, engine, bed, dump_backup,
+                                                           docker_client, tmp_path):
+    """(1) A byte flipped in the stored object: the checksums refuse it before any scratch container exists.
+    (2) A byte flipped in the dump itself, recompressed, and the manifest's stored size and sha256 made to match
+    (so the checksum pass is fooled): the raw sha256 checked while the dump streams into ``neo4j-admin database
+    load`` refuses it; the one-off load container and the scratch volume are removed."""
+    import hashlib
+
+    import zstandard
+
+    bid, path = _copy_backup(dump_backup, tmp_path / "stored")
+    obj = tmp_path / "stored" / bid / "neo4j.dump.zst"
+    raw = bytearray(obj.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    obj.write_bytes(bytes(raw))
+    with pytest.raises(BackupIntegrityError, match="neo4j.dump.zst does not match its manifest"):
+        verify_helix_backup(env="local", descriptor=str(helix_stack["path"]), backup_id=bid,
+                            storage_path=str(tmp_path / "stored"), engine_url=engine.base_url,
+                            container_labels=bed.container_labels())
+    m = LocalStore(tmp_path / "stored").read_manifest(bid)
+    assert not m.verified and m.verification.ok is False
+    assert [line.split(":")[0] for line in m.verification.checks] == ["checksums"]
+    _nothing_left(docker_client, bed)
+
+    bid, path = _copy_backup(dump_backup, tmp_path / "raw")
+    entry = dump_backup["manifest"].object("neo4j.dump.zst")
+    assert entry.encryption == "none" and entry.compression == "zstd"
+    obj = tmp_path / "raw" / bid / "neo4j.dump.zst"
+    dump = bytearray(b"".join(LocalStore(tmp_path / "raw").raw_chunks(bid, entry)))
+    assert len(dump) == entry.raw_size and hashlib.sha256(dump).hexdigest() == entry.raw_sha256
+    dump[len(dump) // 2] ^= 0x01
+    stored = zstandard.ZstdCompressor().compress(bytes(dump))
+    obj.write_bytes(stored)
+    data = json.loads(path.read_text())
+    for o in data["objects"]:
+        if o["name"] == "neo4j.dump.zst":
+            o["size"], o["sha256"] = len(stored), hashlib.sha256(stored).hexdigest()
+    data["verification"] = None
+    path.write_text(json.dumps(data))
+    store = LocalStore(tmp_path / "raw")
+    assert store.verify(bid)  # the stored bytes match the (doctored) manifest: only the content check can tell
+
+    with pytest.raises(BackupIntegrityError) as refused:
+        verify_helix_backup(env="local", descriptor=str(helix_stack["path"]), backup_id=bid,
+                            storage_path=str(tmp_path / "raw"), engine_url=engine.base_url,
+                            container_labels=bed.container_labels())
+    assert "neo4j-load: the dump does not load" in str(refused.value)
+    assert "decompresses to other content than was backed up" in str(refused.value)
+    m = store.read_manifest(bid)
+    assert not m.verified and m.verification.ok is False and m.verification.by == TOOL
+    lines = {line.split(":")[0]: line for line in m.verification.checks}
+    assert ": ok in " in lines["checksums"] and ": FAILED in " in lines["neo4j-load"]
+    assert "neo4j-admin-check" not in lines and "neo4j-counts" not in lines  # nothing loaded, nothing counted
+    report = _artifact("helix-backup-verify-local")
+    assert "| neo4j-load | **FAIL** |" in report and "scratch containers and volumes removed" in report
+    _nothing_left(docker_client, bed)
+
+
 def test_check_verdicts_from_the_tools_output():
     """The parsers on the tools' own wording (exit 0 seen on the bed above; the failure texts as Neo4j 5 and
     Redis 7 print them)."""
