@@ -3,7 +3,8 @@
 * Neo4j logical backup (export through the storage pipeline) and restore, next to ``neo4j-admin database dump``
   / ``load`` of the same database (offline, through the same storage). The logical restore is timed both ways:
   through ``neo4j-admin database import`` (restore-helix's default: the export converted to CSV in a spawned
-  process, then the import window in this one: stop, import, start, schema) and, up to 200k nodes or with
+  process, then in this one the import into a staging store with Neo4j serving and the window: stop, swap,
+  start, counts; then the schema) and, up to 200k nodes or with
   ``--transactional``, the batched Cypher load into a running server;
 * Redis: helix-ops' snapshot (``redis-cli --rdb`` + ``redis-check-rdb`` + zstd + sha256 into storage) next to a
   bare ``redis-cli --rdb`` and BGSAVE with LASTSAVE polling.
@@ -197,8 +198,9 @@ def physical(name: str, server, store_root: Path, work: Path, bid: str | None = 
 
 
 def import_window(csvs, server, work: Path) -> dict:
-    """The importer restore's second half, in this process (it stops and starts the bed's ``server``): stop,
-    ``neo4j-admin database import full``, start, schema."""
+    """The importer restore's second half, in this process (it stops and starts the bed's ``server``):
+    ``neo4j-admin database import full`` into a staging store with Neo4j serving, then stop, swap, start, counts,
+    schema."""
     from drivers import neo4j_backup as nb
     from drivers import neo4j_import as ni
 
@@ -208,7 +210,8 @@ def import_window(csvs, server, work: Path) -> dict:
         r = ni.import_csv_set(host, csvs, server.uri, server.user, server.password)
     return shown({"name": "import window", "seconds": time.monotonic() - t0, "rss": float("nan"),
                   "child_rss": peak.peak_mib,
-                  "extra": f"downtime {r.physical.downtime_s:.1f}s, schema {r.schema_s:.1f}s"})
+                  "extra": f"import {r.import_s:.1f}s (Neo4j serving), downtime {r.physical.downtime_s:.1f}s "
+                           f"(stop, swap, start, counts), schema {r.schema_s:.1f}s"})
 
 
 def main() -> None:

@@ -793,6 +793,7 @@ class OfflineNeo4j:
     def dump(self, write: Callable[[bytes], Any], database: str = "neo4j") -> int: raise NotImplementedError
     def load(self, chunks: Iterable[bytes], size: int, database: str = "neo4j") -> None: raise NotImplementedError
     def import_csv(self, csvs: Any, database: str = "neo4j") -> None: raise NotImplementedError
+    def swap_store(self, op: str, database: str = "neo4j") -> None: raise NotImplementedError  # see neo4j_store_swap_argv
     uri: str | None = None  # where Bolt answers after start(), when it may have moved
 
 
@@ -893,6 +894,17 @@ class HostNeo4j(OfflineNeo4j):
 
         self._admin(neo4j_import_argv(database, str(csvs.folder), csvs.nodes, csvs.relationships,
                                       multiline=csvs.multiline))
+
+    def swap_store(self, op: str, database: str = "neo4j") -> None:
+        import subprocess
+
+        from helix_ops.backup import neo4j_store_swap_argv
+        from helix_ops.errors import CommandFailed
+
+        argv = neo4j_store_swap_argv(op, str(self.server.home / "data"), database)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise CommandFailed(argv, done.returncode, done.stdout + done.stderr)
 
 
 # --- physical on the container engine: the environment's Neo4j container --------------------------------------
@@ -1080,6 +1092,12 @@ class EngineNeo4j(OfflineNeo4j):
 
         argv = neo4j_import_argv(database, folder, csvs.nodes, csvs.relationships, multiline=csvs.multiline)
         self._run_with_files("import", argv, fill, environment={"JAVA_OPTS": IMPORT_JAVA_OPTS})
+
+    def swap_store(self, op: str, database: str = "neo4j") -> None:
+        """:func:`helix_ops.backup.neo4j_store_swap_argv` in a one-off container on the data volume."""
+        from helix_ops.backup import neo4j_store_swap_argv
+
+        self._run_with_files(f"swap-{op}", neo4j_store_swap_argv(op, "/data", database), lambda tar, uid, gid: None)
 
     def _run_with_files(self, short: str, argv: list[str], fill: Callable[[Any, int, int], None],
                         environment: dict[str, str] | None = None) -> None:

@@ -11,9 +11,14 @@ How (:func:`import_logical`):
    relationship). Labels go in a ``:LABEL`` column and types in a ``:TYPE`` column, the ids are the export's node
    ids (``--id-type=integer``), and every field is quoted (a quoted ``""`` is an empty string, not a missing
    value). The schema statements are kept aside.
-2. **the window**: stop Neo4j, run ``neo4j-admin database import full --overwrite-destination=true`` with zero
-   bad-entry tolerance, and start Neo4j again (always, also on failure).
-3. **schema**: the export's constraints and indexes are created over Bolt after the data, and the indexes are
+2. **import** (Neo4j still serving the old store): ``neo4j-admin database import full`` with zero bad-entry
+   tolerance into a *staging* database (``helix-restore``: Community never hosts a second user database, so the
+   server ignores its folder). A failed import changes nothing.
+3. **the window**: stop Neo4j, swap the staging store and transaction logs in for the database's (the replaced
+   ones kept aside, :func:`helix_ops.backup.neo4j_store_swap_argv`), start Neo4j and check the counts; if it
+   does not come up or the counts differ, the replaced store goes back and Neo4j starts on it. Then the
+   replaced store is removed. The downtime is a stop and a start, whatever the graph's size.
+4. **schema**: the export's constraints and indexes are created over Bolt after the data, and the indexes are
    awaited.
 
 Values CSV cannot carry exactly raise :class:`ImportUnsupported` in step 1, before anything is stopped: an empty
@@ -278,6 +283,7 @@ class ImportResult:
     convert_s: float
     csv_bytes: int
     schema_s: float
+    import_s: float = 0.0  # the import itself, with Neo4j serving the old store
 
 
 def import_logical(target: OfflineNeo4j, stream: BinaryIO | Iterable[bytes], workdir: Path, uri: str, user: str,
@@ -295,29 +301,45 @@ def import_logical(target: OfflineNeo4j, stream: BinaryIO | Iterable[bytes], wor
 
 def import_csv_set(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, password: SecretStr | str, *,
                    database: str = "neo4j", log: Callable[[str], None] = lambda m: None) -> ImportResult:
-    """Stop Neo4j, import ``csvs`` (replacing ``database``), start it again (always), create the schema; the CSV
-    folder is removed. The downtime is measured from the stop to Neo4j answering again; the schema comes after
-    it (the writers are still stopped then)."""
-    workdir = csvs.folder
+    """Import ``csvs`` into :data:`~helix_ops.backup.STAGING_DATABASE` while Neo4j still serves ``database``
+    (a failed import changes nothing), then the window: stop Neo4j, swap the imported store in (the replaced
+    one kept aside), start it and check its counts. If it does not come up or the counts differ, the replaced
+    store is swapped back and Neo4j started on it before the error is raised. Then the replaced store is
+    removed and the schema created. The CSV folder is removed. The downtime runs from the stop to the counts
+    checked; the schema comes after it (the writers are still stopped then)."""
+    from helix_ops.backup import STAGING_DATABASE
+
     log(f"converted {csvs.stats.nodes} nodes, {csvs.stats.relationships} relationships into "
         f"{len(csvs.nodes) + len(csvs.relationships)} CSV files ({csvs.bytes / 2**20:.1f} MiB) "
         f"in {csvs.stats.seconds:.1f}s")
-    t0 = time.monotonic()
+    t_import = time.monotonic()
     try:
-        target.stop()
-        try:
-            target.import_csv(csvs, database)
-        except CommandFailed as exc:
-            raise DriverError(f"neo4j-admin database import failed (exit {exc.rc}): {import_error(exc.stderr)}",
-                              hint="the database now holds a partial import: restore the safety backup with "
-                                   "neo4j_load=transactional (restore-helix -p backup_id=<safety id> -p "
-                                   "neo4j_load=transactional)") from exc
-        finally:
-            target.start()
+        target.import_csv(csvs, STAGING_DATABASE)
+    except BaseException as exc:
+        _forget_staging(target, database, log)
+        if not isinstance(exc, CommandFailed):
+            raise
+        raise DriverError(f"neo4j-admin database import failed (exit {exc.rc}): {import_error(exc.stderr)}; "
+                          f"{database} was not touched (the import writes a staging store first)",
+                          hint="the lines above name the field the importer refused") from exc
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(csvs.folder, ignore_errors=True)
+    import_s = time.monotonic() - t_import
+    log(f"imported into a staging store in {import_s:.1f}s with Neo4j serving; stopping it to swap the store in")
+    t0 = time.monotonic()
+    target.stop()
+    try:
+        target.swap_store("in", database)
+        target.start()
+        uri = target.uri or uri
+        _check_counts(uri, user, password, database, csvs.stats)
+    except BaseException as exc:
+        log(f"the restored store did not come up right ({exc}); putting the previous store back")
+        _swap_back(target, database)
+        raise DriverError(f"the imported store of {database} did not come up right: {exc}; the previous store is "
+                          "back and Neo4j runs on it", hint="nothing was lost; the cause is above") from exc
     downtime = time.monotonic() - t0
-    uri = target.uri or uri
+    _forget_staging(target, database, log)
     t1 = time.monotonic()
     stats = csvs.stats
     try:
@@ -325,7 +347,34 @@ def import_csv_set(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, pass
             stats.constraints, stats.indexes = apply_schema(s, csvs.schema)
     except (nex.Neo4jError, nex.DriverError, OSError) as exc:
         raise _translate(exc, "creating the schema after the import", uri) from exc
-    log(f"imported with Neo4j down for {downtime:.1f}s; schema ({stats.constraints} constraints, "
+    log(f"swapped in with Neo4j down for {downtime:.1f}s; schema ({stats.constraints} constraints, "
         f"{stats.indexes} indexes) online {time.monotonic() - t1:.1f}s later")
     return ImportResult(stats, PhysicalResult(downtime), csvs.stats.seconds, csvs.bytes,
-                        round(time.monotonic() - t1, 2))
+                        round(time.monotonic() - t1, 2), round(import_s, 2))
+
+
+def _check_counts(uri: str, user: str, password: SecretStr | str, database: str, stats: LogicalStats) -> None:
+    with _driver(uri, user, password) as drv:
+        got = drv.execute_query("CALL { MATCH (n) RETURN count(n) AS n } CALL { MATCH ()-[r]->() RETURN count(r) AS r }"
+                                " RETURN n, r", database_=database).records[0]
+    if (got["n"], got["r"]) != (stats.nodes, stats.relationships):
+        raise BackupIntegrityError(f"{got['n']} nodes, {got['r']} relationships after the swap; the export holds "
+                                   f"{stats.nodes}, {stats.relationships}")
+
+
+def _swap_back(target: OfflineNeo4j, database: str) -> None:
+    """Neo4j on the store the swap kept aside again (from any point of the window)."""
+    try:
+        target.stop()
+    except Exception:  # noqa: BLE001 - it may not have started at all
+        pass
+    target.swap_store("back", database)
+    target.start()
+
+
+def _forget_staging(target: OfflineNeo4j, database: str, log: Callable[[str], None]) -> None:
+    """Remove the staging store and the replaced one (space only: a failure is logged, not raised)."""
+    try:
+        target.swap_store("drop", database)
+    except Exception as exc:  # noqa: BLE001 - the restore itself is done or already failing
+        log(f"could not remove the staging / replaced store: {exc}")

@@ -465,6 +465,34 @@ def neo4j_import_argv(database: str, folder: str, nodes: list[tuple[str, str]],
             *(f"--relationships={folder}/{h},{folder}/{d}" for h, d in relationships)]
 
 
+STAGING_DATABASE = "helix-restore"
+"""The database a restore's import writes into while Neo4j still serves the old store (Community never
+hosts a second user database, so the server ignores it); swapped in during the window."""
+BEFORE_RESTORE = "helix-restore-before"
+"""Where the swap keeps the replaced store (under the data folder) until the restored one is up."""
+
+_STORE_SWAP = {
+    # $1 data folder, $2 database, $3 staging database, $4 the folder keeping the replaced store
+    "in": 'set -eu; cd "$1"; for d in databases transactions; do mkdir -p "$4/$d"; rm -rf "${4:?}/$d/$2"; '
+          'if [ -e "$d/$2" ]; then mv "$d/$2" "$4/$d/$2"; fi; mv "$d/$3" "$d/$2"; done',
+    "back": 'set -eu; cd "$1"; for d in databases transactions; do if [ -e "$4/$d/$2" ]; then '
+            'rm -rf "${d:?}/$2"; mv "$4/$d/$2" "$d/$2"; fi; done',
+    "drop": 'set -eu; cd "$1"; rm -rf "./$4" "databases/$3" "transactions/$3"',
+}
+
+
+def neo4j_store_swap_argv(op: str, data: str, database: str, staging: str = STAGING_DATABASE) -> list[str]:
+    """argv that, over Neo4j's data folder ``data`` (server stopped for ``in`` and ``back``), swaps the
+    ``staging`` database's store and transaction logs in for ``database``'s, keeping the replaced ones aside
+    (``in``); puts them back (``back``: the restored store did not come up); or removes what is kept aside
+    and any staging leftovers (``drop``). A fixed script; the names come as arguments, checked first."""
+    if op not in _STORE_SWAP:
+        raise ConfigError("store swap", f"{op!r}: expected one of {sorted(_STORE_SWAP)}")
+    if _database(database) == _database(staging):
+        raise ConfigError("store swap", f"the staging database must differ from {database!r}")
+    return ["sh", "-c", _STORE_SWAP[op], "helix-store-swap", _path(data, "data"), database, staging, BEFORE_RESTORE]
+
+
 def neo4j_check_argv(database: str, from_path: str | None = None, admin: str = "neo4j-admin") -> list[str]:
     """``neo4j-admin database check <db> [--from-path=<dump dir>]`` (never on a database in use)."""
     argv = [admin, "database", "check", _database(database)]

@@ -243,6 +243,9 @@ class Backup(_Model):
     """How backup-helix backs up Neo4j: ``auto`` picks by the running server's edition (Community: logical,
     online; Enterprise: logical until the online backup is wired into the flows), ``logical`` (online export),
     ``dump`` (offline ``neo4j-admin database dump``: Neo4j is stopped for the window)."""
+    export_workers: Annotated[StrictInt, Field(ge=0, le=8)] = 2
+    """Processes reading the graph for a logical export besides the one writing it (a core and about 100 MiB
+    each, measured at 1M nodes); 0 reads in the writing process: about 2.3x slower, its peak RSS about 165 MiB."""
 
     @field_validator("timezone")
     @classmethod

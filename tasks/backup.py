@@ -88,7 +88,7 @@ def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupW
     facts = graph_counts(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password)
     with writer.object(NEO4J_OBJECT, component="neo4j", kind="logical") as obj:
         stats = export_logical(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password, obj.write,
-                               progress=ExportProgress(facts))
+                               workers=descriptor.backup.export_workers, progress=ExportProgress(facts))
     get_run_logger().info("neo4j: exported %d nodes, %d relationships in %.1fs", stats.nodes, stats.relationships,
                           stats.seconds)
     warnings = () if writer_paused else (
@@ -223,9 +223,10 @@ def restore_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, store: BackupS
 def restore_neo4j_import(target: EngineTarget, neo4j_uri: str, descriptor: Descriptor, store: BackupStore,
                          backup_id: str, object_name: str, image: str | None = None) -> dict[str, Any]:
     """Replace the graph with the logical export ``object_name`` through ``neo4j-admin database import``
-    (``drivers/neo4j_import.py``): the export is converted to CSV while Neo4j still runs (its checksums checked to
-    the end of the stream), then the Neo4j container is stopped for the import in a one-off container on its data
-    volume, started again (always) and the schema created. An export the importer cannot carry exactly is loaded
+    (``drivers/neo4j_import.py``): the export is converted to CSV and imported into a staging store by a one-off
+    container on Neo4j's data volume while Neo4j still runs (its checksums checked to the end of the stream);
+    then the Neo4j container is stopped for the store swap and started again (the old store swapped back if the
+    new one does not come up with the export's counts), and the schema created. An export the importer cannot carry exactly is loaded
     transactionally instead (logged; nothing was stopped). Not retried: every attempt is a Neo4j downtime."""
     from blocks.secrets import load_environment_secrets
     from drivers.neo4j_import import ImportUnsupported, import_logical
@@ -253,8 +254,8 @@ def restore_neo4j_import(target: EngineTarget, neo4j_uri: str, descriptor: Descr
         return transactional(f"import refused: {exc}")
     return {"strategy": "logical", "method": "neo4j-admin database import", "nodes": r.stats.nodes,
             "relationships": r.stats.relationships, "constraints": r.stats.constraints, "indexes": r.stats.indexes,
-            "seconds": round(r.convert_s + r.physical.downtime_s + r.schema_s, 2),
-            "convert_s": round(r.convert_s, 2), "downtime_s": round(r.physical.downtime_s, 2),
+            "seconds": round(r.convert_s + r.import_s + r.physical.downtime_s + r.schema_s, 2),
+            "convert_s": round(r.convert_s, 2), "import_s": r.import_s, "downtime_s": round(r.physical.downtime_s, 2),
             "schema_s": r.schema_s, "admin_seconds": round(target_neo4j.admin_seconds, 2),
             "tool": "neo4j-admin database import full", "csv_bytes": r.csv_bytes}
 

@@ -37,6 +37,8 @@ CASES = [
     ("cluster-of-two", m("services.neo4j.cluster_size", 2), "services.neo4j.cluster_size", "at least 3 servers"),
     ("memory-under-minimum", m("services.dashboard.resources.limits.memory", "128Mi"), "services.dashboard.resources.limits.memory", "below the guide's minimum of 256Mi"),
     ("neo4j-memory-under-minimum", m("services.neo4j.resources.requests.memory", "2Gi"), "services.neo4j.resources.requests.memory", "minimum of 4Gi"),
+    ("export-workers-too-many", m("backup.export_workers", 9), "backup.export_workers", "must be at most 8"),
+    ("export-workers-string", m("backup.export_workers", "2"), "backup.export_workers", "expected an integer"),
     ("memory-bad-unit", m("services.redis.maxmemory", "1GB"), "services.redis.maxmemory", "is not a memory size like 512Mi"),
     ("cpu-bad", m("services.dashboard.resources.limits.cpu", "fast"), "services.dashboard.resources.limits.cpu", "is not a CPU amount"),
     ("request-over-limit", m("services.dashboard.resources.requests.cpu", "2"), "services.dashboard.resources.requests.cpu", "more than the limit 500m"),
