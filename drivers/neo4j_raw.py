@@ -46,7 +46,7 @@ def civil(days: int) -> tuple[int, int, int]:
     return (y + 1 if m <= 2 else y), m, d
 
 
-@lru_cache(maxsize=1 << 16)  # dates repeat (a day per value); a hit costs a tenth of a formatting
+@lru_cache(maxsize=1 << 12)  # dates repeat; a hit costs a tenth of a formatting (small: each export worker has one)
 def date_text(days: int) -> str:
     if -_EPOCH_ORDINAL < days < 2_932_897:  # years 1-9999: the C implementation
         return _dt.date.fromordinal(days + _EPOCH_ORDINAL).isoformat()
@@ -55,7 +55,7 @@ def date_text(days: int) -> str:
     return f"{year}-{m:02d}-{d:02d}"
 
 
-@lru_cache(maxsize=1 << 17)  # the seconds of a day: 86 400 texts at most
+@lru_cache(maxsize=1 << 12)  # seconds of the day (86 400 texts at most would be ~12 MiB per export worker)
 def _hms(secs: int) -> str:
     h, rem = divmod(secs, 3600)
     return f"{h:02d}:{rem // 60:02d}:{rem % 60:02d}"
