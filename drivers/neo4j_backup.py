@@ -468,6 +468,7 @@ class _Workers:
         import os
         import subprocess
         import sys
+        import tempfile
         from pathlib import Path
 
         root = str(Path(__file__).resolve().parents[1])
@@ -475,10 +476,12 @@ class _Workers:
         argv = [sys.executable, "-c", "from drivers.neo4j_backup import _serve_parts; _serve_parts()"]
         self.depth = depth
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.errs: list[Any] = []  # a file each, not a pipe: a worker that logged more than a pipe holds would hang
         try:
             for _ in range(n):
+                self.errs.append(tempfile.TemporaryFile())
                 proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=env)
+                                        stderr=self.errs[-1], env=env)
                 self.procs.append(proc)
                 proc.stdin.write(orjson.dumps(list(connect), option=_LINE))  # the password: a pipe, no argv
                 proc.stdin.flush()
@@ -503,8 +506,10 @@ class _Workers:
             proc = self.procs[k % n]
             head_line = proc.stdout.readline()
             if not head_line:
+                err = self.errs[k % n]
+                err.seek(0)
                 raise DriverError(f"an export worker exited (code {proc.wait()}): "
-                                  f"{proc.stderr.read().decode(errors='replace').strip()[-2000:]}",
+                                  f"{err.read().decode(errors='replace').strip()[-2000:]}",
                                   hint="its last lines are above; is the machine out of memory?")
             head = orjson.loads(head_line)
             if "error" in head:
@@ -522,17 +527,22 @@ class _Workers:
             yield got
 
     def close(self) -> None:
+        """End the workers: their loop ends at the end of stdin; one still writing a part nobody will read
+        gets a broken pipe; one still busy after 10 s is killed (it holds only a read transaction)."""
         for proc in self.procs:
-            if proc.stdin:
-                proc.stdin.close()  # its loop ends at the end of stdin
+            for pipe in (proc.stdin, proc.stdout):
+                try:
+                    pipe.close()
+                except OSError:  # a dead worker's stdin: the flush finds the pipe broken
+                    pass
         for proc in self.procs:
             try:
-                proc.wait(timeout=30)
-            except Exception:  # noqa: BLE001 - a part still running: it holds only a read transaction
+                proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
                 proc.kill()
                 proc.wait()
-            for f in (proc.stdout, proc.stderr):
-                f.close()
+        for err in self.errs:
+            err.close()
 
 
 def _in_order(parts: list[tuple[str, int, int]], connect: tuple[str, str, str, str], workers: int) -> Iterator[_Part]:
