@@ -581,9 +581,8 @@ def export_logical(uri: str, user: str, password: SecretStr | str, write: Callab
             write(orjson.dumps({"format": FORMAT, "version": FORMAT_VERSION, "server_version": rec["v"],
                                 "edition": rec["edition"], "database": database}, option=_LINE))
             parts = _parts(drv, database)
-            done = 0
             with closing(_in_order(parts, (uri, user, secret, database), workers)) as exported:
-                for (kind, _, _), part in zip(parts, exported):
+                for done, ((kind, _, _), part) in enumerate(zip(parts, exported), 1):
                     if kind == "n":
                         stats.nodes += part.count
                         into = stats.labels
@@ -594,7 +593,6 @@ def export_logical(uri: str, user: str, password: SecretStr | str, write: Callab
                         into[k] = into.get(k, 0) + n
                     for piece in part.lines:
                         write(piece)
-                    done += 1
                     if progress is not None:
                         progress(done, len(parts), stats)
             for kind, query in SCHEMA_QUERIES:

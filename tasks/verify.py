@@ -28,7 +28,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from drivers.storage import BackupStore
-from helix_ops.backup import Neo4jInfo, RedisInfo, neo4j_check_argv, redis_check_rdb_argv, redis_keyspace_counts
+from helix_ops.backup import (
+    Manifest,
+    Neo4jInfo,
+    RedisInfo,
+    neo4j_check_argv,
+    redis_check_rdb_argv,
+    redis_keyspace_counts,
+)
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError
 
 NEO4J_DATA = "/data"
@@ -220,7 +227,7 @@ def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, st
     counts with the manifest, stop it and run ``neo4j-admin database check neo4j`` on its data volume in a
     one-off container. Returns the checks; the scratch containers and volume are removed before it returns."""
     from drivers.engine import ScratchEngine
-    from drivers.neo4j_backup import graph_counts, load_logical
+    from drivers.neo4j_backup import load_logical
 
     logger = get_run_logger()
     manifest = store.read_manifest(backup_id)
@@ -246,26 +253,41 @@ def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, st
         checks.append(check("neo4j-load", True, time.monotonic() - t0,
                             f"{stats.nodes} nodes, {stats.relationships} relationships, {stats.constraints} "
                             f"constraints, {stats.indexes} indexes loaded from {object_name}"))
-        t0 = time.monotonic()
-        counts = graph_counts(uri, "neo4j", password)
-        problems = compare_neo4j(manifest.neo4j, counts)
-        checks.append(check("neo4j-counts", not problems, time.monotonic() - t0, "; ".join(problems) or (
-            f"nodes {counts['nodes']}, relationships {counts['relationships']}, {len(counts['labels'])} labels, "
-            f"{len(counts['relationship_types'])} types, {counts['constraints']} constraints, {counts['indexes']} "
-            f"indexes equal the manifest (scratch server {counts['server_version']}, backup from "
-            f"{manifest.neo4j.server_version})")))
+        checks.append(_neo4j_counts_check(manifest, uri, password, ""))
         stopped = eng.stop(container)
         logger.info("scratch neo4j stopped in %.1fs; running neo4j-admin database check", stopped)
-        argv = [*neo4j_check_argv("neo4j"), "--report-path=/tmp"]
-        result = eng.run_once("neo4j-check", image, argv, volumes={data: NEO4J_DATA}, deadline_s=check_deadline_s)
-        ok, verdict = neo4j_check_verdict(result.rc, result.output)
-        checks.append(check("neo4j-admin-check", ok, result.seconds, f"{' '.join(argv[:4])} (offline, one-off "
-                            f"container on the scratch data volume; server stopped in {stopped:.1f}s): {verdict}"))
+        checks.append(_neo4j_admin_check(eng, image, data, check_deadline_s,
+                                         f"scratch data volume; server stopped in {stopped:.1f}s"))
         return checks
     finally:
         gone = eng.cleanup()
         logger.info("scratch neo4j removed: %d container(s), %d volume(s)", len(gone["containers"]),
                     len(gone["volumes"]))
+
+
+def _neo4j_counts_check(manifest: Manifest, uri: str, password: str, how: str,
+                        recorded_only: bool = False) -> dict[str, Any]:
+    """The scratch server's counts against the manifest, as the ``neo4j-counts`` check (``how``: what the
+    scratch server's note adds)."""
+    from drivers.neo4j_backup import graph_counts
+
+    t0 = time.monotonic()
+    counts = graph_counts(uri, "neo4j", password)
+    problems = compare_neo4j(manifest.neo4j, counts, recorded_only=recorded_only)
+    return check("neo4j-counts", not problems, time.monotonic() - t0, "; ".join(problems) or (
+        f"nodes {counts['nodes']}, relationships {counts['relationships']}, {len(counts['labels'])} labels, "
+        f"{len(counts['relationship_types'])} types, {counts['constraints']} constraints, {counts['indexes']} "
+        f"indexes equal the manifest (scratch server {counts['server_version']}{how}, backup from "
+        f"{manifest.neo4j.server_version})"))
+
+
+def _neo4j_admin_check(eng: Any, image: str, data: str, deadline_s: float, on: str) -> dict[str, Any]:
+    """``neo4j-admin database check neo4j`` in a one-off container on the stopped scratch store, as a check."""
+    argv = [*neo4j_check_argv("neo4j"), "--report-path=/tmp"]
+    result = eng.run_once("neo4j-check", image, argv, volumes={data: NEO4J_DATA}, deadline_s=deadline_s)
+    ok, verdict = neo4j_check_verdict(result.rc, result.output)
+    return check("neo4j-admin-check", ok, result.seconds,
+                 f"{' '.join(argv[:4])} (offline, one-off container on the {on}): {verdict}")
 
 
 @task(name="scratch-verify-neo4j-dump", retries=1, retry_delay_seconds=10, timeout_seconds=4 * 3600,
@@ -283,7 +305,7 @@ def scratch_verify_neo4j_dump(base_url: str | None, run_id: str, labels: dict[st
     or fails a check, is a failed check, not an error); the scratch containers and volume are removed before it
     returns."""
     from drivers.engine import ScratchEngine
-    from drivers.neo4j_backup import EngineNeo4j, graph_counts
+    from drivers.neo4j_backup import EngineNeo4j
 
     logger = get_run_logger()
     manifest = store.read_manifest(backup_id)
@@ -325,22 +347,12 @@ def scratch_verify_neo4j_dump(base_url: str | None, run_id: str, labels: dict[st
                             f"neo4j-admin database load of {object_name} ({entry.raw_size} bytes, checksums checked "
                             f"while streaming) in a one-off container on the scratch data volume (scratch server "
                             f"stopped in {stopped:.1f}s; neo4j-admin {target.admin_seconds:.1f}s)"))
-        argv = [*neo4j_check_argv("neo4j"), "--report-path=/tmp"]
-        result = eng.run_once("neo4j-check", image, argv, volumes={data: NEO4J_DATA}, deadline_s=admin_deadline_s)
-        ok, verdict = neo4j_check_verdict(result.rc, result.output)
-        checks.append(check("neo4j-admin-check", ok, result.seconds, f"{' '.join(argv[:4])} (offline, one-off "
-                            f"container on the loaded scratch data volume): {verdict}"))
+        checks.append(_neo4j_admin_check(eng, image, data, admin_deadline_s, "loaded scratch data volume"))
         t0 = time.monotonic()
         target.start()  # waits for a Bolt login on the loaded store; a restart may publish another port
         started = time.monotonic() - t0
-        t0 = time.monotonic()
-        counts = graph_counts(target.uri, "neo4j", password)
-        problems = compare_neo4j(manifest.neo4j, counts, recorded_only=True)
-        checks.append(check("neo4j-counts", not problems, time.monotonic() - t0, "; ".join(problems) or (
-            f"nodes {counts['nodes']}, relationships {counts['relationships']}, {len(counts['labels'])} labels, "
-            f"{len(counts['relationship_types'])} types, {counts['constraints']} constraints, {counts['indexes']} "
-            f"indexes equal the manifest (scratch server {counts['server_version']} started on the loaded store "
-            f"in {started:.1f}s, backup from {manifest.neo4j.server_version})")))
+        checks.append(_neo4j_counts_check(manifest, target.uri, password,
+                                          f" started on the loaded store in {started:.1f}s", recorded_only=True))
         return checks
     finally:
         gone = eng.cleanup()
