@@ -3,8 +3,8 @@
 * Neo4j logical backup (export through the storage pipeline) and restore, next to ``neo4j-admin database dump``
   / ``load`` of the same database (offline, through the same storage). The logical restore is timed both ways:
   through ``neo4j-admin database import`` (restore-helix's default: the export converted to CSV in a spawned
-  process, then in this one the import into a staging store with Neo4j serving and the window: stop, swap,
-  start, counts; then the schema) and, up to 200k nodes or with
+  process and its two conversion workers, then in this one the import into a staging store with Neo4j
+  serving and the window: stop, swap, start, counts; then the schema) and, up to 200k nodes or with
   ``--transactional``, the batched Cypher load into a running server;
 * Redis: helix-ops' snapshot (``redis-cli --rdb`` + ``redis-check-rdb`` + zstd + sha256 into storage) next to a
   bare ``redis-cli --rdb`` and BGSAVE with LASTSAVE polling.
@@ -72,7 +72,7 @@ def _phase(name, args):  # runs in a spawned process
 
         store = LocalStore(args["store"])
         entry = store.read_manifest(args["bid"]).objects[0]
-        csvs = ni.to_csv(nb.read_records(store.open_raw(args["bid"], entry)), Path(args["work"]) / "csv")
+        csvs = ni.to_csv_parallel(store.open_raw(args["bid"], entry), Path(args["work"]) / "csv", ni.CONVERT_WORKERS)
         extra = f"{csvs.bytes / 2**20:.1f} MiB of CSV in {len(csvs.nodes) + len(csvs.relationships)} files"
         result = {"csvs": csvs}
     elif name == "redis-cli --rdb":
@@ -99,6 +99,12 @@ def _phase(name, args):  # runs in a spawned process
         extra += (f"; peak RSS {own:.0f} MiB (writing) + {nb.EXPORT_WORKERS} export workers x {kids:.0f} MiB "
                   "(the largest's peak)")
         own += nb.EXPORT_WORKERS * kids
+    if name == "logical-convert":  # the same for the conversion's workers
+        from drivers import neo4j_import as ni
+
+        extra += (f"; peak RSS {own:.0f} MiB (reading) + {ni.CONVERT_WORKERS} conversion workers x {kids:.0f} MiB "
+                  "(the largest's peak)")
+        own += ni.CONVERT_WORKERS * kids
     return {**result, "name": name, "seconds": time.monotonic() - t0, "rss": own, "child_rss": kids, "extra": extra}
 
 

@@ -465,38 +465,17 @@ def _serve_parts() -> None:
 
 
 class _Workers:
-    """``n`` export worker processes (:func:`_serve_parts`), each a plain ``python -c`` on pipes: no
-    multiprocessing, whose spawn would re-import the caller's ``__main__`` (a Prefect engine, pytest) in
-    each. Part ``k`` goes to worker ``k % n``; a worker works through its parts in order, so reading the
-    workers in turn gives the parts in order. At most ``depth`` parts per worker are asked for ahead."""
+    """``n`` export worker processes (:func:`_serve_parts`, :class:`drivers.pyworker.PyWorkers`). Part ``k``
+    goes to worker ``k % n``; a worker works through its parts in order, so reading the workers in turn gives
+    the parts in order. At most ``depth`` parts per worker are asked for ahead."""
 
     def __init__(self, n: int, connect: tuple[str, str, str, str], depth: int = 2) -> None:
-        import os
-        import subprocess
-        import sys
-        import tempfile
-        from pathlib import Path
+        from drivers.pyworker import PyWorkers
 
-        root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        # glibc raises its mmap threshold to the largest block freed, so the parts' buffers end up on the heap,
-        # which fragments and keeps them; a fixed threshold returns them (3 MiB less per worker at 100k, measured)
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
-        argv = [sys.executable, "-c", "from drivers.neo4j_backup import _serve_parts; _serve_parts()"]
         self.depth = depth
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.errs: list[Any] = []  # a file each, not a pipe: a worker that logged more than a pipe holds would hang
-        try:
-            for _ in range(n):
-                self.errs.append(tempfile.TemporaryFile())
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.errs[-1], env=env)
-                self.procs.append(proc)
-                proc.stdin.write(orjson.dumps(list(connect), option=_LINE))  # the password: a pipe, no argv
-                proc.stdin.flush()
-        except BaseException:
-            self.close()
-            raise
+        # the connection, password included, on stdin: a pipe, not argv
+        self.workers = PyWorkers(n, "drivers.neo4j_backup", "_serve_parts", orjson.dumps(list(connect), option=_LINE))
+        self.procs = self.workers.procs
 
     def parts(self, parts: list[tuple[str, int, int]]) -> Iterator[_Part]:
         n = len(self.procs)
@@ -515,10 +494,7 @@ class _Workers:
             proc = self.procs[k % n]
             head_line = proc.stdout.readline()
             if not head_line:
-                err = self.errs[k % n]
-                err.seek(0)
-                raise DriverError(f"an export worker exited (code {proc.wait()}): "
-                                  f"{err.read().decode(errors='replace').strip()[-2000:]}",
+                raise DriverError(f"an export worker exited (code {proc.wait()}): {self.workers.stderr_tail(k % n)}",
                                   hint="its last lines are above; is the machine out of memory?")
             head = orjson.loads(head_line)
             if "error" in head:
@@ -536,22 +512,8 @@ class _Workers:
             yield got
 
     def close(self) -> None:
-        """End the workers: their loop ends at the end of stdin; one still writing a part nobody will read
-        gets a broken pipe; one still busy after 10 s is killed (it holds only a read transaction)."""
-        for proc in self.procs:
-            for pipe in (proc.stdin, proc.stdout):
-                try:
-                    pipe.close()
-                except OSError:  # a dead worker's stdin: the flush finds the pipe broken
-                    pass
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
-                proc.kill()
-                proc.wait()
-        for err in self.errs:
-            err.close()
+        """End the workers (a worker still busy after 10 s is killed: it holds only a read transaction)."""
+        self.workers.close()
 
 
 def _in_order(parts: list[tuple[str, int, int]], connect: tuple[str, str, str, str], workers: int) -> Iterator[_Part]:
@@ -622,32 +584,64 @@ def export_logical(uri: str, user: str, password: SecretStr | str, write: Callab
 # --- load ---------------------------------------------------------------------------------------------------
 
 
+def parse_line(raw: bytes) -> dict[str, Any]:
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        raise BackupIntegrityError("logical export holds a line that is not JSON") from None
+
+
+def check_header(rec: dict[str, Any]) -> None:
+    """The export's first record: this format, a version this code reads."""
+    if rec.get("format") != FORMAT:
+        raise BackupIntegrityError("not a helix-neo4j-logical export")
+    if rec.get("version") not in READS_VERSIONS:
+        raise BackupIntegrityError(f"logical export version {rec.get('version')} is not supported "
+                                   f"(this helix-ops reads versions {', '.join(map(str, READS_VERSIONS))}: restore it with "
+                                   "the helix-ops version that wrote it, or a newer one)")
+
+
+class RecordOrder:
+    """Where an export's records may be: the header first, nothing after the end record, which must come."""
+
+    def __init__(self) -> None:
+        self.header: dict[str, Any] | None = None
+        self.end: dict[str, Any] | None = None
+
+    def record(self, raw: bytes) -> dict[str, Any] | None:
+        """The record on line ``raw`` (None for a blank line), checked for its place."""
+        if not raw.strip():
+            return None
+        rec = parse_line(raw)
+        if self.header is None:
+            check_header(rec)
+            self.header = rec
+        else:
+            self.placed()
+        if rec.get("end"):
+            self.end = rec
+        return rec
+
+    def placed(self) -> None:
+        """A record read without :meth:`record` (a node or relationship line) is in its place."""
+        if self.header is None:
+            raise BackupIntegrityError("not a helix-neo4j-logical export")
+        if self.end is not None:
+            raise BackupIntegrityError("logical export has records after its end record")
+
+    def finished(self) -> None:
+        if self.end is None:
+            raise BackupIntegrityError("logical export is truncated (no end record)")
+
+
 def read_records(stream: BinaryIO | Iterable[bytes]) -> Iterator[dict[str, Any]]:
     """Records of a logical export, checking the header first and the end record last."""
-    first = True
-    ended = False
+    order = RecordOrder()
     for raw in stream:
-        if not raw.strip():
-            continue
-        try:
-            rec = orjson.loads(raw)
-        except ValueError:
-            raise BackupIntegrityError("logical export holds a line that is not JSON") from None
-        if first:
-            if rec.get("format") != FORMAT:
-                raise BackupIntegrityError("not a helix-neo4j-logical export")
-            if rec.get("version") not in READS_VERSIONS:
-                raise BackupIntegrityError(f"logical export version {rec.get('version')} is not supported "
-                                           f"(this helix-ops reads versions {', '.join(map(str, READS_VERSIONS))}: restore it with "
-                                           "the helix-ops version that wrote it, or a newer one)")
-            first = False
-        if ended:
-            raise BackupIntegrityError("logical export has records after its end record")
-        if rec.get("end"):
-            ended = True
-        yield rec
-    if first or not ended:
-        raise BackupIntegrityError("logical export is truncated (no end record)")
+        rec = order.record(raw)
+        if rec is not None:
+            yield rec
+    order.finished()
 
 
 def check_end(end: dict[str, Any] | None, stats: LogicalStats) -> None:

@@ -43,22 +43,27 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import neo4j.exceptions as nex
-from pydantic import SecretStr
+import orjson
 
 from drivers.neo4j_backup import (
     LogicalStats,
     OfflineNeo4j,
     PhysicalResult,
+    RecordOrder,
     _driver,
     _translate,
     apply_schema,
     check_end,
+    parse_line,
     read_records,
 )
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError
+
+if TYPE_CHECKING:  # not at run time: a conversion worker would carry pydantic for nothing
+    from pydantic import SecretStr
 
 ARRAY_DELIMITER = "\x1f"
 """Between list elements (``--array-delimiter=U+001F``): a control character no Helix string holds."""
@@ -76,12 +81,12 @@ class ImportUnsupported(Exception):
 # --- values -------------------------------------------------------------------------------------------------
 
 
+_FLOAT_WORDS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
 def _float(f: float) -> str:
-    if math.isnan(f):
-        return "NaN"
-    if math.isinf(f):
-        return "Infinity" if f > 0 else "-Infinity"
-    return repr(f)
+    text = repr(f)
+    return _FLOAT_WORDS.get(text, text)
 
 
 def duration_text(months: int, days: int, seconds: int, nanos: int) -> str:
@@ -97,64 +102,85 @@ def point_text(srid: int, coords: list[float]) -> str:
     crs = _CRS.get(int(srid))
     if crs is None or len(coords) != len(crs[1]):
         raise BackupIntegrityError(f"unknown point srid {srid} with {len(coords)} coordinates")
-    parts = ", ".join(f"{name}:{_float(float(c))}" for name, c in zip(crs[1], coords))
+    parts = ", ".join([f"{name}:{_float(float(c))}" for name, c in zip(crs[1], coords)])
     return f"{{{parts}, crs:'{crs[0]}'}}"
 
 
+def _temporal(ctype: str) -> Callable[[dict[str, Any], str], tuple[str, str]]:
+    def text(v: dict[str, Any], tag: str) -> tuple[str, str]:
+        if "z" in v:
+            raise ImportUnsupported("a zoned datetime of export format version 1")
+        return ctype, v[tag]
+    return text
+
+
+_TAGGED: dict[str, Callable[[dict[str, Any], str], tuple[str, str]]] = {
+    "$f": lambda v, tag: ("double", _float(float(v[tag]))),
+    "$dur": lambda v, tag: ("duration", duration_text(*v[tag])),
+    "$pt": lambda v, tag: ("point", point_text(v[tag], v["c"])),
+    **{tag: _temporal(ctype) for tag, ctype in _TEMPORAL.items()},
+}
+"""A tagged value's tag → its ``(type, text)`` (the export's tags, see drivers/neo4j_backup.py)."""
+
+
 def _scalar(v: Any) -> tuple[str, str]:
-    if isinstance(v, bool):
-        return "boolean", "true" if v else "false"
-    if isinstance(v, int):
-        return "long", str(v)
-    if isinstance(v, float):
-        return "double", _float(v)
-    if isinstance(v, str):
+    kind = type(v)  # exact types (bool is an int subclass): what orjson gives, checked most frequent first
+    if kind is str:
         return "string", v
-    if isinstance(v, dict):
-        if "$f" in v:
-            return "double", _float(float(v["$f"]))
-        if "$dur" in v:
-            return "duration", duration_text(*v["$dur"])
-        if "$pt" in v:
-            return "point", point_text(v["$pt"], v["c"])
-        for tag, ctype in _TEMPORAL.items():
-            if tag in v:
-                if "z" in v:
-                    raise ImportUnsupported("a zoned datetime of export format version 1")
-                return ctype, v[tag]
+    if kind is int:
+        return "long", str(v)
+    if kind is float:
+        return "double", _float(v)
+    if kind is bool:
+        return "boolean", "true" if v else "false"
+    if kind is dict:
+        for tag in v:
+            text = _TAGGED.get(tag)
+            if text is not None:
+                return text(v, tag)
     raise ImportUnsupported(f"a value the importer does not know: {str(v)[:60]}")
 
 
 def csv_value(v: Any) -> tuple[str, str]:
     """``(importer type, field text)`` of one exported property value (the logical format's encoding)."""
-    if isinstance(v, dict) and "$b" in v:
+    kind = type(v)
+    if kind is dict and "$b" in v:
         raw = base64.b64decode(v["$b"])
         if not raw:
             raise ImportUnsupported("an empty byte array")
         return "byte[]", ARRAY_DELIMITER.join(str(b - 256 if b > 127 else b) for b in raw)
-    if isinstance(v, list):
+    if kind is list:
         if not v:
             raise ImportUnsupported("an empty list")
         items = [_scalar(x) for x in v]
+        types = {t for t, _ in items}
+        if len(types) > 1:
+            raise ImportUnsupported(f"a list of mixed types {sorted(types)}")
         ctype = items[0][0]
-        if any(t != ctype for t, _ in items):
-            raise ImportUnsupported(f"a list of mixed types {sorted({t for t, _ in items})}")
         texts = [t for _, t in items]
-        if ctype == "string" and any(t == "" or ARRAY_DELIMITER in t for t in texts):
+        if ctype == "string" and ("" in texts or any(ARRAY_DELIMITER in t for t in texts)):
             raise ImportUnsupported("a string list holding an empty string or U+001F")
         return ctype + "[]", ARRAY_DELIMITER.join(texts)
     return _scalar(v)
 
 
+_KEYS_SEEN: set[str] = set()
+"""Property keys already checked (a graph has few; checking each record's again cost a tenth of the time)."""
+
+
 def _row(props: dict[str, Any]) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     """(signature, texts in signature order) of one record's properties."""
-    typed = []
+    signature = []
+    texts = []
     for key in sorted(props):
-        if ":" in key or not key:
-            raise ImportUnsupported(f"a property key the importer's header cannot name: {key!r}")
+        if key not in _KEYS_SEEN:
+            if ":" in key or not key:
+                raise ImportUnsupported(f"a property key the importer's header cannot name: {key!r}")
+            _KEYS_SEEN.add(key)
         ctype, text = csv_value(props[key])
-        typed.append((key, ctype, text))
-    return tuple((k, t) for k, t, _ in typed), [x for _, _, x in typed]
+        signature.append((key, ctype))
+        texts.append(text)
+    return tuple(signature), texts
 
 
 # --- conversion ---------------------------------------------------------------------------------------------
@@ -189,7 +215,7 @@ class _Groups:
             header = [*self.id_columns, *(f"{k}:{t}" for k, t in signature)]
             with open(self.out.folder / f"{name}.header.csv", "w", newline="", encoding="utf-8") as f:
                 csv.writer(f, quoting=csv.QUOTE_ALL, lineterminator="\n").writerow(header)
-            (self.out.nodes if self.kind == "nodes" else self.out.relationships).append(
+            (self.out.nodes if self.id_columns[0] == ":ID" else self.out.relationships).append(
                 (f"{name}.header.csv", f"{name}.csv"))
         handle = self.open.get(name)
         if handle is None:
@@ -209,56 +235,185 @@ class _Groups:
         self.open.clear()
 
 
-def _has_break(texts: Iterable[str]) -> bool:
-    return any("\n" in t or "\r" in t for t in texts)
+def _has_break(texts: list[str]) -> bool:
+    joined = "".join(texts)
+    return "\n" in joined or "\r" in joined
+
+
+class _Converter:
+    """Records (dicts of the export) → CSV rows in ``out.folder``, file names starting with ``prefix``."""
+
+    def __init__(self, out: CsvSet, prefix: str = "") -> None:
+        self.out = out
+        self.nodes = _Groups(out, f"{prefix}nodes", [":ID", ":LABEL"])
+        self.rels = _Groups(out, f"{prefix}relationships", [":START_ID", ":END_ID", ":TYPE"])
+        self.end: dict[str, Any] | None = None
+
+    def add(self, rec: dict[str, Any]) -> None:
+        out, stats = self.out, self.out.stats
+        if "n" in rec:
+            labels = rec["l"]
+            if any(ARRAY_DELIMITER in lab for lab in labels):
+                raise ImportUnsupported("a label holding U+001F")
+            signature, texts = _row(rec["p"])
+            out.multiline = out.multiline or _has_break(texts) or _has_break(labels)
+            self.nodes.write(signature, [str(rec["n"]), ARRAY_DELIMITER.join(labels), *texts])
+            stats.nodes += 1
+            for lab in labels:
+                stats.labels[lab] = stats.labels.get(lab, 0) + 1
+        elif "r" in rec:
+            signature, texts = _row(rec["p"])
+            out.multiline = out.multiline or _has_break(texts) or _has_break([rec["r"]])
+            self.rels.write(signature, [str(rec["s"]), str(rec["e"]), rec["r"], *texts])
+            stats.relationships += 1
+            stats.relationship_types[rec["r"]] = stats.relationship_types.get(rec["r"], 0) + 1
+        elif "schema" in rec:
+            out.schema.append((rec["schema"], rec["name"], rec["statement"]))
+        elif rec.get("end"):
+            self.end = rec
+
+    def close(self) -> None:
+        self.nodes.close()
+        self.rels.close()
+
+
+def _fresh(folder: Path) -> CsvSet:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return CsvSet(folder)
+
+
+def _finish(out: CsvSet, end: dict[str, Any] | None, t0: float) -> CsvSet:
+    check_end(end, out.stats)
+    out.bytes = sum(p.stat().st_size for p in out.folder.iterdir())
+    out.stats.seconds = time.monotonic() - t0
+    return out
 
 
 def to_csv(records: Iterable[dict[str, Any]], folder: Path,
            log: Callable[[str], None] = lambda m: None) -> CsvSet:
     """Write the export's ``records`` (from :func:`read_records`) as importer CSV files into ``folder`` (created
-    empty). Raises :class:`ImportUnsupported` for a value CSV cannot carry, BackupIntegrityError when the
-    export's end record disagrees with what was read."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    out = CsvSet(folder)
-    stats = out.stats
-    nodes = _Groups(out, "nodes", [":ID", ":LABEL"])
-    rels = _Groups(out, "relationships", [":START_ID", ":END_ID", ":TYPE"])
-    end: dict[str, Any] | None = None
+    empty), in this process. Raises :class:`ImportUnsupported` for a value CSV cannot carry,
+    BackupIntegrityError when the export's end record disagrees with what was read."""
+    out = _fresh(folder)
+    conv = _Converter(out)
     t0 = time.monotonic()
     try:
         for rec in records:
-            if "n" in rec:
-                labels = rec["l"]
-                if any(ARRAY_DELIMITER in lab for lab in labels):
-                    raise ImportUnsupported("a label holding U+001F")
-                signature, texts = _row(rec["p"])
-                out.multiline = out.multiline or _has_break(texts) or _has_break(labels)
-                nodes.write(signature, [str(rec["n"]), ARRAY_DELIMITER.join(labels), *texts])
-                stats.nodes += 1
-                for lab in labels:
-                    stats.labels[lab] = stats.labels.get(lab, 0) + 1
-                if stats.nodes % 100_000 == 0:
-                    log(f"converted {stats.nodes} nodes ({time.monotonic() - t0:.0f}s)")
-            elif "r" in rec:
-                signature, texts = _row(rec["p"])
-                out.multiline = out.multiline or _has_break(texts) or _has_break([rec["r"]])
-                rels.write(signature, [str(rec["s"]), str(rec["e"]), rec["r"], *texts])
-                stats.relationships += 1
-                stats.relationship_types[rec["r"]] = stats.relationship_types.get(rec["r"], 0) + 1
-                if stats.relationships % 200_000 == 0:
-                    log(f"converted {stats.relationships} relationships ({time.monotonic() - t0:.0f}s)")
-            elif "schema" in rec:
-                out.schema.append((rec["schema"], rec["name"], rec["statement"]))
-            elif rec.get("end"):
-                end = rec
+            conv.add(rec)
+            if "n" in rec and out.stats.nodes % 100_000 == 0 or "r" in rec and out.stats.relationships % 200_000 == 0:
+                log(f"converted {out.stats.nodes} nodes, {out.stats.relationships} relationships "
+                    f"({time.monotonic() - t0:.0f}s)")
     finally:
-        nodes.close()
-        rels.close()
-    check_end(end, stats)
-    out.bytes = sum(p.stat().st_size for p in folder.iterdir())
-    stats.seconds = time.monotonic() - t0
-    return out
+        conv.close()
+    return _finish(out, conv.end, t0)
+
+
+CONVERT_WORKERS = 2
+"""Processes converting in :func:`to_csv_parallel` by default (two cores; Neo4j idles meanwhile)."""
+_BATCH_BYTES = 1 << 18
+"""Lines handed to one conversion worker at a time: a fraction of its pipe (:data:`drivers.pyworker.PIPE_BYTES`), so one
+worker's full pipe does not leave the other idle while this process waits on it."""
+
+
+def to_csv_parallel(stream: BinaryIO | Iterable[bytes], folder: Path, workers: int = CONVERT_WORKERS,
+                    log: Callable[[str], None] = lambda m: None) -> CsvSet:
+    """:func:`to_csv` of the export's lines in ``stream``, the records converted by ``workers`` processes
+    (:func:`_serve_conversion`; 0: in this one). This process checks the header, keeps the schema and the end
+    record, and hands the node and relationship lines out a MiB at a time; each worker writes its own files
+    (a signature has one file per worker: the importer takes several). Same errors as :func:`to_csv`."""
+    if workers <= 0:
+        return to_csv(read_records(stream), folder, log)
+    from drivers.pyworker import PyWorkers
+
+    out = _fresh(folder)
+    t0 = time.monotonic()
+    first = [orjson.dumps({"folder": str(folder), "prefix": f"w{i}-"}, option=orjson.OPT_APPEND_NEWLINE)
+             for i in range(workers)]
+    pool = PyWorkers(workers, "drivers.neo4j_import", "_serve_conversion", first)
+    order = RecordOrder()
+    try:
+        batch, turn, lines = bytearray(), 0, 0
+        try:
+            for raw in stream:
+                if raw[:5] == b'{"n":' or raw[:5] == b'{"r":':  # the export's node and relationship lines
+                    order.placed()
+                    batch += raw if raw[-1:] == b"\n" else raw + b"\n"
+                    lines += 1
+                    if len(batch) >= _BATCH_BYTES:
+                        pool.procs[turn].stdin.write(batch)
+                        batch.clear()
+                        turn = (turn + 1) % workers
+                        if turn == 0 and lines >= 500_000:
+                            log(f"converting: {lines} lines handed out ({time.monotonic() - t0:.0f}s)")
+                            lines = 0
+                    continue
+                rec = order.record(raw)
+                if rec is None or rec is order.header:
+                    continue
+                if "n" in rec or "r" in rec:  # a record written with another key order: a worker's still
+                    batch += orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE)
+                elif "schema" in rec:
+                    out.schema.append((rec["schema"], rec["name"], rec["statement"]))
+            order.finished()
+            if batch:
+                pool.procs[turn].stdin.write(batch)
+        except BrokenPipeError:
+            pass  # a worker gave up: its summary says why
+        pool.end_input()
+        summaries = []
+        for i, proc in enumerate(pool.procs):
+            line = proc.stdout.readline()
+            if not line:
+                raise DriverError(f"a conversion worker exited (code {proc.wait()}): {pool.stderr_tail(i)}",
+                                  hint="its last lines are above; is the machine out of memory or disk?")
+            summaries.append(orjson.loads(line))
+    finally:
+        pool.close()
+    for summary in summaries:
+        if "unsupported" in summary:
+            raise ImportUnsupported(summary["unsupported"])
+        if "integrity" in summary:
+            raise BackupIntegrityError(summary["integrity"])
+    for summary in summaries:
+        stats = out.stats
+        stats.nodes += summary["nodes"]
+        stats.relationships += summary["relationships"]
+        for mine, theirs in ((stats.labels, summary["labels"]), (stats.relationship_types, summary["types"])):
+            for key, count in theirs.items():
+                mine[key] = mine.get(key, 0) + count
+        out.nodes += [tuple(pair) for pair in summary["node_files"]]
+        out.relationships += [tuple(pair) for pair in summary["relationship_files"]]
+        out.multiline = out.multiline or summary["multiline"]
+    return _finish(out, order.end, t0)
+
+
+def _serve_conversion() -> None:
+    """A conversion worker's main loop (see :func:`to_csv_parallel`): its folder and file prefix on the first
+    stdin line, then export lines until stdin ends; then one JSON summary line on stdout (counts and files,
+    or why it gave up: ``unsupported`` / ``integrity``)."""
+    import sys
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    setup = orjson.loads(stdin.readline())
+    out = CsvSet(Path(setup["folder"]))
+    conv = _Converter(out, setup["prefix"])
+    summary: dict[str, Any]
+    try:
+        for line in stdin:
+            conv.add(parse_line(line))
+        conv.close()
+        summary = {"nodes": out.stats.nodes, "relationships": out.stats.relationships, "labels": out.stats.labels,
+                   "types": out.stats.relationship_types, "node_files": out.nodes,
+                   "relationship_files": out.relationships, "multiline": out.multiline}
+    except ImportUnsupported as exc:
+        summary = {"unsupported": str(exc)}
+    except BackupIntegrityError as exc:
+        summary = {"integrity": str(exc)}
+    finally:
+        conv.close()
+    stdout.write(orjson.dumps(summary, option=orjson.OPT_APPEND_NEWLINE))
+    stdout.flush()
 
 
 def import_error(output: str) -> str:
@@ -287,12 +442,12 @@ class ImportResult:
 
 
 def import_logical(target: OfflineNeo4j, stream: BinaryIO | Iterable[bytes], workdir: Path, uri: str, user: str,
-                   password: SecretStr | str, *, database: str = "neo4j",
+                   password: SecretStr | str, *, database: str = "neo4j", workers: int = CONVERT_WORKERS,
                    log: Callable[[str], None] = lambda m: None) -> ImportResult:
-    """Convert the export in ``stream`` to CSV in ``workdir`` (Neo4j untouched; :class:`ImportUnsupported`
-    here means: load it transactionally), then :func:`import_csv_set`."""
+    """Convert the export in ``stream`` to CSV in ``workdir`` with ``workers`` processes (Neo4j untouched;
+    :class:`ImportUnsupported` here means: load it transactionally), then :func:`import_csv_set`."""
     try:
-        csvs = to_csv(read_records(stream), workdir, log)
+        csvs = to_csv_parallel(stream, workdir, workers, log)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -309,6 +464,7 @@ def import_csv_set(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, pass
     checked; the schema comes after it (the writers are still stopped then)."""
     from helix_ops.backup import STAGING_DATABASE
 
+    _refuse_leftover(target, database)
     log(f"converted {csvs.stats.nodes} nodes, {csvs.stats.relationships} relationships into "
         f"{len(csvs.nodes) + len(csvs.relationships)} CSV files ({csvs.bytes / 2**20:.1f} MiB) "
         f"in {csvs.stats.seconds:.1f}s")
@@ -351,6 +507,26 @@ def import_csv_set(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, pass
         f"{stats.indexes} indexes) online {time.monotonic() - t1:.1f}s later")
     return ImportResult(stats, PhysicalResult(downtime), csvs.stats.seconds, csvs.bytes,
                         round(time.monotonic() - t1, 2), round(import_s, 2))
+
+
+def _refuse_leftover(target: OfflineNeo4j, database: str) -> None:
+    """Refuse to start (nothing changed yet) when an earlier restore was interrupted inside its window: the
+    store it kept aside is the only copy of what Neo4j held before, and this restore's swap would replace it."""
+    from helix_ops.backup import BEFORE_RESTORE, LEFTOVER_EXIT
+
+    try:
+        target.swap_store("check", database)
+    except CommandFailed as exc:
+        if exc.rc != LEFTOVER_EXIT:
+            raise
+        raise DriverError(
+            f"an earlier restore of {database} was interrupted inside its window: Neo4j's data folder still holds "
+            f"{BEFORE_RESTORE}/ (the store {database} had before that restore: {exc.stderr.strip() or 'see there'}); "
+            "nothing was changed",
+            hint=f"check what Neo4j serves now; keep it by removing {BEFORE_RESTORE}/ from the data folder, or put "
+                 f"the old store back by moving {BEFORE_RESTORE}/databases/{database} and "
+                 f"{BEFORE_RESTORE}/transactions/{database} over databases/ and transactions/ (Neo4j stopped); "
+                 "then restore again") from None
 
 
 def _check_counts(uri: str, user: str, password: SecretStr | str, database: str, stats: LogicalStats) -> None:

@@ -476,16 +476,24 @@ _STORE_SWAP = {
     "in": 'set -eu; cd "$1"; for d in databases transactions; do mkdir -p "$4/$d"; rm -rf "${4:?}/$d/$2"; '
           'if [ -e "$d/$2" ]; then mv "$d/$2" "$4/$d/$2"; fi; mv "$d/$3" "$d/$2"; done',
     "back": 'set -eu; cd "$1"; for d in databases transactions; do if [ -e "$4/$d/$2" ]; then '
-            'rm -rf "${d:?}/$2"; mv "$4/$d/$2" "$d/$2"; fi; done',
+            'rm -rf "${d:?}/$2"; mv "$4/$d/$2" "$d/$2"; fi; done; rmdir "$4/databases" "$4/transactions" "$4" '
+            '2>/dev/null || true',
     "drop": 'set -eu; cd "$1"; rm -rf "./$4" "databases/$3" "transactions/$3"',
+    # exit 3: a restore was interrupted inside its window (``in`` done, ``drop`` not): $4 holds the old store
+    "check": 'set -eu; cd "$1"; for d in databases transactions; do if [ -e "$4/$d/$2" ]; then '
+             'echo "$4/$d/$2" >&2; exit 3; fi; done',
 }
+LEFTOVER_EXIT = 3
+"""``check``'s exit code when a previous restore's kept-aside store is still there."""
 
 
 def neo4j_store_swap_argv(op: str, data: str, database: str, staging: str = STAGING_DATABASE) -> list[str]:
     """argv that, over Neo4j's data folder ``data`` (server stopped for ``in`` and ``back``), swaps the
     ``staging`` database's store and transaction logs in for ``database``'s, keeping the replaced ones aside
-    (``in``); puts them back (``back``: the restored store did not come up); or removes what is kept aside
-    and any staging leftovers (``drop``). A fixed script; the names come as arguments, checked first."""
+    (``in``); puts them back (``back``: the restored store did not come up); removes what is kept aside
+    and any staging leftovers (``drop``); or exits :data:`LEFTOVER_EXIT` when a store is still kept aside
+    (``check``: a restore was interrupted between ``in`` and ``drop``). A fixed script; the names come as
+    arguments, checked first."""
     if op not in _STORE_SWAP:
         raise ConfigError("store swap", f"{op!r}: expected one of {sorted(_STORE_SWAP)}")
     if _database(database) == _database(staging):

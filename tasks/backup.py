@@ -249,7 +249,8 @@ def restore_neo4j_import(target: EngineTarget, neo4j_uri: str, descriptor: Descr
     try:
         with tempfile.TemporaryDirectory(prefix="helix-neo4j-import-") as tmp:
             r = import_logical(target_neo4j, store.open_raw(backup_id, entry), Path(tmp) / "csv", neo4j_uri,
-                               secrets.neo4j_user, secrets.neo4j_password, log=logger.info)
+                               secrets.neo4j_user, secrets.neo4j_password,
+                               workers=descriptor.backup.export_workers, log=logger.info)
     except ImportUnsupported as exc:
         return transactional(f"import refused: {exc}")
     return {"strategy": "logical", "method": "neo4j-admin database import", "nodes": r.stats.nodes,

@@ -28,6 +28,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def children() -> set[int]:
+    """This process's child pids (every thread's children: subprocess may start them from any)."""
+    kids: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            kids |= {int(x) for x in f.read().split()}
+    return kids
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """True when something accepts TCP connections on host:port."""
     try:

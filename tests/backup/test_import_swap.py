@@ -74,6 +74,7 @@ def test_a_store_that_does_not_match_the_export_is_swapped_back(server, tmp_path
         import_csv_set(HostNeo4j(server, tmp_path / "work"), csvs, server.uri, server.user, server.password,
                        log=logs.append)
     assert _state(server) == before  # the marker is there: the old store serves again
+    assert not (server.home / "data" / BEFORE_RESTORE).exists()  # nothing kept aside: the next restore may run
     assert any("putting the previous store back" in line for line in logs)
     assert not (server.home / "data" / "databases" / STAGING_DATABASE).exists()
 
@@ -88,6 +89,30 @@ def test_a_good_import_is_swapped_in_with_a_short_window(server, tmp_path):
     assert _leftovers(server) == []
     with pytest.raises(Exception, match="already exists"):  # the constraint is live again
         server.query("CREATE (:Item {i: 1})")
+
+
+def test_a_store_kept_aside_by_an_interrupted_restore_stops_the_next_one_before_anything_changes(server, tmp_path):
+    """A restore killed between the swap and the clean-up leaves the old store in ``helix-restore-before``: the
+    only copy of what Neo4j held before. The next restore must not replace it (its swap would): it refuses
+    before the import, with Neo4j never stopped and the kept-aside store untouched."""
+    csvs = _csvs(server, tmp_path)
+    before = _state(server)
+    kept = server.home / "data" / BEFORE_RESTORE / "databases" / "neo4j"
+    kept.mkdir(parents=True)
+    (kept / "neostore").write_bytes(b"the old store")
+    pid_before = server.proc.pid
+    try:
+        with pytest.raises(DriverError, match="interrupted inside its window") as err:
+            import_csv_set(HostNeo4j(server, tmp_path / "work"), csvs, server.uri, server.user, server.password)
+        assert f"{BEFORE_RESTORE}/databases/neo4j" in str(err.value) and "remov" in err.value.hint
+        assert server.proc.pid == pid_before
+        assert _state(server) == before
+        assert (kept / "neostore").read_bytes() == b"the old store"
+        assert not (server.home / "data" / "databases" / STAGING_DATABASE).exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(server.home / "data" / BEFORE_RESTORE)
 
 
 def test_swap_argv_checks_its_names():

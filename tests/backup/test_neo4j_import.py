@@ -14,6 +14,7 @@ from drivers.neo4j_backup import FORMAT, read_records
 from drivers.neo4j_import import ARRAY_DELIMITER as US
 from drivers.neo4j_import import ImportUnsupported, csv_value, duration_text, point_text, to_csv
 from helix_ops.errors import BackupIntegrityError
+from testbed.procs import children
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -97,3 +98,95 @@ def test_many_signatures_stay_within_the_open_file_limit(tmp_path, monkeypatch):
     assert len(out.nodes) == 7
     total = sum(len(list(csv.reader(open(out.folder / d, newline="")))) for _, d in out.nodes)
     assert total == 70
+
+
+def _lines(*records):
+    import orjson
+
+    return [orjson.dumps(r) + b"\n" for r in ({"format": FORMAT, "version": 2}, *records)]
+
+
+def _content(out) -> dict:
+    """Header text → sorted data rows, over all of a CSV set's files (workers write a file each per signature)."""
+    acc: dict = {}
+    for kind, pairs in (("nodes", out.nodes), ("relationships", out.relationships)):
+        for header, data in pairs:
+            rows = list(csv.reader(open(out.folder / data, newline="")))
+            acc.setdefault((kind, open(out.folder / header).read()), []).extend(map(tuple, rows))
+    return {k: sorted(v) for k, v in acc.items()}
+
+
+def test_worker_processes_convert_what_one_process_converts(tmp_path, monkeypatch):
+    """Small batches, so both workers get lines of every kind; the files differ, their rows do not. A line
+    written with another key order goes through the parsing process and still arrives."""
+    import drivers.neo4j_import as ni
+
+    monkeypatch.setattr(ni, "_BATCH_BYTES", 64)
+    records = [{"n": i, "l": ["A"] if i % 2 else ["B", "C"], "p": {"x": i, **({"s": f"t{i}"} if i % 3 else {})}}
+               for i in range(40)]
+    records += [{"r": "R" if i % 2 else "S", "s": i, "e": (i * 7) % 40, "p": {"w": i * 0.5} if i % 4 else {}}
+                for i in range(60)]
+    lines = _lines(*records, {"schema": "index", "name": "i", "statement": "CREATE INDEX i FOR (n:A) ON (n.x)"},
+                   {"end": True, "nodes": 41, "relationships": 60})
+    lines.insert(5, b'{"l":["A"],"p":{"x":1000},"n":1000}\n')  # another key order
+    before = children()
+    one = ni.to_csv_parallel(lines, tmp_path / "one", workers=0)
+    two = ni.to_csv_parallel(lines, tmp_path / "two", workers=2)
+    assert children() == before
+    assert _content(two) == _content(one)
+    assert len(two.nodes) == 2 * len(one.nodes)  # each worker saw each signature
+    assert (two.stats.nodes, two.stats.relationships) == (one.stats.nodes, one.stats.relationships) == (41, 60)
+    assert two.stats.labels == one.stats.labels == {"A": 21, "B": 20, "C": 20}
+    assert two.stats.relationship_types == one.stats.relationship_types == {"R": 30, "S": 30}
+    assert two.schema == one.schema and len(two.schema) == 1 and not two.multiline
+    broken = ni.to_csv_parallel(_lines(*records[:40], {"n": 99, "l": [], "p": {"s": "a\nb"}},
+                                       {"end": True, "nodes": 41, "relationships": 0}), tmp_path / "m", workers=2)
+    assert broken.multiline  # seen by one worker, known to the whole set
+
+
+@pytest.mark.parametrize("tail, error, match", [
+    ([{"n": 7, "l": [], "p": {"a:b": 1}}, {"end": True, "nodes": 41, "relationships": 0}], ImportUnsupported, "key"),
+    ([{"n": 7, "l": [], "p": {"e": []}}, {"end": True, "nodes": 41, "relationships": 0}], ImportUnsupported, "empty"),
+    ([{"end": True, "nodes": 39, "relationships": 0}], BackupIntegrityError, "counts disagree"),
+    ([], BackupIntegrityError, "truncated"),
+    ([{"end": True, "nodes": 40, "relationships": 0}, {"n": 50, "l": [], "p": {}}], BackupIntegrityError, "after its end"),
+])
+def test_worker_conversion_refuses_what_one_process_refuses_and_leaves_no_worker(tmp_path, monkeypatch, tail, error,
+                                                                                  match):
+    import drivers.neo4j_import as ni
+
+    monkeypatch.setattr(ni, "_BATCH_BYTES", 64)
+    lines = _lines(*({"n": i, "l": ["A"], "p": {"x": i}} for i in range(40)), *tail)
+    before = children()
+    for workers in (0, 2):
+        with pytest.raises(error, match=match):
+            ni.to_csv_parallel(lines, tmp_path / f"w{workers}", workers=workers)
+    assert children() == before
+    with pytest.raises(BackupIntegrityError, match="not a helix-neo4j-logical export"):
+        ni.to_csv_parallel(lines[1:], tmp_path / "headless", workers=2)
+
+
+def test_a_killed_conversion_worker_fails_with_one_error_and_leaves_no_process(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import drivers.neo4j_import as ni
+    from helix_ops.errors import DriverError
+
+    monkeypatch.setattr(ni, "_BATCH_BYTES", 64)
+    before = children()
+    killed: list[int] = []
+
+    def stream():
+        for i, line in enumerate(_lines(*({"n": i, "l": ["A"], "p": {"x": i}} for i in range(400)),
+                                        {"end": True, "nodes": 400, "relationships": 0})):
+            if i == 200:
+                for pid in children() - before:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            yield line
+
+    with pytest.raises(DriverError, match="conversion worker exited"):
+        ni.to_csv_parallel(stream(), tmp_path / "csv", workers=2)
+    assert len(killed) == 2
+    assert children() == before

@@ -14,6 +14,7 @@ import pytest
 
 from drivers import neo4j_backup as nb
 from drivers import neo4j_raw as raw
+from testbed.procs import children
 
 
 @pytest.mark.parametrize("days", [0, -1, 1, -719162, -719163, 2932896, 2932897, 11016, -25567, 10**8, -10**8])
@@ -146,21 +147,11 @@ def test_the_fast_path_is_taken_with_this_driver(server):
             assert type(tx.run("RETURN date('2024-01-01') AS d").single()["d"]).__name__ == "Date"
 
 
-def _children() -> set[int]:
-    import os
-
-    kids = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            kids |= {int(x) for x in f.read().split()}
-    return kids
-
-
 def test_worker_processes_write_what_one_process_writes(server, monkeypatch):
     """Parts of one id each: the four entities spread over both workers (and the parts of unused ids too),
     written in order; the bytes equal a one-process export's, and no worker is left running."""
     monkeypatch.setattr(nb, "PART_IDS", 1)
-    before = _children()
+    before = children()
     one: list[bytes] = []
     nb.export_logical(server.uri, server.user, server.password, one.append, workers=0)
     seen: list[tuple[int, int]] = []
@@ -172,7 +163,7 @@ def test_worker_processes_write_what_one_process_writes(server, monkeypatch):
     assert (stats.nodes, stats.relationships) == (sum(b'{"n":' in x for x in lines), sum(b'{"r":' in x for x in lines))
     assert stats.nodes >= 2 and stats.relationships >= 1
     assert len(seen) > 2 and seen[-1][0] == seen[-1][1] == len(seen)  # a call per part, the last one at 100%
-    assert _children() == before
+    assert children() == before
 
 
 def test_a_killed_worker_fails_the_export_with_one_error_and_leaves_no_process(server, monkeypatch):
@@ -182,16 +173,16 @@ def test_a_killed_worker_fails_the_export_with_one_error_and_leaves_no_process(s
     from helix_ops.errors import DriverError
 
     monkeypatch.setattr(nb, "PART_IDS", 1)
-    before = _children()
+    before = children()
     killed: list[int] = []
 
     def write(data: bytes) -> None:
         if b'"format"' not in data and not killed:  # the first part: the workers run now
-            for pid in _children() - before:
+            for pid in children() - before:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
 
     with pytest.raises(DriverError, match="export worker"):
         nb.export_logical(server.uri, server.user, server.password, write, workers=2)
     assert len(killed) == 2
-    assert _children() == before
+    assert children() == before
