@@ -9,7 +9,8 @@
 * Redis: helix-ops' snapshot (``redis-cli --rdb`` + ``redis-check-rdb`` + zstd + sha256 into storage) next to a
   bare ``redis-cli --rdb`` and BGSAVE with LASTSAVE polling.
 
-The logical phases and the Redis phases run in their own spawned processes, so their peak RSS is their own.
+The logical phases and the Redis phases run in their own spawned processes; their peak RSS is their VmHWM (not
+ru_maxrss, which counts a vfork-spawned process's parent too), and their worker processes' VmHWM is sampled from /proc.
 The physical phases (``neo4j-admin database dump`` / ``load``) run in this process against the test bed's own
 Neo4j server objects (a spawned process cannot stop a server its parent started); their figure is the peak RSS
 (VmHWM) of the ``neo4j-admin`` JVM, sampled from /proc while it runs, and their time includes stopping and
@@ -25,7 +26,6 @@ import argparse
 import datetime as dt
 import multiprocessing as mp
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -34,10 +34,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _rss_mib() -> tuple[float, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, kids
+def _own_peak_mib() -> float:
+    """This process's VmHWM. Not ``ru_maxrss``: Linux carries the pre-exec image's high-water mark into it, and
+    a process started by vfork + exec (subprocess, multiprocessing's spawn) counts its parent's peak too."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def _phase(name, args):  # runs in a spawned process
@@ -50,6 +51,8 @@ def _phase(name, args):  # runs in a spawned process
     from helix_ops.backup import Manifest, new_backup_id
 
     now = dt.datetime.now(dt.UTC)
+    workers = ProcPeak(b"drivers.neo4j_", interval_s=0.2)  # the export's / conversion's worker processes
+    workers.start()
     t0 = time.monotonic()
     extra = ""
     if name == "logical-backup":
@@ -94,7 +97,9 @@ def _phase(name, args):  # runs in a spawned process
         result = {}
     else:
         raise ValueError(name)
-    own, kids = _rss_mib()
+    seconds = time.monotonic() - t0
+    workers.stop()
+    own, kids = _own_peak_mib(), workers.peak_mib
     if name == "logical-backup":  # the export's worker processes: counted in, each at the largest one's peak
         extra += (f"; peak RSS {own:.0f} MiB (writing) + {nb.EXPORT_WORKERS} export workers x {kids:.0f} MiB "
                   "(the largest's peak)")
@@ -105,7 +110,7 @@ def _phase(name, args):  # runs in a spawned process
         extra += (f"; peak RSS {own:.0f} MiB (reading) + {ni.CONVERT_WORKERS} conversion workers x {kids:.0f} MiB "
                   "(the largest's peak)")
         own += ni.CONVERT_WORKERS * kids
-    return {**result, "name": name, "seconds": time.monotonic() - t0, "rss": own, "child_rss": kids, "extra": extra}
+    return {**result, "name": name, "seconds": seconds, "rss": own, "child_rss": kids, "extra": extra}
 
 
 def run(name, args):
@@ -121,24 +126,33 @@ def shown(row: dict) -> dict:
     return row
 
 
-class AdminPeak:
-    """Samples /proc for ``neo4j-admin`` JVMs (Neo4jAdminBoot) below this process; ``peak_mib`` is the highest
-    VmHWM (the kernel's own peak-RSS of the process) seen."""
+class ProcPeak:
+    """Samples /proc every ``interval_s`` for processes whose command line holds ``marker``; ``peak_mib`` is the highest
+    VmHWM (the kernel's own peak RSS of a process since its exec) seen in any one of them. A peak in a
+    process's last interval can be missed."""
 
-    def __init__(self, interval_s: float = 0.1) -> None:
+    def __init__(self, marker: bytes, interval_s: float = 0.1) -> None:
         import threading
 
+        self.marker = marker
+        self.interval_s = interval_s
         self.peak_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "AdminPeak":
+    def start(self) -> None:
         self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "ProcPeak":
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self.stop()
 
     @property
     def peak_mib(self) -> float:
@@ -151,7 +165,7 @@ class AdminPeak:
                     continue
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        if b"Neo4jAdminBoot" not in f.read():
+                        if self.marker not in f.read():
                             continue
                     with open(f"/proc/{pid}/status") as f:
                         for line in f:
@@ -159,7 +173,7 @@ class AdminPeak:
                                 self.peak_kib = max(self.peak_kib, int(line.split()[1]))
                 except OSError:
                     continue
-            self._stop.wait(0.1)
+            self._stop.wait(self.interval_s)
 
 
 def physical(name: str, server, store_root: Path, work: Path, bid: str | None = None) -> dict:
@@ -183,7 +197,7 @@ def physical(name: str, server, store_root: Path, work: Path, bid: str | None = 
 
     host._admin = timed_admin
     t0 = time.monotonic()
-    with AdminPeak() as peak:
+    with ProcPeak(b"Neo4jAdminBoot") as peak:  # neo4j-admin's JVM
         if name == "dump":
             bid = new_backup_id("bench", now, rand=os.urandom(3).hex())
             with store.begin(bid) as w:
@@ -212,7 +226,7 @@ def import_window(csvs, server, work: Path) -> dict:
 
     t0 = time.monotonic()
     host = nb.HostNeo4j(server, work)
-    with AdminPeak() as peak:
+    with ProcPeak(b"Neo4jAdminBoot") as peak:  # neo4j-admin's JVM
         r = ni.import_csv_set(host, csvs, server.uri, server.user, server.password)
     return shown({"name": "import window", "seconds": time.monotonic() - t0, "rss": float("nan"),
                   "child_rss": peak.peak_mib,

@@ -479,9 +479,9 @@ _STORE_SWAP = {
             'rm -rf "${d:?}/$2"; mv "$4/$d/$2" "$d/$2"; fi; done; rmdir "$4/databases" "$4/transactions" "$4" '
             '2>/dev/null || true',
     "drop": 'set -eu; cd "$1"; rm -rf "./$4" "databases/$3" "transactions/$3"',
-    # exit 3: a restore was interrupted inside its window (``in`` done, ``drop`` not): $4 holds the old store
-    "check": 'set -eu; cd "$1"; for d in databases transactions; do if [ -e "$4/$d/$2" ]; then '
-             'echo "$4/$d/$2" >&2; exit 3; fi; done',
+    # exit 3: a store is kept aside in $4 (a restore interrupted inside its window, or whose drop failed): any
+    # database's, since drop removes all of $4; an unmatched glob stays literal and does not exist
+    "check": 'set -eu; cd "$1"; for f in "$4"/*/*; do if [ -e "$f" ]; then echo "$f" >&2; exit 3; fi; done',
 }
 LEFTOVER_EXIT = 3
 """``check``'s exit code when a previous restore's kept-aside store is still there."""

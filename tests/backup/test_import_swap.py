@@ -91,24 +91,28 @@ def test_a_good_import_is_swapped_in_with_a_short_window(server, tmp_path):
         server.query("CREATE (:Item {i: 1})")
 
 
-def test_a_store_kept_aside_by_an_interrupted_restore_stops_the_next_one_before_anything_changes(server, tmp_path):
+@pytest.mark.parametrize("kept_db", ["neo4j", "other"])
+def test_a_store_kept_aside_by_an_interrupted_restore_stops_the_next_one_before_anything_changes(server, tmp_path,
+                                                                                                  kept_db):
     """A restore killed between the swap and the clean-up leaves the old store in ``helix-restore-before``: the
-    only copy of what Neo4j held before. The next restore must not replace it (its swap would): it refuses
-    before the import, with Neo4j never stopped and the kept-aside store untouched."""
+    only copy of what Neo4j held before. The next restore must not replace it (its swap would), nor remove it
+    (its clean-up removes the whole folder, so any database's store counts): it refuses before the import,
+    with Neo4j never stopped, the kept-aside store untouched and its CSV folder removed."""
     csvs = _csvs(server, tmp_path)
     before = _state(server)
-    kept = server.home / "data" / BEFORE_RESTORE / "databases" / "neo4j"
+    kept = server.home / "data" / BEFORE_RESTORE / "databases" / kept_db
     kept.mkdir(parents=True)
     (kept / "neostore").write_bytes(b"the old store")
     pid_before = server.proc.pid
     try:
         with pytest.raises(DriverError, match="interrupted inside its window") as err:
             import_csv_set(HostNeo4j(server, tmp_path / "work"), csvs, server.uri, server.user, server.password)
-        assert f"{BEFORE_RESTORE}/databases/neo4j" in str(err.value) and "remov" in err.value.hint
+        assert f"{BEFORE_RESTORE}/databases/{kept_db}" in str(err.value) and "remov" in err.value.hint
         assert server.proc.pid == pid_before
         assert _state(server) == before
         assert (kept / "neostore").read_bytes() == b"the old store"
         assert not (server.home / "data" / "databases" / STAGING_DATABASE).exists()
+        assert not csvs.folder.exists()
     finally:
         import shutil
 

@@ -1,4 +1,4 @@
-"""The CSV side of the importer restore (``drivers/neo4j_import.py``): field text for every exported value, the
+"""The CSV side of the importer restore (``drivers/neo4j_csv.py``): field text for every exported value, the
 values it refuses (so the caller loads them transactionally), grouping by property signature. The importer
 itself runs in tests/backup/test_backup_roundtrip.py (real neo4j-admin) and tests/backup/test_backup_flow.py
 (restore-helix on the engine)."""
@@ -11,8 +11,8 @@ import json
 import pytest
 
 from drivers.neo4j_backup import FORMAT, read_records
-from drivers.neo4j_import import ARRAY_DELIMITER as US
-from drivers.neo4j_import import ImportUnsupported, csv_value, duration_text, point_text, to_csv
+from drivers.neo4j_csv import ARRAY_DELIMITER as US
+from drivers.neo4j_csv import ImportUnsupported, csv_value, duration_text, point_text, to_csv
 from helix_ops.errors import BackupIntegrityError
 from testbed.procs import children
 
@@ -90,7 +90,7 @@ def test_groups_by_signature_labels_in_a_column_and_counts_checked(tmp_path):
 
 
 def test_many_signatures_stay_within_the_open_file_limit(tmp_path, monkeypatch):
-    import drivers.neo4j_import as ni
+    import drivers.neo4j_csv as ni
 
     monkeypatch.setattr(ni, "MAX_OPEN_FILES", 3)
     records = [{"n": i, "l": [], "p": {f"k{i % 7}": i}} for i in range(70)]
@@ -119,7 +119,7 @@ def _content(out) -> dict:
 def test_worker_processes_convert_what_one_process_converts(tmp_path, monkeypatch):
     """Small batches, so both workers get lines of every kind; the files differ, their rows do not. A line
     written with another key order goes through the parsing process and still arrives."""
-    import drivers.neo4j_import as ni
+    import drivers.neo4j_csv as ni
 
     monkeypatch.setattr(ni, "_BATCH_BYTES", 64)
     records = [{"n": i, "l": ["A"] if i % 2 else ["B", "C"], "p": {"x": i, **({"s": f"t{i}"} if i % 3 else {})}}
@@ -139,6 +139,11 @@ def test_worker_processes_convert_what_one_process_converts(tmp_path, monkeypatc
     assert two.stats.labels == one.stats.labels == {"A": 21, "B": 20, "C": 20}
     assert two.stats.relationship_types == one.stats.relationship_types == {"R": 30, "S": 30}
     assert two.schema == one.schema and len(two.schema) == 1 and not two.multiline
+    reordered = [b'{"l":["A"],"p":{"x":%d},"n":%d}\n' % (i, i) for i in range(100)]  # all off the fast path
+    lines = _lines({"end": True, "nodes": 100, "relationships": 0})
+    lines[1:1] = reordered
+    spread = ni.to_csv_parallel(lines, tmp_path / "spread", workers=2)
+    assert len(spread.nodes) == 2 and spread.stats.nodes == 100  # handed out in batches too, not all to one
     broken = ni.to_csv_parallel(_lines(*records[:40], {"n": 99, "l": [], "p": {"s": "a\nb"}},
                                        {"end": True, "nodes": 41, "relationships": 0}), tmp_path / "m", workers=2)
     assert broken.multiline  # seen by one worker, known to the whole set
@@ -150,10 +155,11 @@ def test_worker_processes_convert_what_one_process_converts(tmp_path, monkeypatc
     ([{"end": True, "nodes": 39, "relationships": 0}], BackupIntegrityError, "counts disagree"),
     ([], BackupIntegrityError, "truncated"),
     ([{"end": True, "nodes": 40, "relationships": 0}, {"n": 50, "l": [], "p": {}}], BackupIntegrityError, "after its end"),
+    ([{"n": 7, "p": {}}, {"end": True, "nodes": 41, "relationships": 0}], BackupIntegrityError, "malformed record"),
 ])
 def test_worker_conversion_refuses_what_one_process_refuses_and_leaves_no_worker(tmp_path, monkeypatch, tail, error,
                                                                                   match):
-    import drivers.neo4j_import as ni
+    import drivers.neo4j_csv as ni
 
     monkeypatch.setattr(ni, "_BATCH_BYTES", 64)
     lines = _lines(*({"n": i, "l": ["A"], "p": {"x": i}} for i in range(40)), *tail)
@@ -170,7 +176,7 @@ def test_a_killed_conversion_worker_fails_with_one_error_and_leaves_no_process(t
     import os
     import signal
 
-    import drivers.neo4j_import as ni
+    import drivers.neo4j_csv as ni
     from helix_ops.errors import DriverError
 
     monkeypatch.setattr(ni, "_BATCH_BYTES", 64)
@@ -190,3 +196,16 @@ def test_a_killed_conversion_worker_fails_with_one_error_and_leaves_no_process(t
         ni.to_csv_parallel(stream(), tmp_path / "csv", workers=2)
     assert len(killed) == 2
     assert children() == before
+
+
+def test_a_damaged_export_is_refused_even_when_another_worker_found_an_unsupported_value(tmp_path, monkeypatch):
+    """An unsupported value sends the restore to the transactional load, which wipes first: a damaged record
+    elsewhere must win, so nothing is wiped. Each line is bigger than the batch, so lines alternate workers:
+    the unsupported value goes to the first, the record without labels to the second."""
+    import drivers.neo4j_csv as ni
+
+    monkeypatch.setattr(ni, "_BATCH_BYTES", 16)
+    lines = _lines({"n": 0, "l": [], "p": {"e": []}}, {"n": 1, "p": {"x": 1}},
+                   {"end": True, "nodes": 2, "relationships": 0})
+    with pytest.raises(BackupIntegrityError, match="malformed record"):
+        ni.to_csv_parallel(lines, tmp_path / "csv", workers=2)
