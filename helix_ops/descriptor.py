@@ -244,7 +244,7 @@ class Backup(_Model):
     online; Enterprise: logical until the online backup is wired into the flows), ``logical`` (online export),
     ``dump`` (offline ``neo4j-admin database dump``: Neo4j is stopped for the window)."""
     export_workers: Annotated[StrictInt, Field(ge=0, le=8)] = 2
-    """Processes reading the graph for a logical export besides the one writing it (a core and about 80 MiB
+    """Processes reading the graph for a logical export besides the one writing it (a core and about 66 MiB
     each at 1M nodes; 0 reads in the writing process, about 1.7x slower at 100k nodes), and converting the
     export to CSV for an importer restore (0: converted in the flow's process, about 1.7x slower)."""
 
