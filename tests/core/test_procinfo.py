@@ -28,7 +28,9 @@ def test_a_command_name_with_spaces_and_parentheses_is_skipped_whole(tmp_path):
         while time.monotonic() < deadline and "x) y" not in open(f"/proc/{child.pid}/stat").read():
             time.sleep(0.02)
         fields = procinfo.stat_fields(child.pid)
-        assert fields is not None and fields[0] in ("S", "R") and int(fields[1]) == os.getpid()
+        # the fields after the name line up: a live state letter (D: a fresh exec still faulting its pages in on
+        # a loaded machine, seen in CI) and this process as the parent
+        assert fields is not None and fields[0] in ("S", "R", "D") and int(fields[1]) == os.getpid()
         assert isinstance(procinfo.start_time(child.pid), int)
     finally:
         child.kill()
