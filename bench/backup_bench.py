@@ -71,11 +71,11 @@ def _phase(name, args):  # runs in a spawned process
         nb.load_logical(args["uri"], args["user"], args["password"], store.open_raw(args["bid"], entry), wipe=True)
         result = {}
     elif name == "logical-convert":  # the importer restore's first half: the export as CSV (Neo4j untouched)
-        from drivers import neo4j_import as ni
+        from drivers import neo4j_csv as nc
 
         store = LocalStore(args["store"])
         entry = store.read_manifest(args["bid"]).objects[0]
-        csvs = ni.to_csv_parallel(store.open_raw(args["bid"], entry), Path(args["work"]) / "csv", ni.CONVERT_WORKERS)
+        csvs = nc.to_csv_parallel(store.open_raw(args["bid"], entry), Path(args["work"]) / "csv", nc.CONVERT_WORKERS)
         extra = f"{csvs.bytes / 2**20:.1f} MiB of CSV in {len(csvs.nodes) + len(csvs.relationships)} files"
         result = {"csvs": csvs}
     elif name == "redis-cli --rdb":
@@ -100,16 +100,13 @@ def _phase(name, args):  # runs in a spawned process
     seconds = time.monotonic() - t0
     workers.stop()
     own, kids = _own_peak_mib(), workers.peak_mib
-    if name == "logical-backup":  # the export's worker processes: counted in, each at the largest one's peak
-        extra += (f"; peak RSS {own:.0f} MiB (writing) + {nb.EXPORT_WORKERS} export workers x {kids:.0f} MiB "
-                  "(the largest's peak)")
-        own += nb.EXPORT_WORKERS * kids
-    if name == "logical-convert":  # the same for the conversion's workers
-        from drivers import neo4j_import as ni
+    if name in ("logical-backup", "logical-convert"):  # their worker processes: counted in, each at the largest's
+        from drivers import neo4j_csv as nc
 
-        extra += (f"; peak RSS {own:.0f} MiB (reading) + {ni.CONVERT_WORKERS} conversion workers x {kids:.0f} MiB "
-                  "(the largest's peak)")
-        own += ni.CONVERT_WORKERS * kids
+        role, kind, n = (("writing", "export", nb.EXPORT_WORKERS) if name == "logical-backup"
+                         else ("reading", "conversion", nc.CONVERT_WORKERS))
+        extra += f"; peak RSS {own:.0f} MiB ({role}) + {n} {kind} workers x {kids:.0f} MiB (the largest's peak)"
+        own += n * kids
     return {**result, "name": name, "seconds": seconds, "rss": own, "child_rss": kids, "extra": extra}
 
 

@@ -57,6 +57,7 @@ from drivers.logical_format import (  # noqa: F401 - the format's names are this
     read_records,
 )
 from drivers.neo4j_raw import NEEDS_SERVER, raw_hydration
+from drivers.plain import plain
 from helix_ops.errors import BackupIntegrityError, DriverError, OfflineUnavailable
 
 if TYPE_CHECKING:  # not imported at run time: an export worker would carry pydantic's ~8 MiB for nothing
@@ -195,20 +196,20 @@ def _server_value(v: dict[str, Any]) -> tuple[str, Any] | None:
 
 
 def split_props(props: dict[str, Any]) -> tuple[dict[str, Any], list[list[Any]]]:
-    """``(plain, typed)``: plain values ready to send, and ``[key, tag, argument]`` for the server to build."""
-    plain: dict[str, Any] = {}
+    """``(ready, typed)``: plain values ready to send, and ``[key, tag, argument]`` for the server to build."""
+    ready: dict[str, Any] = {}
     typed: list[list[Any]] = []
     for k, v in props.items():
         if isinstance(v, dict):
             sv = _server_value(v)
             if sv is None:
-                plain[k] = decode_value(v)
+                ready[k] = decode_value(v)
             else:
                 typed.append([k, sv[0], sv[1]])
         elif isinstance(v, list) and v and isinstance(v[0], dict):
             first = _server_value(v[0])
             if first is None:
-                plain[k] = decode_value(v)
+                ready[k] = decode_value(v)
             else:  # Neo4j lists are homogeneous: one tag for all
                 args = []
                 for x in v:
@@ -218,8 +219,8 @@ def split_props(props: dict[str, Any]) -> tuple[dict[str, Any], list[list[Any]]]
                     args.append(sx[1])
                 typed.append([k, first[0] + "[]", args])
         else:
-            plain[k] = v
-    return plain, typed
+            ready[k] = v
+    return ready, typed
 
 
 def _typed_set(var: str) -> str:
@@ -240,14 +241,8 @@ def quote(name: str) -> str:
 # --- export -------------------------------------------------------------------------------------------------
 
 
-
-
-def _secret(password: SecretStr | str) -> str:
-    return password if isinstance(password, str) else password.get_secret_value()
-
-
 def _driver(uri: str, user: str, password: SecretStr | str) -> neo4j.Driver:
-    secret = _secret(password)
+    secret = plain(password)
     # id() is deprecated in 5.x (still the cheapest seek): without this, every chunk's query logs a warning
     return neo4j.GraphDatabase.driver(uri, auth=(user, secret), connection_timeout=15,
                                       notifications_disabled_classifications=["DEPRECATION"],
@@ -543,7 +538,7 @@ def export_logical(uri: str, user: str, password: SecretStr | str, write: Callab
     (read-committed), so consistency comes from the paused writer (see the module's docstring)."""
     t0 = time.monotonic()
     stats = LogicalStats()
-    secret = _secret(password)
+    secret = plain(password)
     try:
         with _driver(uri, user, secret) as drv:
             rec = drv.execute_query("CALL dbms.components() YIELD versions, edition RETURN versions[0] AS v, edition",
@@ -660,8 +655,8 @@ def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryI
             for rec in read_records(stream):
                 if "n" in rec:
                     labels = tuple(rec["l"])
-                    plain, typed = split_props(rec["p"])
-                    node_buf.setdefault(labels, []).append({"i": rec["n"], "p": plain, "t": typed})
+                    ready, typed = split_props(rec["p"])
+                    node_buf.setdefault(labels, []).append({"i": rec["n"], "p": ready, "t": typed})
                     stats.nodes += 1
                     for lab in labels:
                         stats.labels[lab] = stats.labels.get(lab, 0) + 1
@@ -672,8 +667,8 @@ def load_logical(uri: str, user: str, password: SecretStr | str, stream: BinaryI
                         for labels in list(node_buf):
                             flush_nodes(labels)
                     rtype = rec["r"]
-                    plain, typed = split_props(rec["p"])
-                    rel_buf.setdefault(rtype, []).append({"s": rec["s"], "e": rec["e"], "p": plain, "t": typed})
+                    ready, typed = split_props(rec["p"])
+                    rel_buf.setdefault(rtype, []).append({"s": rec["s"], "e": rec["e"], "p": ready, "t": typed})
                     stats.relationships += 1
                     stats.relationship_types[rtype] = stats.relationship_types.get(rtype, 0) + 1
                     if len(rel_buf[rtype]) >= batch_size:
@@ -917,7 +912,7 @@ class EngineNeo4j(OfflineNeo4j):
 
         self.driver = driver
         self.user = user
-        self.password = _secret(password)
+        self.password = plain(password)
         self.service = service
         self.stop_grace_s = stop_grace_s
         self.start_deadline_s = start_deadline_s

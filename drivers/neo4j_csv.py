@@ -384,7 +384,6 @@ def _serve_conversion() -> None:
     try:
         for line in stdin:
             conv.add(parse_line(line))
-        conv.close()
         summary = {"nodes": out.stats.nodes, "relationships": out.stats.relationships, "labels": out.stats.labels,
                    "types": out.stats.relationship_types, "node_files": out.nodes,
                    "relationship_files": out.relationships, "multiline": out.multiline}
@@ -393,6 +392,6 @@ def _serve_conversion() -> None:
     except BackupIntegrityError as exc:
         summary = {"integrity": str(exc)}
     finally:
-        conv.close()
+        conv.close()  # the files complete before the summary names them
     stdout.write(orjson.dumps(summary, option=orjson.OPT_APPEND_NEWLINE))
     stdout.flush()

@@ -45,15 +45,7 @@ import neo4j.exceptions as nex
 
 from drivers.logical_format import LogicalStats
 from drivers.neo4j_backup import OfflineNeo4j, PhysicalResult, _driver, _translate, apply_schema
-from drivers.neo4j_csv import (  # noqa: F401 - the conversion's names, used by callers through this module too
-    ARRAY_DELIMITER,
-    CONVERT_WORKERS,
-    CsvSet,
-    ImportUnsupported,
-    csv_value,
-    to_csv,
-    to_csv_parallel,
-)
+from drivers.neo4j_csv import CONVERT_WORKERS, CsvSet, ImportUnsupported, to_csv_parallel
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError
 
 if TYPE_CHECKING:  # not at run time: a conversion worker would carry pydantic for nothing

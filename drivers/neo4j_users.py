@@ -18,14 +18,11 @@ import neo4j
 import neo4j.exceptions
 from pydantic import SecretStr
 
+from drivers.plain import plain
 from helix_ops.errors import ConfigError, DriverError
 
 Secret = SecretStr | str
 _USER = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
-
-
-def _value(secret: Secret) -> str:
-    return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
 
 
 def quoted_user(name: str) -> str:
@@ -43,7 +40,7 @@ def _driver(uri: str, auth) -> neo4j.Driver:
 def can_login(uri: str, user: str, password: Secret) -> bool:
     """A Bolt login as ``user`` succeeds. False when refused; DriverError when Neo4j cannot be reached."""
     try:
-        with _driver(uri, (user, _value(password))) as drv:
+        with _driver(uri, (user, plain(password))) as drv:
             drv.verify_connectivity()
         return True
     except neo4j.exceptions.AuthError:
@@ -87,7 +84,7 @@ def admin(uri: str, candidates: Iterable[tuple[str, Secret | None]]) -> Iterator
             continue
         tried.append(user)
         if can_login(uri, user, password):
-            drv = _driver(uri, (user, _value(password)))
+            drv = _driver(uri, (user, plain(password)))
             try:
                 yield drv
             finally:
@@ -116,9 +113,9 @@ def set_password(drv: neo4j.Driver, user: str, password: Secret, create: bool = 
     name = quoted_user(user)
     if create and user not in users(drv):
         _system(drv, f"CREATE USER {name} IF NOT EXISTS SET PASSWORD $p CHANGE NOT REQUIRED", f"CREATE USER {user}",
-                p=_value(password))
+                p=plain(password))
         return f"user {user} created"
-    _system(drv, f"ALTER USER {name} SET PASSWORD $p CHANGE NOT REQUIRED", f"ALTER USER {user}", p=_value(password))
+    _system(drv, f"ALTER USER {name} SET PASSWORD $p CHANGE NOT REQUIRED", f"ALTER USER {user}", p=plain(password))
     return f"password of {user} set"
 
 

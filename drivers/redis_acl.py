@@ -25,18 +25,15 @@ from contextlib import contextmanager
 import redis
 from pydantic import SecretStr
 
+from drivers.plain import plain
 from helix_ops.errors import DriverError
 
 Secret = SecretStr | str
 
 
-def _value(secret: Secret) -> str:
-    return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-
-
 def password_hash(secret: Secret) -> str:
     """The SHA-256 hex digest Redis keeps for a password (what ``ACL GETUSER`` lists)."""
-    return hashlib.sha256(_value(secret).encode()).hexdigest()
+    return hashlib.sha256(plain(secret).encode()).hexdigest()
 
 
 class RedisAcl:
@@ -50,7 +47,7 @@ class RedisAcl:
 
     def _client(self, password: Secret | None) -> redis.Redis:
         kwargs = {"username": self.username} if password is not None and self.username != "default" else {}
-        return redis.Redis(host=self.host, port=self.port, password=None if password is None else _value(password),
+        return redis.Redis(host=self.host, port=self.port, password=None if password is None else plain(password),
                            socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s, **kwargs)
 
     def can_login(self, password: Secret) -> bool:
@@ -121,7 +118,7 @@ class RedisAcl:
         """Add ``password`` unless the user holds it already; True if it was added."""
         if self.holds(conn, password):
             return False
-        self._setuser(conn, ">" + _value(password), "adding a password")
+        self._setuser(conn, ">" + plain(password), "adding a password")
         return True
 
     def remove_password(self, conn: redis.Redis, password: Secret) -> bool:
@@ -132,7 +129,7 @@ class RedisAcl:
         if len(hashes) == 1:
             raise DriverError(f"refusing to remove the only password of Redis user {self.username}",
                               hint="add the new password first")
-        self._setuser(conn, "<" + _value(password), "removing a password")
+        self._setuser(conn, "<" + plain(password), "removing a password")
         return True
 
     def _setuser(self, conn: redis.Redis, modifier: str, what: str) -> None:
@@ -169,10 +166,10 @@ class RedisAcl:
             current = conn.config_get("masterauth").get("masterauth", "")
         except redis.RedisError as exc:
             raise DriverError(f"CONFIG GET masterauth failed: {type(exc).__name__}", hint="") from None
-        if current == _value(password):
+        if current == plain(password):
             return False
         try:
-            conn.config_set("masterauth", _value(password))
+            conn.config_set("masterauth", plain(password))
         except redis.RedisError as exc:  # never pass on the server's text: it may quote the value
             raise DriverError(f"CONFIG SET masterauth on {self.host}:{self.port} failed: {type(exc).__name__}",
                               hint="check this login may run CONFIG SET") from None
@@ -209,7 +206,7 @@ class SentinelAuth:
         try:
             with redis.Redis(host=self.host, port=self.port, socket_timeout=self.timeout_s,
                              socket_connect_timeout=self.timeout_s,
-                             password=None if self._password is None else _value(self._password)) as conn:
+                             password=None if self._password is None else plain(self._password)) as conn:
                 return conn.execute_command("SENTINEL", *args)
         except redis.RedisError as exc:  # SENTINEL SET echoes nothing secret today; never rely on it
             raise DriverError(f"Sentinel {self.host}:{self.port}: {what} failed: {type(exc).__name__}",
@@ -219,7 +216,7 @@ class SentinelAuth:
         """``SENTINEL SET <master> auth-pass <password>`` (idempotent). The Sentinel drops its links to the
         master and replicas and logs in again with it, and rewrites its config file (which the helix-ops start
         script rebuilds from the environment at the next start: re-create the Sentinel to keep it)."""
-        self._call("SENTINEL SET auth-pass", "SET", self.master, "auth-pass", _value(password))
+        self._call("SENTINEL SET auth-pass", "SET", self.master, "auth-pass", plain(password))
 
     def master_state(self) -> dict[str, str]:
         """``SENTINEL MASTER <master>`` as text fields (``flags``, ``num-other-sentinels``, ``num-slaves``…)."""

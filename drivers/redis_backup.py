@@ -33,12 +33,9 @@ from typing import Any
 import redis
 from pydantic import SecretStr
 
+from drivers.plain import plain
 from helix_ops.backup import parse_redis_check_rdb, redis_check_rdb_argv, redis_cli_rdb_argv, redis_keyspace_counts
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError, PlanError, WaitTimeout
-
-
-def _secret(password: SecretStr | str | None) -> str | None:
-    return password.get_secret_value() if isinstance(password, SecretStr) else password
 
 
 def run(argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 600,
@@ -61,7 +58,7 @@ def run(argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float 
 
 def connect(host: str, port: int, password: SecretStr | str | None, username: str | None = None,
             timeout_s: float = 10) -> redis.Redis:
-    return redis.Redis(host=host, port=port, password=_secret(password), username=username,
+    return redis.Redis(host=host, port=port, password=plain(password), username=username,
                        socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
@@ -82,7 +79,7 @@ def snapshot_rdb(host: str, port: int, password: SecretStr | str | None, to_file
     """Pull an RDB from ``host:port`` with ``redis-cli --rdb`` into ``to_file`` (replication protocol: no
     access to the server's disk or container needed). The password is passed as ``REDISCLI_AUTH`` only."""
     argv = redis_cli_rdb_argv(host, port, str(to_file), redis_cli=redis_cli, user=username)
-    secret = _secret(password)
+    secret = plain(password)
     env = {"REDISCLI_AUTH": secret} if secret else {}
     run(argv, env=env, timeout_s=timeout_s, secret=secret)
     if not to_file.exists() or to_file.stat().st_size < 9:
@@ -162,7 +159,7 @@ def dataset_fingerprint(host: str, port: int, password: SecretStr | str | None, 
         keyspace = client.info("keyspace")
     out: dict[str, Any] = {"keys": 0, "dbs": {}}
     for db in sorted(keyspace):
-        with redis.Redis(host=host, port=port, password=_secret(password), username=username, db=int(db[2:]),
+        with redis.Redis(host=host, port=port, password=plain(password), username=username, db=int(db[2:]),
                          socket_timeout=30) as c:
             smallest: list[bytes] = []
             for key in c.scan_iter(count=1000):
@@ -310,7 +307,7 @@ def replay_rdb(rdb: Path, host: str, port: int, password: SecretStr | str | None
     Returns the counts the temporary server loaded and the counts the target holds afterwards.
     """
     binary = redis_server or shutil.which("redis-server") or "/usr/bin/redis-server"
-    secret = _secret(password)
+    secret = plain(password)
     with tempfile.TemporaryDirectory(prefix="helix-redis-replay-") as tmp:
         os.symlink(Path(rdb).resolve(), Path(tmp) / "load.rdb")
         tport = _free_port()
