@@ -102,11 +102,12 @@ class Bed:
             self._timed("neo4j", lambda: self.new_neo4j("neo4j"))
         return self._parts["neo4j"]
 
-    def new_neo4j(self, name: str, heap: str = "512m") -> Neo4jServer:
+    def new_neo4j(self, name: str, heap: str = "512m", pagecache: str = "128m") -> Neo4jServer:
         """A fresh Neo4j server of its own (for tests that stop it, e.g. dump and load). ``down()`` stops it
         too (also when its start timed out), so a failed test leaves no JVM behind."""
         _require(NEO4J_LIB, "the Neo4j jars")
-        server = Neo4jServer(self.run_dir / name, procs.free_port(), new_password(), heap=heap)
+        server = Neo4jServer(self.run_dir / name, procs.free_port(), new_password(), heap=heap,
+                             pagecache=pagecache)
         self._servers.append(server)
         server.prepare()
         server.start()

@@ -52,6 +52,7 @@ class Neo4jServer:
     password: str
     user: str = "neo4j"
     heap: str = "512m"
+    pagecache: str = "128m"
     proc: procs.Proc | None = field(default=None, repr=False)
 
     @property
@@ -80,7 +81,8 @@ class Neo4jServer:
         """Create the folders and neo4j.conf, and set the initial password (before the first start)."""
         for sub in ("conf", "data", "logs", "run", "plugins", "import"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
-        (self.home / "conf" / "neo4j.conf").write_text(render_conf(self.home, self.bolt_port, heap=self.heap))
+        (self.home / "conf" / "neo4j.conf").write_text(render_conf(self.home, self.bolt_port, heap=self.heap,
+                                                                     pagecache=self.pagecache))
         self.admin("dbms", "set-initial-password", self.password)
 
     def start(self, deadline_s: float = 120) -> None:
