@@ -6,7 +6,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark
+# iptables: netavark (podman's network backend) runs it for every container on a network; Debian lists it only as a
+# suggestion, and without it a container's start fails with "netavark: No such file or directory"
+APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark iptables
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 
