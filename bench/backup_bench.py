@@ -162,22 +162,14 @@ class ProcPeak:
     @staticmethod
     def _descendants() -> set[int]:
         """This process's children, theirs, and so on (a launcher JVM may start the working one)."""
+        from testbed.procs import children
+
         found: set[int] = set()
         todo = [os.getpid()]
         while todo:
-            pid = todo.pop()
-            try:
-                tasks = os.listdir(f"/proc/{pid}/task")
-            except OSError:
-                continue
-            for task in tasks:
-                try:
-                    with open(f"/proc/{pid}/task/{task}/children") as f:
-                        kids = {int(x) for x in f.read().split()} - found
-                except OSError:
-                    continue
-                found |= kids
-                todo += kids
+            kids = children(todo.pop()) - found
+            found |= kids
+            todo += kids
         return found
 
     def _loop(self) -> None:

@@ -28,12 +28,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def children() -> set[int]:
-    """This process's child pids (every thread's children: subprocess may start them from any)."""
+def children(pid: int | str = "self") -> set[int]:
+    """Child pids of ``pid`` (this process by default; every thread's children: subprocess may start them from
+    any). Empty when ``pid`` has exited."""
     kids: set[int] = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            kids |= {int(x) for x in f.read().split()}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids |= {int(x) for x in f.read().split()}
+        except OSError:  # a thread that ended meanwhile
+            continue
     return kids
 
 
