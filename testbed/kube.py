@@ -23,6 +23,11 @@ Interface (the Kubernetes driver's tests code against this; ``bed.kube()`` or th
                                    canary Deployment is Available: the cluster works when it returns
     cluster.apiserver_up()         True when /readyz answers ok
     cluster.api(method, path, json=None)   -> httpx.Response: a raw admin request (for the bed's own checks)
+    cluster.forward(namespace, service, port, to)   route ``port`` of the simulated pods of ``namespace`` to the
+                                   real server ``to`` = (host, port): ``pods/portforward`` through the API server
+                                   then reaches it (a kwok ClusterPortForward, read by kwok at runtime)
+    cluster.allow_exec(namespace, workdir=None)   ``pods/exec`` into pods of ``namespace`` runs the command on
+                                   this machine (a kwok ClusterExec with a local target)
     cluster.stop()                 stop everything (the bed does this in ``down()``)
 
 Behaviour worth knowing in tests:
@@ -34,6 +39,11 @@ Behaviour worth knowing in tests:
   /tmp/hostpath_pv and removes them with their claims.
 - Services get cluster IPs (10.96.0.0/16) but nothing routes them; pods get IPs from kwok (10.0.0.0/16).
 - Jobs complete at once (kwok's pod-complete stage), with exit code 0.
+- kwok is the nodes' kubelet: the fake nodes' InternalIP is 127.0.0.1 and their kubelet endpoint kwok's server
+  (``kwok_port``, TLS with a certificate of the cluster CA); kube-apiserver reaches it for pods/portforward and
+  pods/exec (``--kubelet-preferred-address-types=InternalIP``, ``--kubelet-certificate-authority``). With no
+  ``forward``/``allow_exec`` for a pod, kwok answers "no forward found" / "no exec found". kwok's selectors match
+  pods by namespace and name, not labels. Pods' hostIP is 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -63,6 +73,10 @@ CONTEXT = "helix-testbed"
 ADMIN_USER = "helix-admin"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.0.0.1/16"
+# kwok kinds read at runtime from the API server (kwok --enable-crds) instead of its --config file, so a test can
+# route a simulated pod's port to a real local server (the bed's Neo4j/Redis ports are random) without a restart
+KWOK_CRDS = ("ClusterPortForward", "ClusterExec")
+KWOK_GROUP = "kwok.x-k8s.io/v1alpha1"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # A fresh build on 2 cores takes tens of minutes; a build that another process started is waited for.
 BUILD_DEADLINE_S = float(os.environ.get("HELIX_KUBE_BUILD_DEADLINE_S", "3000"))
@@ -198,9 +212,11 @@ def render_kubeconfig(server: str, ca_pem: bytes, user: str, cert_pem: bytes, ke
 
 # ---------------------------------------------------------------------------------------------- kwok stages
 
-def kwok_config() -> str:
+def kwok_config(node_ip: str = "127.0.0.1", node_port: int = 0) -> str:
     """kwok's configuration: the "fast" node and pod stages of kwok's own kustomize/stage (v0.8.0), with the
-    pod-ready stage skipping never-ready pods and a pod-never-ready stage for them."""
+    pod-ready stage skipping never-ready pods and a pod-never-ready stage for them. ``node_ip``/``node_port``
+    become every fake node's InternalIP and kubelet endpoint (``status.daemonEndpoints``): where kube-apiserver
+    reaches kwok's server for pods/portforward and pods/exec."""
     never = (f'([.spec.containers.[].image | contains("{NEVER_READY}")] | any) or '
              f'(.metadata.annotations["{NEVER_READY_ANNOTATION}"] == "true")')
     not_deleted = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
@@ -287,7 +303,7 @@ def kwok_config() -> str:
     docs = [
         {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
          # every option kwok would default without a config file (with one, omitted numbers stay 0)
-         "options": {"cidr": POD_CIDR, "nodeIP": "10.255.0.1", "nodeLeaseDurationSeconds": 40,
+         "options": {"cidr": POD_CIDR, "nodeIP": node_ip, "nodePort": node_port, "nodeLeaseDurationSeconds": 40,
                      "nodeLeaseParallelism": 4, "podPlayStageParallelism": 4, "nodePlayStageParallelism": 4,
                      "podsOnNodeSyncParallelism": 1, "enablePodsOnNodeSyncListPager": True,
                      "enablePodsOnNodeSyncStreamWatch": False, "enableDebuggingHandlers": True,
@@ -312,10 +328,21 @@ def kwok_config() -> str:
 
 def _kwok_stage_dir() -> Path:
     """kwok's kustomize/stage folder in the module cache (the version kwok/go.mod requires)."""
+    return _kwok_module_dir() / "kustomize" / "stage"
+
+
+def _kwok_module_dir() -> Path:
     mod = REPO / "testbed" / "kube" / "kwok"
     out = procs.run(["go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"], cwd=mod, timeout_s=120,
                     env={"PATH": f"/usr/local/go/bin:{os.environ.get('PATH', '')}"})
-    return Path(out.stdout.strip()) / "kustomize" / "stage"
+    return Path(out.stdout.strip())
+
+
+def kwok_crds() -> list[dict]:
+    """The CustomResourceDefinitions of the kinds kwok watches at runtime (``KWOK_CRDS``), from kwok's
+    kustomize/crd/bases."""
+    bases = _kwok_module_dir() / "kustomize" / "crd" / "bases"
+    return [yaml.safe_load((bases / f"kwok.x-k8s.io_{kind.lower()}s.yaml").read_text()) for kind in KWOK_CRDS]
 
 
 # ---------------------------------------------------------------------------------------------- the cluster
@@ -331,6 +358,9 @@ class KubeCluster:
     api_port: int = field(default_factory=procs.free_port)
     etcd_port: int = field(default_factory=procs.free_port)
     etcd_peer_port: int = field(default_factory=procs.free_port)
+    # kwok's kubelet server (pods/portforward, pods/exec): fixed for the cluster's life, since the fake nodes'
+    # status (daemonEndpoints) records it once and kwok restarts with start_apiserver()
+    kwok_port: int = field(default_factory=procs.free_port)
     _procs: dict[str, procs.Proc] = field(default_factory=dict, repr=False)
     _ca: CA | None = field(default=None, repr=False)
     nodes: list[str] = field(default_factory=list)
@@ -373,6 +403,28 @@ class KubeCluster:
         base = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
         self._apply(f"{base}/roles", role)
         self._apply(f"{base}/rolebindings", binding)
+
+    def forward(self, namespace: str, service: str, port: int, to: tuple[str, int]) -> str:
+        """Route ``port`` of the simulated pods of ``namespace`` to the real server ``to`` (host, port): a kwok
+        ClusterPortForward, picked up by kwok at runtime. A ``pods/portforward`` to such a pod's ``port`` then
+        reaches ``to``. kwok selects pods by namespace and name only (no labels), so this applies to every pod
+        of ``namespace`` asked for ``port``; ``service`` only names the object. Returns its name."""
+        name = self._kwok_name(namespace, service, str(port))
+        self._apply("/apis/kwok.x-k8s.io/v1alpha1/clusterportforwards", {
+            "apiVersion": KWOK_GROUP, "kind": "ClusterPortForward", "metadata": {"name": name},
+            "spec": {"selector": {"matchNamespaces": [namespace]},
+                     "forwards": [{"ports": [int(port)], "target": {"address": to[0], "port": int(to[1])}}]}})
+        return name
+
+    def allow_exec(self, namespace: str, workdir: str | Path | None = None) -> str:
+        """Let ``pods/exec`` into the simulated pods of ``namespace`` run the command on this machine (in
+        ``workdir``, as the bed's user): a kwok ClusterExec with a local target. Returns its name."""
+        name = self._kwok_name(namespace, "exec")
+        local = {"workDir": str(workdir)} if workdir else {}
+        self._apply("/apis/kwok.x-k8s.io/v1alpha1/clusterexecs", {
+            "apiVersion": KWOK_GROUP, "kind": "ClusterExec", "metadata": {"name": name},
+            "spec": {"selector": {"matchNamespaces": [namespace]}, "execs": [{"local": local}]}})
+        return name
 
     def new_namespace(self, prefix: str = "t", deadline_s: float = 30) -> str:
         name = f"{prefix}-{secrets.token_hex(4)}"
@@ -463,7 +515,8 @@ class KubeCluster:
         cert, key = self._ca.issue("kwok", ["system:masters"])
         _write_secret(self.home / "kubeconfigs" / "kwok.yaml",
                       render_kubeconfig(self.server, _pem_cert(self._ca.cert), "kwok", cert, key))
-        (self.home / "kwok.yaml").write_text(kwok_config())
+        (self.home / "kwok.yaml").write_text(kwok_config("127.0.0.1", self.kwok_port))
+        self._create_kwok_crds()
         self._start("kwok", self._kwok_argv())
         self._create_storage_class()
         self._create_nodes()
@@ -499,6 +552,14 @@ class KubeCluster:
         _write_secret(self.pki / "sa.key", _pem_key(sa))
         _write_secret(self.pki / "sa.pub", sa.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        # kwok's kubelet server (the fake nodes' InternalIP is 127.0.0.1) and kube-apiserver's client identity
+        # towards it (kwok does not check client certificates; a real kubelet would)
+        cert, key = self._ca.issue("kwok-kubelet", server=True, ips=["127.0.0.1"], dns=["localhost"])
+        _write_secret(self.pki / "kwok-serving.crt", cert)
+        _write_secret(self.pki / "kwok-serving.key", key)
+        cert, key = self._ca.issue("kube-apiserver-kubelet-client")
+        _write_secret(self.pki / "apiserver-kubelet-client.crt", cert)
+        _write_secret(self.pki / "apiserver-kubelet-client.key", key)
         cert, key = self._ca.issue(ADMIN_USER, ["system:masters"])
         self._admin_cert = _write_secret(self.pki / "admin.crt", cert)
         self._admin_key = _write_secret(self.pki / "admin.key", key)
@@ -533,6 +594,12 @@ class KubeCluster:
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--authorization-mode=Node,RBAC", "--allow-privileged=true", "--profiling=false",
+                # pods/portforward and pods/exec go to the node's kubelet: kwok's server on 127.0.0.1 (the fake
+                # nodes' InternalIP; their Hostname does not resolve), verified with the cluster CA
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={self.ca_file}",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
                 "--enable-priority-and-fairness=false", "--v=0"]
 
     def _kcm_argv(self) -> list[str]:
@@ -557,7 +624,10 @@ class KubeCluster:
         return [str(self.bin / "kwok"), f"--kubeconfig={self.home / 'kubeconfigs' / 'kwok.yaml'}",
                 f"--config={self.home / 'kwok.yaml'}",
                 "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                f"--server-address=127.0.0.1:{procs.free_port()}"]
+                f"--server-address=127.0.0.1:{self.kwok_port}",
+                f"--tls-cert-file={self.pki / 'kwok-serving.crt'}",
+                f"--tls-private-key-file={self.pki / 'kwok-serving.key'}",
+                f"--enable-crds={','.join(KWOK_CRDS)}"]
 
     def _start(self, name: str, argv: list[str]) -> None:
         env = {"GOMAXPROCS": os.environ.get("HELIX_KUBE_GOMAXPROCS", "2"), "HOME": str(self.home)}
@@ -596,6 +666,26 @@ class KubeCluster:
                                        "resourceVersion": current["metadata"]["resourceVersion"]}}
             r = self.api("PUT", f"{collection}/{name}", obj)
         self._check(r)
+
+    def _kwok_name(self, *parts: str) -> str:
+        return ".".join("".join(c if c.isalnum() or c == "-" else "-" for c in p.lower()) for p in parts)[:253]
+
+    def _create_kwok_crds(self, deadline_s: float = 60) -> None:
+        """kwok's runtime kinds (``KWOK_CRDS``), Established before kwok starts watching them."""
+        base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        names = []
+        for crd in kwok_crds():
+            self._apply(base, crd)
+            names.append(crd["metadata"]["name"])
+
+        def established():
+            for name in names:
+                conds = (self._check(self.api("GET", f"{base}/{name}")).json().get("status") or {}).get(
+                    "conditions") or []
+                if not any(c["type"] == "Established" and c["status"] == "True" for c in conds):
+                    return False
+            return True
+        self._wait("kwok's CustomResourceDefinitions Established", established, deadline_s)
 
     def _create_storage_class(self) -> None:
         self._apply("/apis/storage.k8s.io/v1/storageclasses", {
