@@ -1,7 +1,8 @@
 """``audit-helix``: the guide's Security Checklist as executable checks against one environment.
 
-Load the descriptor → gather facts (renderings, credential blocks, the live engine target) → evaluate every
-item → publish a markdown artifact (pass / fail / how to fix). Read-only: it holds no environment lease.
+Load the descriptor → open its target (a container engine or a Kubernetes cluster, from the connection
+parameters) → gather facts (renderings, credential blocks, the live target) → evaluate every item → publish a
+markdown artifact (pass / fail / how to fix). Read-only: it holds no environment lease.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from drivers.target import Connection, open_target
 from flows.deploy import descriptor_path
 from helix_ops.audit import DEFAULT_MAX_SECRET_AGE_DAYS
 from helix_ops.descriptor import load_descriptor
@@ -19,12 +21,18 @@ from tasks.audit import audit_environment, publish
 @flow(name="audit-helix", log_prints=False)
 def audit_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
                 exceptions: dict[str, str] | None = None, max_secret_age_days: int = DEFAULT_MAX_SECRET_AGE_DAYS,
-                fail_on_findings: bool = False) -> dict[str, Any]:
+                fail_on_findings: bool = False, container_labels: dict[str, str] | None = None,
+                kubeconfig: str | None = None, kube_context: str | None = None, cluster_block: str | None = None,
+                in_cluster: bool = False, docker_host_block: str | None = None) -> dict[str, Any]:
     """Audit one environment against the Security Checklist and publish the report (artifact ``audit-<env>``).
 
     Args:
         env / descriptor: which environment (``deployments/<env>.yaml`` unless a path is given).
-        engine_url: the Docker Engine API address of the environment.
+        engine_url / docker_host_block / container_labels (target ``engine``): the Docker Engine API address
+            of the environment (or a prefect-docker ``DockerHost`` block's name) and extra container labels.
+        kubeconfig / kube_context / cluster_block / in_cluster (target ``kubernetes``): how to reach the API
+            server (a kubeconfig file and context, a prefect-kubernetes ``KubernetesClusterConfig`` block, or the
+            pod's service account; none: ``$KUBECONFIG``).
         exceptions: item id → the reason a failure is accepted here (recorded in the report), e.g.
             ``{"tls": "loopback-only developer environment"}`` for ``local``.
         max_secret_age_days: the oldest a credential may be (default 35: the prod rotation is monthly).
@@ -35,7 +43,12 @@ def audit_helix(env: str = "local", descriptor: str | None = None, engine_url: s
     """
     logger = get_run_logger()
     desc = load_descriptor(descriptor_path(env, descriptor))
-    report = audit_environment(desc, engine_url, exceptions, max_secret_age_days)
+    target = open_target(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
+                                          container_labels=container_labels or {}, kubeconfig=kubeconfig,
+                                          kube_context=kube_context, cluster_block=cluster_block,
+                                          in_cluster=in_cluster))
+    logger.info("auditing %s on %s", desc.environment, target.where())
+    report = audit_environment(desc, target, exceptions, max_secret_age_days)
     publish(report)
     for f in report.findings:
         logger.info("%s: %s — %s", f.item.id, f.status, f.detail)

@@ -39,14 +39,20 @@ WEAK_VALUES = frozenset({
 })
 
 
+TARGETS = ("engine", "kubernetes")
+
+
 @dataclass(frozen=True)
 class Item:
-    """One checklist item: ``id``, the guide's ``title``, ``required`` (blocks a prod deploy) and ``fix``."""
+    """One checklist item: ``id``, the guide's ``title``, ``required`` (blocks a prod deploy) and ``fix``;
+    ``guide`` is False for an item helix-ops adds to the guide's list, ``targets`` where it applies."""
 
     id: str
     title: str
     required: bool
     fix: str
+    guide: bool = True
+    targets: tuple[str, ...] = TARGETS
 
 
 CHECKLIST: tuple[Item, ...] = (
@@ -66,8 +72,11 @@ CHECKLIST: tuple[Item, ...] = (
          "run Redis with the helix-ops start script (aclfile on /data with the block's password); remove "
          "`nopass` from the default user (`ACL SETUSER default resetpass >…`) and redeploy"),
     Item("network-policies", "Configure network policies in Kubernetes", True,
-         "Kubernetes: apply the rendered NetworkPolicies (default deny + one allow per service); engine: publish "
-         "no service port except the load balancer's (only the probe ports on 127.0.0.1)"),
+         "Kubernetes: apply the rendered NetworkPolicies (default deny + one allow per service: run deploy-helix) "
+         "and expose no database port (Neo4j 7474/7687, Redis 6379, Sentinel 26379) through a LoadBalancer or "
+         "NodePort Service or externalIPs (`kubectl -n <ns> patch service <name> -p "
+         "'{\"spec\":{\"type\":\"ClusterIP\"}}'`, or delete a Service helix-ops did not render); engine: "
+         "publish no service port except the load balancer's (only the probe ports on 127.0.0.1)"),
     Item("audit-logging", "Enable audit logging", True,
          "keep the nginx access log on and `log_level: info` (or debug) so requests and logins are recorded; "
          "helix-ops writes its own audit records as Prefect artifacts"),
@@ -77,14 +86,33 @@ CHECKLIST: tuple[Item, ...] = (
          "pin every image to a version tag (never `latest`) in the descriptor and redeploy; prefer digests "
          "(`repository@sha256:…`) so a tag cannot move under you"),
     Item("non-root", "Use non-root containers", True,
-         "build or choose images that set a non-root USER, or set `run_as_user`; recreate the container"),
+         "build or choose images that set a non-root USER, or set `run_as_user`; recreate the container. "
+         "Kubernetes: every pod runs with runAsNonRoot (no runAsUser 0), seccomp RuntimeDefault, no host "
+         "namespaces, no service account token, and every container with allowPrivilegeEscalation false, "
+         "not privileged, capabilities drop ALL (what helix-ops renders: run deploy-helix to restore it)"),
     Item("rate-limiting", "Implement rate limiting on dashboard", True,
          "deploy the rendered nginx.conf (limit_req on `/`) or the Ingress with `limit-rps`; set "
          "`ingress.rate_limit_rps`"),
+    Item("configmap-secrets", "Keep secret values out of ConfigMaps", True,
+         "move the value into the `helix-secrets` Secret (a `${VAR}` in helix.config.yaml, read from a "
+         "secretKeyRef), delete it from the ConfigMap named in the finding, then rotate the leaked credential "
+         "with rotate-helix-secrets: whoever could read ConfigMaps has seen it",
+         guide=False, targets=("kubernetes",)),
+    Item("rbac-scope", "Grant helix-ops no more than its Role", True,
+         "apply deployments/rbac/role.yaml as it is (`kubectl apply -f deployments/rbac/role.yaml`, namespace "
+         "adjusted): its Role names every resource and verb helix-ops needs, no wildcard",
+         guide=False, targets=("kubernetes",)),
 )
-"""Every item of the guide's Security Checklist, in the guide's order."""
+"""Every item of the guide's Security Checklist, in the guide's order, then the items helix-ops adds
+(``guide=False``: secrets kept out of ConfigMaps and the scope of helix-ops' own Role, on Kubernetes)."""
 
 ITEM_IDS: tuple[str, ...] = tuple(i.id for i in CHECKLIST)
+GUIDE_ITEMS: tuple[Item, ...] = tuple(i for i in CHECKLIST if i.guide)
+
+
+def items_for(target: str) -> tuple[Item, ...]:
+    """The items that apply to a ``target`` (``engine`` / ``kubernetes``), in checklist order."""
+    return tuple(i for i in CHECKLIST if target in i.targets)
 
 
 def item(item_id: str) -> Item:
@@ -130,6 +158,25 @@ class ContainerFacts:
     published: tuple[tuple[int, str, int], ...] = ()
     """``(container port, host ip, host port)`` for every published port."""
     image_digest: str | None = None
+    security: Mapping[str, Any] | None = None
+    """Kubernetes: the container's effective security settings (:func:`effective_security`)."""
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    """A live Kubernetes Service: its type, the ``app`` it selects, ``(port, targetPort, nodePort)`` per port
+    and its externalIPs."""
+
+    name: str
+    type: str
+    app: str | None
+    ports: tuple[tuple[int, str, int | None], ...] = ()
+    external_ips: tuple[str, ...] = ()
+
+
+DATA_SERVICES = ("neo4j", "redis", "redis-sentinel")
+DATABASE_PORTS = frozenset({7474, 7687, 6379, 26379})
+"""Neo4j HTTP and Bolt, Redis, Sentinel: never reachable from outside the cluster."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +191,11 @@ class AuditFacts:
         secret_ages: facts of every credential block (``rotated_at``).
         neo4j_unauthenticated_refused / neo4j_wrong_password_refused: live Bolt logins without/with a wrong
             password were refused. ``redis_unauthenticated_refused``: a PING without AUTH was refused.
-        containers: the project's running containers; ``live_nginx_conf``: nginx.conf read from the running
-            load balancer; ``log_level``: the descriptor's log level.
+        containers: the project's running containers (Kubernetes: every container of the namespace's
+            Deployments and StatefulSets, with its security settings); ``live_nginx_conf``: nginx.conf read
+            from the running load balancer; ``log_level``: the descriptor's log level.
+        live_network_policies / services / configmap_leaks / role_rules (Kubernetes): read through the API
+            server (see the attributes).
         now: the time of the audit (UTC).
     """
 
@@ -166,6 +216,17 @@ class AuditFacts:
     containers: Sequence[ContainerFacts] | None = None
     live_nginx_conf: str | None = None
     load_balancer: str = "nginx"
+    live_network_policies: Mapping[str, Mapping[str, Any]] | None = None
+    """Kubernetes: name → spec of every NetworkPolicy in the namespace."""
+    services: Sequence[ServiceFacts] | None = None
+    """Kubernetes: every Service in the namespace."""
+    configmap_leaks: Sequence[tuple[str, str]] | None = None
+    """Kubernetes: ``(ConfigMap, key)`` whose value holds a secret value of the environment (never the value)."""
+    role_name: str = "helix-ops"
+    role_rules: Sequence[Mapping[str, Any]] | None = None
+    """Kubernetes: the rules of helix-ops' live Role in the namespace (``()`` when there is no such Role)."""
+    allowed_role_rules: Sequence[Mapping[str, Any]] | None = None
+    """The rules of that Role in deployments/rbac/role.yaml: the most it may grant."""
     gather_errors: Mapping[str, str] = field(default_factory=dict)
     """Why a live fact is missing (``neo4j``: "no running container"), shown in the finding."""
 
@@ -257,8 +318,9 @@ def evaluate(facts: AuditFacts, exceptions: Mapping[str, str] | None = None,
         "audit-logging": _audit_logging, "images-pinned": _images_pinned, "non-root": _non_root,
         "rate-limiting": _rate_limiting,
     }
+    checks.update({"configmap-secrets": _configmap_secrets, "rbac-scope": _rbac_scope})
     findings = []
-    for it in CHECKLIST:
+    for it in items_for(facts.target):
         if it.id == "secret-rotation":
             status, detail = _secret_rotation(facts, max_secret_age_days)
         else:
@@ -358,6 +420,8 @@ def _network_policies(f: AuditFacts) -> Result:
     missing = sorted(a for a in apps if a not in covered and a != f.load_balancer)
     if missing:
         problems.append(f"no NetworkPolicy selects {', '.join(missing)}")
+    if f.target == "kubernetes":
+        problems += _live_policy_problems(f, policies) + _exposure_problems(f)
     if f.target == "engine":
         if f.containers is None:
             problems.append("live containers could not be read: "
@@ -370,8 +434,83 @@ def _network_policies(f: AuditFacts) -> Result:
                 problems.append(f"services published beyond loopback: {', '.join(exposed)}")
     if problems:
         return "fail", "; ".join(problems)
-    where = " and only the load balancer is published" if f.target == "engine" else ""
+    where = (" and only the load balancer is published" if f.target == "engine"
+             else " live as rendered; no database port exposed outside the cluster")
     return "pass", f"{len(policies)} NetworkPolicies (default deny + per-service allows){where}"
+
+
+_POLICY_FIELDS = ("podSelector", "policyTypes", "ingress", "egress")
+
+
+def _live_policy_problems(f: AuditFacts, rendered: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every rendered NetworkPolicy exists live in the namespace with the rendered spec."""
+    if f.live_network_policies is None:
+        return ["live NetworkPolicies could not be read: " + f.gather_errors.get("network", "not gathered")]
+    missing, changed = [], []
+    for p in rendered:
+        name = p["metadata"]["name"]
+        live = f.live_network_policies.get(name)
+        if live is None:
+            missing.append(name)
+            continue
+        want = {k: _pruned(p["spec"].get(k)) for k in _POLICY_FIELDS}
+        have = {k: _pruned(live.get(k)) for k in _POLICY_FIELDS}
+        if want != have:
+            changed.append(f"{name} ({', '.join(k for k in _POLICY_FIELDS if want[k] != have[k])})")
+    out = []
+    if missing:
+        out.append(f"NetworkPolicies missing in the namespace: {', '.join(sorted(missing))}")
+    if changed:
+        out.append(f"live NetworkPolicies differ from their rendering: {', '.join(sorted(changed))}")
+    return out
+
+
+def _pruned(value: Any) -> Any:
+    """``value`` without None, empty lists/dicts inside mappings (how the API server may return a spec)."""
+    if isinstance(value, Mapping):
+        out = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None and v != [] and (v != {} or k == "podSelector")}
+    if isinstance(value, (list, tuple)):
+        return [_pruned(v) for v in value]
+    return value
+
+
+def service_facts(services: Sequence[Mapping[str, Any]]) -> tuple[ServiceFacts, ...]:
+    """Live Service dicts reduced to :class:`ServiceFacts` (pure)."""
+    out = []
+    for svc in services:
+        spec = svc.get("spec") or {}
+        ports = tuple((int(p.get("port") or 0), str(p.get("targetPort", p.get("port", ""))), p.get("nodePort"))
+                      for p in spec.get("ports") or [])
+        out.append(ServiceFacts(svc["metadata"]["name"], spec.get("type") or "ClusterIP",
+                                (spec.get("selector") or {}).get("app"), ports,
+                                tuple(spec.get("externalIPs") or ())))
+    return tuple(sorted(out, key=lambda s: s.name))
+
+
+def exposed_database_ports(services: Sequence[ServiceFacts]) -> list[str]:
+    """``<service> <type> <port>[->nodePort]`` for every database port reachable from outside the cluster: a
+    LoadBalancer or NodePort Service (or one with externalIPs) whose port or target port is a database port,
+    or that selects a data service's pods."""
+    out = []
+    for s in services:
+        outside = s.type in ("LoadBalancer", "NodePort") or bool(s.external_ips)
+        if not outside:
+            continue
+        how = s.type if s.type in ("LoadBalancer", "NodePort") else f"externalIPs {','.join(s.external_ips)}"
+        for port, target, node_port in s.ports:
+            db = (port in DATABASE_PORTS or (target.isdigit() and int(target) in DATABASE_PORTS)
+                  or s.app in DATA_SERVICES)
+            if db:
+                out.append(f"{s.name} {how} {port}" + (f"->nodePort {node_port}" if node_port else ""))
+    return sorted(out)
+
+
+def _exposure_problems(f: AuditFacts) -> list[str]:
+    if f.services is None:
+        return ["live Services could not be read: " + f.gather_errors.get("network", "not gathered")]
+    exposed = exposed_database_ports(f.services)
+    return [f"database ports exposed outside the cluster: {', '.join(exposed)}"] if exposed else []
 
 
 def _audit_logging(f: AuditFacts) -> Result:
@@ -436,6 +575,13 @@ def _non_root(f: AuditFacts) -> Result:
         return _skipped(f, "container users", "containers")
     if not f.containers:
         return "fail", "no running containers to check"
+    if f.target == "kubernetes":
+        bad = sorted(f"{c.name}: {', '.join(p)}" for c in f.containers
+                     for p in [security_problems(c.security or {})] if p)
+        if bad:
+            return "fail", f"insecure securityContext: {'; '.join(bad)}"
+        return "pass", (f"{len(f.containers)} containers: runAsNonRoot, no privilege escalation, capabilities "
+                        "dropped, seccomp RuntimeDefault")
     root = sorted(f"{c.name} ({c.user or 'image default: root'})" for c in f.containers if _is_root(c.user))
     if root:
         return "fail", f"running as root: {', '.join(root)}"
@@ -471,6 +617,135 @@ def _rate_limiting(f: AuditFacts) -> Result:
 
 def _limits(conf: str) -> bool:
     return "limit_req_zone" in conf and "limit_req zone=" in conf
+
+
+# --- Kubernetes workloads (pure: live objects or the rendering) ---------------------------------------------
+
+
+def effective_security(pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
+    """The security settings a container runs with: its own securityContext over its pod's (Kubernetes
+    semantics), and the pod-level host namespaces and service account token."""
+    pod = pod_spec.get("securityContext") or {}
+    own = container.get("securityContext") or {}
+    caps = own.get("capabilities") or {}
+
+    def pick(key: str) -> Any:
+        return own[key] if own.get(key) is not None else pod.get(key)
+
+    seccomp = (own.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
+    return {
+        "runAsNonRoot": pick("runAsNonRoot"), "runAsUser": pick("runAsUser"),
+        "allowPrivilegeEscalation": own.get("allowPrivilegeEscalation"), "privileged": own.get("privileged"),
+        "capabilitiesDrop": sorted(caps.get("drop") or []), "capabilitiesAdd": sorted(caps.get("add") or []),
+        "seccompProfile": seccomp,
+        "hostNetwork": pod_spec.get("hostNetwork"), "hostPID": pod_spec.get("hostPID"),
+        "hostIPC": pod_spec.get("hostIPC"),
+        "automountServiceAccountToken": pod_spec.get("automountServiceAccountToken"),
+    }
+
+
+def security_problems(sec: Mapping[str, Any]) -> list[str]:
+    """What an :func:`effective_security` lacks of what helix-ops renders (the ``restricted`` Pod Security
+    Standard, plus no service account token)."""
+    problems = []
+    if sec.get("runAsNonRoot") is not True:
+        problems.append("runAsNonRoot is not true")
+    if sec.get("runAsUser") == 0:
+        problems.append("runAsUser 0")
+    if sec.get("allowPrivilegeEscalation") is not False:
+        problems.append("allowPrivilegeEscalation is not false")
+    if sec.get("privileged"):
+        problems.append("privileged")
+    if "ALL" not in (sec.get("capabilitiesDrop") or ()):
+        problems.append("capabilities do not drop ALL")
+    added = [c for c in sec.get("capabilitiesAdd") or () if c != "NET_BIND_SERVICE"]
+    if added:
+        problems.append(f"capabilities added: {', '.join(added)}")
+    if sec.get("seccompProfile") not in ("RuntimeDefault", "Localhost"):
+        problems.append(f"seccompProfile {sec.get('seccompProfile') or 'unset'} (want RuntimeDefault)")
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if sec.get(key):
+            problems.append(f"{key}")
+    if sec.get("automountServiceAccountToken") is not False:
+        problems.append("service account token mounted")
+    return problems
+
+
+def workload_container_facts(workloads: Sequence[Mapping[str, Any]]) -> tuple[ContainerFacts, ...]:
+    """Every container and init container of Deployments / StatefulSets (live dicts or the rendering) as
+    :class:`ContainerFacts` named ``<Kind>/<name>:<container>`` with :func:`effective_security`."""
+    out = []
+    for w in workloads:
+        if w.get("kind") not in ("Deployment", "StatefulSet"):
+            continue
+        template = (w.get("spec") or {}).get("template") or {}
+        pod_spec = template.get("spec") or {}
+        app = ((template.get("metadata") or {}).get("labels") or {}).get("app") or w["metadata"]["name"]
+        for c in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:
+            sec = effective_security(pod_spec, c)
+            user = "" if sec["runAsUser"] is None else str(sec["runAsUser"])
+            out.append(ContainerFacts(name=f"{w['kind']}/{w['metadata']['name']}:{c.get('name', '?')}",
+                                      service=app, image=c.get("image") or "", user=user, security=sec))
+    return tuple(sorted(out, key=lambda c: c.name))
+
+
+# --- secrets in ConfigMaps, RBAC ----------------------------------------------------------------------------
+
+
+def _configmap_secrets(f: AuditFacts) -> Result:
+    if f.configmap_leaks is None:
+        return _skipped(f, "ConfigMaps", "configmaps")
+    if f.configmap_leaks:
+        where = ", ".join(f"{cm} key {key}" for cm, key in sorted(f.configmap_leaks))
+        return "fail", f"secret values found in ConfigMaps: {where}"
+    return "pass", "no ConfigMap in the namespace holds a secret value of the environment"
+
+
+def rule_grants(rules: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """RBAC rules expanded to ``(apiGroup, resource, verb, resourceName)`` (``""`` for any name) (pure)."""
+    out = set()
+    for rule in rules or ():
+        names = rule.get("resourceNames") or [""]
+        for g in rule.get("apiGroups") or [""]:
+            for r in rule.get("resources") or []:
+                for v in rule.get("verbs") or []:
+                    for n in names:
+                        out.add((g, r, v, n))
+        for url in rule.get("nonResourceURLs") or []:
+            for v in rule.get("verbs") or []:
+                out.add(("<url>", url, v, ""))
+    return out
+
+
+def role_excess(live: Sequence[Mapping[str, Any]], allowed: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """``(wildcards, beyond)``: grants of ``live`` with a ``*`` and grants ``allowed`` does not cover, as
+    ``verb group/resource[/name]`` lines (pure)."""
+    ok = rule_grants(allowed)
+    wild, beyond = set(), set()
+    for g, r, v, n in rule_grants(live):
+        line = f"{v} {(g or 'core')}/{r}" + (f"/{n}" if n else "")
+        if "*" in (g, r, v):
+            wild.add(line)
+        elif (g, r, v, n) not in ok and (g, r, v, "") not in ok:
+            beyond.add(line)
+    return sorted(wild), sorted(beyond)
+
+
+def _rbac_scope(f: AuditFacts) -> Result:
+    if f.role_rules is None or f.allowed_role_rules is None:
+        return _skipped(f, f"the Role {f.role_name}", "rbac")
+    if not f.role_rules:
+        return "fail", (f"no Role {f.role_name} (or one without rules) in the namespace: helix-ops runs with "
+                        "rights nobody reviewed")
+    wild, beyond = role_excess(f.role_rules, f.allowed_role_rules)
+    problems = []
+    if wild:
+        problems.append(f"wildcard grants: {', '.join(wild)}")
+    if beyond:
+        problems.append(f"grants beyond deployments/rbac/role.yaml: {', '.join(beyond)}")
+    if problems:
+        return "fail", f"Role {f.role_name}: " + "; ".join(problems)
+    return "pass", f"Role {f.role_name} grants nothing beyond deployments/rbac/role.yaml, no wildcard"
 
 
 class AuditFailed(ConfigError):

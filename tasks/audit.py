@@ -1,5 +1,6 @@
 """Tasks of audit-helix: gather the facts the checklist needs (descriptor, renderings, credential blocks, the
-live engine target), and the gate deploy-helix calls in prod.
+live target: an engine's containers, or a Kubernetes namespace through its API server), and the gate
+deploy-helix calls in prod.
 
 Secrets are reduced to :class:`helix_ops.audit.SecretFacts` inside :func:`gather_facts`; nothing returned,
 logged or published holds a value.
@@ -11,7 +12,7 @@ import io
 import tarfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -25,9 +26,14 @@ from helix_ops.audit import (
     ContainerFacts,
     evaluate,
     secret_facts,
+    service_facts,
+    workload_container_facts,
 )
 from helix_ops.descriptor import Descriptor
 from helix_ops.errors import HelixOpsError
+
+if TYPE_CHECKING:
+    from drivers.target import Target
 
 
 def _now() -> datetime:
@@ -71,12 +77,11 @@ def _container_facts(c) -> ContainerFacts:
                           user=str(c.attrs.get("Config", {}).get("User") or ""), published=tuple(sorted(published)))
 
 
-def gather_facts(descriptor: Descriptor, engine_url: str | None, nginx_service: str = "nginx") -> AuditFacts:
-    """Everything the checklist looks at; a fact that cannot be gathered is left ``None`` with the reason."""
-    from drivers.engine import EngineDriver
-    from drivers.neo4j_users import unauthenticated_refused
-    from drivers.redis_acl import RedisAcl
-    from helix_ops import guide
+def gather_facts(descriptor: Descriptor, target: Target, nginx_service: str = "nginx") -> AuditFacts:
+    """Everything the checklist looks at; a fact that cannot be gathered is left ``None`` with the reason.
+
+    ``target`` (``drivers.target.open_target``) is where the environment runs: its live facts come from
+    :func:`_engine_facts` or :func:`_kube_facts` (the one place that looks at ``target.kind``)."""
     from helix_ops.render.kubernetes import render_kubernetes
     from helix_ops.render.nginx import render_nginx_conf
     from helix_ops.stack import build_stack
@@ -93,55 +98,168 @@ def gather_facts(descriptor: Descriptor, engine_url: str | None, nginx_service: 
         facts.update(_block_facts(descriptor))
     except Exception as exc:  # noqa: BLE001 - a missing block is a finding, not a crash
         errors["blocks"] = f"credential blocks do not load ({type(exc).__name__})"
-    if descriptor.target == "engine":
-        try:
-            driver = EngineDriver.connect(engine_url, descriptor.project, descriptor.environment, timeout=30)
-        except HelixOpsError as exc:
-            for key in ("containers", "neo4j", "redis", "nginx"):
-                errors[key] = str(exc)
-        else:
-            running = [c for c in driver.containers() if c.status == "running"]
-            facts["containers"] = tuple(_container_facts(c) for c in running)
-            by_service: dict[str, list] = {}
-            for c in running:
-                by_service.setdefault(c.labels.get("helix-ops.service", "?"), []).append(c)
-            if by_service.get("neo4j"):
-                try:
-                    host, port = driver.probe_address(by_service["neo4j"][0], guide.NEO4J_BOLT_PORT)
-                    no_auth, wrong = unauthenticated_refused(f"bolt://{host}:{port}")
-                    facts["neo4j_unauthenticated_refused"] = no_auth
-                    facts["neo4j_wrong_password_refused"] = wrong
-                except HelixOpsError as exc:
-                    errors["neo4j"] = str(exc)
-            else:
-                errors["neo4j"] = "no running neo4j container"
-            if by_service.get("redis"):
-                try:
-                    host, port = driver.probe_address(by_service["redis"][0], guide.REDIS_PORT)
-                    facts["redis_unauthenticated_refused"] = RedisAcl(host, port).unauthenticated_refused()
-                except HelixOpsError as exc:
-                    errors["redis"] = str(exc)
-            else:
-                errors["redis"] = "no running redis container"
-            if by_service.get(nginx_service):
-                try:
-                    facts["live_nginx_conf"] = _read_file(by_service[nginx_service][0], "/etc/nginx/nginx.conf")
-                except Exception as exc:  # noqa: BLE001
-                    errors["nginx"] = f"cannot read /etc/nginx/nginx.conf: {type(exc).__name__}"
-            else:
-                errors["nginx"] = "no running load balancer"
+    live = {"engine": _engine_facts, "kubernetes": _kube_facts}.get(target.kind)
+    if live is None:
+        for key in LIVE_KEYS:
+            errors[key] = f"no live checks for a {target.kind} target"
     else:
-        for key in ("containers", "neo4j", "redis", "nginx"):
-            errors[key] = "live checks of a Kubernetes target are not implemented yet (render-only)"
+        facts.update(live(descriptor, target, errors, nginx_service))
     facts["gather_errors"] = errors
     return AuditFacts(**facts)
 
 
+LIVE_KEYS = ("containers", "neo4j", "redis", "nginx", "network", "configmaps", "rbac")
+"""The keys of ``gather_errors`` a live target fills (why a live fact is missing)."""
+
+
+def _engine_facts(descriptor: Descriptor, target: Target, errors: dict[str, str],
+                  nginx_service: str) -> dict[str, Any]:
+    """The live facts of an engine target: its containers, Bolt/RESP logins and the load balancer's conf."""
+    from drivers.neo4j_users import unauthenticated_refused
+    from drivers.redis_acl import RedisAcl
+    from helix_ops import guide
+
+    facts: dict[str, Any] = {}
+    try:
+        driver = target.driver()
+    except HelixOpsError as exc:
+        for key in ("containers", "neo4j", "redis", "nginx"):
+            errors[key] = str(exc)
+        return facts
+    running = [c for c in driver.containers() if c.status == "running"]
+    facts["containers"] = tuple(_container_facts(c) for c in running)
+    by_service: dict[str, list] = {}
+    for c in running:
+        by_service.setdefault(c.labels.get("helix-ops.service", "?"), []).append(c)
+    if by_service.get("neo4j"):
+        try:
+            host, port = driver.probe_address(by_service["neo4j"][0], guide.NEO4J_BOLT_PORT)
+            no_auth, wrong = unauthenticated_refused(f"bolt://{host}:{port}")
+            facts["neo4j_unauthenticated_refused"] = no_auth
+            facts["neo4j_wrong_password_refused"] = wrong
+        except HelixOpsError as exc:
+            errors["neo4j"] = str(exc)
+    else:
+        errors["neo4j"] = "no running neo4j container"
+    if by_service.get("redis"):
+        try:
+            host, port = driver.probe_address(by_service["redis"][0], guide.REDIS_PORT)
+            facts["redis_unauthenticated_refused"] = RedisAcl(host, port).unauthenticated_refused()
+        except HelixOpsError as exc:
+            errors["redis"] = str(exc)
+    else:
+        errors["redis"] = "no running redis container"
+    if by_service.get(nginx_service):
+        try:
+            facts["live_nginx_conf"] = _read_file(by_service[nginx_service][0], "/etc/nginx/nginx.conf")
+        except Exception as exc:  # noqa: BLE001
+            errors["nginx"] = f"cannot read /etc/nginx/nginx.conf: {type(exc).__name__}"
+    else:
+        errors["nginx"] = "no running load balancer"
+    return facts
+
+
+def _kube_facts(descriptor: Descriptor, target: Target, errors: dict[str, str],
+                nginx_service: str) -> dict[str, Any]:
+    """The live facts of a Kubernetes target, through the API server: NetworkPolicies and Services, every
+    workload container (image, securityContext), ConfigMaps against the blocks' secret values (reduced to
+    ConfigMap/key names here), helix-ops' Role against deployments/rbac/role.yaml; then Bolt and RESP logins
+    through ``target.endpoint`` (a port-forward). Each group fails on its own, with its reason."""
+    facts: dict[str, Any] = {}
+    try:
+        driver = target.driver()
+    except HelixOpsError as exc:
+        for key in ("containers", "network", "configmaps", "rbac"):
+            errors[key] = str(exc)
+    else:
+        try:
+            facts.update(_kube_reads(descriptor, driver, errors))
+        finally:
+            driver.close()
+    facts.update(_auth_facts(target, errors))
+    return facts
+
+
+def _kube_reads(descriptor: Descriptor, driver, errors: dict[str, str]) -> dict[str, Any]:
+    from drivers import kube_audit
+
+    facts: dict[str, Any] = {}
+    try:
+        facts["live_network_policies"] = kube_audit.network_policies(driver)
+        facts["services"] = service_facts(kube_audit.services(driver))
+    except HelixOpsError as exc:
+        errors["network"] = str(exc)
+    try:
+        facts["containers"] = workload_container_facts(kube_audit.workloads(driver))
+    except HelixOpsError as exc:
+        errors["containers"] = str(exc)
+    try:
+        values = _secret_values(descriptor)
+    except Exception as exc:  # noqa: BLE001 - the message could name a block, never a value; keep the type
+        errors["configmaps"] = f"credential blocks do not load ({type(exc).__name__}): nothing to compare"
+    else:
+        try:
+            facts["configmap_leaks"] = tuple(kube_audit.configmap_leaks(kube_audit.config_maps(driver), values))
+        except HelixOpsError as exc:
+            errors["configmaps"] = str(exc)
+        finally:
+            values = {}
+    try:
+        name, allowed = kube_audit.allowed_role()
+        facts["role_name"], facts["allowed_role_rules"] = name, tuple(allowed)
+        facts["role_rules"] = tuple(kube_audit.role_rules(driver, name))
+    except HelixOpsError as exc:
+        errors["rbac"] = str(exc)
+    except (OSError, ValueError) as exc:
+        errors["rbac"] = f"cannot read deployments/rbac/role.yaml: {exc}"
+    return facts
+
+
+def _secret_values(descriptor: Descriptor) -> dict[str, str]:
+    """Every secret value of the environment (its blocks), to look for in ConfigMaps. Stays in this task."""
+    from blocks.secrets import load_environment_secrets, secret_values
+
+    secrets = load_environment_secrets(descriptor)
+    values = dict(secret_values(secrets))
+    if secrets.anthropic_placeholder:
+        values.pop("anthropic-api-key", None)
+    if secrets.neo4j_alternate_password is not None:
+        values["neo4j-alternate-password"] = secrets.neo4j_alternate_password.get_secret_value()
+    return values
+
+
+def _auth_facts(target: Target, errors: dict[str, str]) -> dict[str, Any]:
+    """Bolt logins without / with a wrong password and a PING without AUTH, reached through
+    ``target.endpoint`` (on Kubernetes a port-forward through the API server to a ready pod)."""
+    from drivers.neo4j_users import unauthenticated_refused
+    from drivers.redis_acl import RedisAcl
+    from helix_ops import guide
+
+    facts: dict[str, Any] = {}
+    try:
+        with target.endpoint("neo4j", guide.NEO4J_BOLT_PORT) as (host, port):
+            no_auth, wrong = unauthenticated_refused(f"bolt://{host}:{port}")
+        facts["neo4j_unauthenticated_refused"] = no_auth
+        facts["neo4j_wrong_password_refused"] = wrong
+    except Exception as exc:  # noqa: BLE001 - unreachable is a finding ("not checked"), not a crash
+        errors["neo4j"] = _why(exc)
+    try:
+        with target.endpoint("redis", guide.REDIS_PORT) as (host, port):
+            facts["redis_unauthenticated_refused"] = RedisAcl(host, port).unauthenticated_refused()
+    except Exception as exc:  # noqa: BLE001
+        errors["redis"] = _why(exc)
+    return facts
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, HelixOpsError) else f"{type(exc).__name__}: {exc}"
+
+
 @task(name="audit-environment", retries=1, retry_delay_seconds=2, timeout_seconds=180, cache_policy=NO_CACHE)
-def audit_environment(descriptor: Descriptor, engine_url: str | None, exceptions: Mapping[str, str] | None = None,
+def audit_environment(descriptor: Descriptor, target: Target, exceptions: Mapping[str, str] | None = None,
                       max_secret_age_days: int = DEFAULT_MAX_SECRET_AGE_DAYS) -> AuditReport:
     """Gather the facts and evaluate the checklist (returns the report: findings only, no secret)."""
-    return evaluate(gather_facts(descriptor, engine_url), exceptions, max_secret_age_days)
+    return evaluate(gather_facts(descriptor, target), exceptions, max_secret_age_days)
 
 
 def publish(report: AuditReport, override_reason: str | None = None) -> None:
@@ -153,20 +271,28 @@ def publish(report: AuditReport, override_reason: str | None = None) -> None:
                              description=f"security checklist of {report.environment}")
 
 
-def require_audit_pass(descriptor: Descriptor, engine_url: str | None = None, *,
+def require_audit_pass(descriptor: Descriptor, target: Target | str | None = None, *,
                        override_reason: str | None = None, exceptions: Mapping[str, str] | None = None,
                        max_secret_age_days: int = DEFAULT_MAX_SECRET_AGE_DAYS) -> AuditReport:
-    """deploy-helix's prod gate: audit the environment and raise :class:`AuditFailed` while a required item
-    fails, unless ``override_reason`` is given (then the deploy goes on and the reason is published with the
-    report and logged as a warning). Call it inside a flow (it publishes an artifact).
+    """deploy-helix's prod gate: audit the environment on ``target`` and raise :class:`AuditFailed` while a
+    required item fails, unless ``override_reason`` is given (then the deploy goes on and the reason is
+    published with the report and logged as a warning). Call it inside a flow (it publishes an artifact).
+
+    ``target`` is the flow's ``drivers.target.open_target(desc, Connection(...))``. Transitional: an engine
+    URL (or None) is still taken and opened as ``Connection(engine_url=...)`` (a Kubernetes target then uses
+    ``$KUBECONFIG``); pass the target.
 
     Example (deploy-helix, before applying the plan in prod)::
 
         if desc.environment == "prod":
-            require_audit_pass(desc, engine_url, override_reason=audit_override or None)
+            require_audit_pass(desc, target, override_reason=audit_override or None)
     """
     logger = get_run_logger()
-    report = audit_environment(descriptor, engine_url, exceptions, max_secret_age_days)
+    if target is None or isinstance(target, str):
+        from drivers.target import Connection, open_target
+
+        target = open_target(descriptor, Connection(engine_url=target))
+    report = audit_environment(descriptor, target, exceptions, max_secret_age_days)
     blocking = report.blocking()
     publish(report, override_reason if blocking else None)
     if not blocking:

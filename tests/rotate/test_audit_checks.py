@@ -45,13 +45,21 @@ def test_every_checklist_item_of_the_guide_is_an_item():
     text = guide.read_text() if guide.exists() else ""
     titles = [line[6:].strip() for line in text.split("## Security Checklist")[-1].splitlines() if line.startswith("- [ ]")]
     if titles:
-        assert [i.title for i in audit.CHECKLIST] == titles
-    assert len(audit.CHECKLIST) == 11 and all(i.fix for i in audit.CHECKLIST)
+        assert [i.title for i in audit.GUIDE_ITEMS] == titles
+    assert len(audit.GUIDE_ITEMS) == 11 and all(i.fix for i in audit.CHECKLIST)
+    # helix-ops' own additions come after the guide's items and apply to Kubernetes only
+    extra = [i for i in audit.CHECKLIST if not i.guide]
+    assert audit.CHECKLIST[-len(extra):] == tuple(extra)
+    assert {i.id for i in extra} == {"configmap-secrets", "rbac-scope"}
+    assert ENGINE_IDS == tuple(i.id for i in audit.GUIDE_ITEMS)
+
+
+ENGINE_IDS = tuple(i.id for i in audit.items_for("engine"))
 
 
 def test_hardened_facts_pass_every_item():
     report = evaluate(hardened_facts())
-    assert {f.item.id: f.status for f in report.findings} == {i: "pass" for i in audit.ITEM_IDS}
+    assert {f.item.id: f.status for f in report.findings} == {i: "pass" for i in ENGINE_IDS}
     assert report.passed and "PASSED" in report.markdown()
 
 
@@ -70,7 +78,7 @@ WEAKENINGS = {
 }
 
 
-@pytest.mark.parametrize("item_id", audit.ITEM_IDS)
+@pytest.mark.parametrize("item_id", ENGINE_IDS)
 def test_each_weakening_fails_its_item_with_the_fix(item_id):
     report = evaluate(hardened_facts(**WEAKENINGS[item_id]))
     finding = report.finding(item_id)
@@ -170,7 +178,7 @@ def test_the_weakened_environment_fails_every_item(weakened, engine):
 
     result = audit_helix(env="local", descriptor=str(weakened["path"]), engine_url=engine.base_url)
     statuses = {f["id"]: f["status"] for f in result["findings"]}
-    assert statuses == {i: "fail" for i in audit.ITEM_IDS}, [
+    assert statuses == {i: "fail" for i in ENGINE_IDS}, [
         (f["id"], f["status"], f["detail"]) for f in result["findings"] if f["status"] != "fail"]
     details = {f["id"]: f["detail"] for f in result["findings"]}
     assert "without credentials was accepted" in details["neo4j-auth"]
@@ -188,11 +196,14 @@ def test_the_gate_refuses_the_weakened_environment_unless_overridden(weakened, e
 
     from tasks.audit import require_audit_pass
 
+    from drivers.target import Connection, open_target
+
     desc = load_descriptor(weakened["path"])
+    target = open_target(desc, Connection(engine_url=engine.base_url))
 
     @flow
     def gate(reason: str | None):
-        return require_audit_pass(desc, engine.base_url, override_reason=reason)
+        return require_audit_pass(desc, target, override_reason=reason)
 
     with pytest.raises(audit.AuditFailed, match="11 required security item"):
         gate(None)
