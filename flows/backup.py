@@ -34,6 +34,8 @@ from helix_ops.backup import Manifest, Neo4jInfo, RedisInfo, manifest_markdown, 
 from helix_ops.descriptor import Descriptor, load_descriptor
 from helix_ops.errors import ConfigError, DriverError
 from helix_ops.guide import SINGLE_WRITER
+from drivers.target import OFFLINE_NEO4J_TOOLS, Connection, Target, require
+from helix_ops.guide import NEO4J_BOLT_PORT, REDIS_PORT
 from tasks.backup import (
     backup_neo4j_dump,
     backup_neo4j_logical,
@@ -43,16 +45,16 @@ from tasks.backup import (
     object_rows,
     open_store,
     record_verification,
-    service_endpoint,
     verify_backup,
 )
-from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
 from tasks.lease import environment_lease
+from tasks.target import connect_target, target_for
 from tasks.writer_pause import resume_paused_writers, writer_window
 
 TOOL = "helix-ops backup-helix"
 WRITERS = (SINGLE_WRITER,)
 NEO4J_STRATEGIES = ("auto", "logical", "dump")
+COMPONENTS = ("neo4j", "redis")
 
 
 def requested_strategy(desc: Descriptor, requested: str | None) -> str:
@@ -73,44 +75,63 @@ def neo4j_strategy_for(desc: Descriptor, requested: str, edition: str) -> tuple[
     return backup_strategy_for(edition, desc.services.neo4j.edition, requested)
 
 
-def take_backup(desc: Descriptor, target: EngineTarget, store: BackupStore, *, pause_writer: bool = True,
+def take_backup(desc: Descriptor, target: Target, store: BackupStore, *, pause_writer: bool = True,
                 writers_stopped: bool = False, safety_for: str | None = None,
-                tool: str = TOOL, neo4j_strategy: str = "logical") -> tuple[Manifest, dict[str, Any]]:
-    """Back up Neo4j and Redis of ``desc`` into ``store`` (the caller holds the environment lease); verify the
-    checksums and record the verification. Returns the manifest and the writer window
+                tool: str = TOOL, neo4j_strategy: str = "logical",
+                components: tuple[str, ...] = COMPONENTS) -> tuple[Manifest, dict[str, Any]]:
+    """Back up ``components`` (Neo4j and Redis) of ``desc`` into ``store`` (the caller holds the environment
+    lease); verify the checksums and record the verification. Returns the manifest and the writer window
     (``{"paused": bool, "containers": [...], "seconds": float}``).
 
-    ``pause_writer``: stop the writers for the Neo4j export and start them again after (even on failure).
-    ``writers_stopped``: the caller already stopped them (restore-helix's safety backup); nothing is started.
+    ``pause_writer``: pause the writers for the Neo4j export and resume them after (even on failure); a
+    Redis-only backup pauses nothing.
+    ``writers_stopped``: the caller already paused them (restore-helix's safety backup); nothing is resumed.
     ``neo4j_strategy``: ``logical`` (online export) or ``dump`` (Neo4j stopped, ``neo4j-admin database dump`` in a
     one-off container, Neo4j started again and health-checked; the manifest records the downtime).
+    Neo4j and Redis are reached through ``target.endpoint`` (published ports, or port-forwards).
     """
     logger = get_run_logger()
-    neo4j_uri = neo4j_endpoint(target)
-    redis_host, redis_port = service_endpoint(target, "redis", 6379)
     created = dt.datetime.now(dt.UTC)
     backup_id = new_backup_id(desc.environment, created)
-    logger.info("backup %s of %s into %s", backup_id, desc.environment, store.where)
+    logger.info("backup %s (%s) of %s into %s", backup_id, ", ".join(components), desc.environment, store.where)
     window: dict[str, Any] = {"paused": False, "containers": [], "seconds": 0.0}
+    neo4j = redis = None
     with store.begin(backup_id) as writer:
-        pauser = f"{tool} flow-run/{flow_run.get_id() or 'local'}"
-        # writer_window: stopped for the export, recorded durably before the stop, started again even on failure
-        with (writer_window(target, desc, list(WRITERS), pauser) if pause_writer else nullcontext(window)) as window:
-            if neo4j_strategy == "dump":
-                neo4j = backup_neo4j_dump(target, neo4j_uri, desc, writer,
-                                          writer_paused=pause_writer or writers_stopped)
-            else:
-                neo4j = backup_neo4j_logical(neo4j_uri, desc, writer, writer_paused=pause_writer or writers_stopped)
-        redis = backup_redis_rdb(redis_host, redis_port, desc, writer)
+        if "neo4j" in components:
+            pauser = f"{tool} flow-run/{flow_run.get_id() or 'local'}"
+            # writer_window: paused for the export, recorded durably before the pause, resumed even on failure
+            with (writer_window(target, desc, list(WRITERS), pauser) if pause_writer else nullcontext(window)) \
+                    as window, target.endpoint("neo4j", NEO4J_BOLT_PORT) as bolt:
+                neo4j_uri = f"bolt://{bolt[0]}:{bolt[1]}"
+                if neo4j_strategy == "dump":
+                    neo4j = backup_neo4j_dump(target, neo4j_uri, desc, writer,
+                                              writer_paused=pause_writer or writers_stopped)
+                else:
+                    neo4j = backup_neo4j_logical(neo4j_uri, desc, writer,
+                                                 writer_paused=pause_writer or writers_stopped)
+        if "redis" in components:
+            with target.endpoint("redis", REDIS_PORT) as (redis_host, redis_port):
+                redis = backup_redis_rdb(redis_host, redis_port, desc, writer)
         finished = dt.datetime.now(dt.UTC)
         manifest = Manifest(
             backup_id=backup_id, environment=desc.environment, project=desc.project, created_at=created,
             finished_at=finished, duration_s=(finished - created).total_seconds(), tool=tool,
-            components=("neo4j", "redis"), objects=(), neo4j=Neo4jInfo(**neo4j), redis=RedisInfo(**redis),
+            components=tuple(c for c in COMPONENTS if c in components), objects=(),
+            neo4j=Neo4jInfo(**neo4j) if neo4j else None, redis=RedisInfo(**redis) if redis else None,
             safety_for=safety_for)
         commit_backup(writer, manifest.model_dump(mode="json"))
     checks = verify_backup(store, backup_id)
     return Manifest.model_validate(record_verification(store, backup_id, tool, checks)), window
+
+
+def requested_components(components: list[str] | None) -> tuple[str, ...]:
+    """The run's ``components`` parameter (default both), checked before anything is touched."""
+    wanted = tuple(components) if components else COMPONENTS
+    unknown = [c for c in wanted if c not in COMPONENTS]
+    if unknown or len(set(wanted)) != len(wanted):
+        raise ConfigError("components", f"{list(wanted)!r}: expected a non-empty subset of {list(COMPONENTS)} "
+                                        "without repeats (or leave it unset for both)")
+    return wanted
 
 
 def storage_endpoint(store: BackupStore) -> str | None:
@@ -161,13 +182,19 @@ def window_markdown(window: dict[str, Any]) -> str:
 @flow(name="backup-helix", log_prints=False)
 def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
                  storage_path: str | None = None, pause_writer: bool = True,
-                 neo4j_strategy: str | None = None) -> dict[str, Any]:
+                 neo4j_strategy: str | None = None, kubeconfig: str | None = None, kube_context: str | None = None,
+                 cluster_block: str | None = None, docker_host_block: str | None = None,
+                 components: list[str] | None = None) -> dict[str, Any]:
     """Back up one Helix environment's Neo4j and Redis into one backup.
 
     Args:
         env: the environment; its descriptor is ``deployments/<env>.yaml`` unless ``descriptor`` is given.
         descriptor: path of a descriptor file.
-        engine_url: the Docker Engine API address; default ``DOCKER_HOST`` or the local socket.
+        engine_url / docker_host_block (target ``engine``): the Docker Engine API address, or a prefect-docker
+            ``DockerHost`` block naming it; default ``DOCKER_HOST`` or the local socket.
+        kubeconfig / kube_context / cluster_block (target ``kubernetes``): the cluster (see deploy-helix); Neo4j
+            and Redis are reached through the API server's port-forward, the writer paused by scaling mcp-graph
+            to 0 and back.
         storage_path: a local folder for the backup (overrides the descriptor's storage).
         pause_writer: stop mcp-graph for the Neo4j export window (default) for a consistent export.
         neo4j_strategy: unset: the descriptor's ``backup.neo4j_strategy`` (default ``auto``); ``auto`` picks by
@@ -176,18 +203,31 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
             for ``neo4j-admin database dump`` in a one-off container on its data volume, started again; the
             downtime is measured and reported).
 
+        components: ``["neo4j"]`` or ``["redis"]`` for one of them (the descriptor's per-component
+            schedules: an hourly Redis backup pauses no writer); default both.
+
     Returns ``{backup_id, objects, counts, duration, writer_window}`` (no secrets); ``writer_window`` also
     carries ``neo4j_strategy`` and ``neo4j_downtime_s`` (None for the online export). Raises when any step fails.
     Example: ``prefect deployment run backup-helix/prod``.
     """
     t0 = time.monotonic()
     desc = load_descriptor(descriptor_path(env, descriptor))
-    target = EngineTarget(engine_url, desc.project, desc.environment)
+    target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
+                                         kubeconfig=kubeconfig, kube_context=kube_context,
+                                         cluster_block=cluster_block))
     wanted = requested_strategy(desc, neo4j_strategy)
+    parts = requested_components(components)
+    if wanted == "dump" and "neo4j" in parts:
+        require(target, OFFLINE_NEO4J_TOOLS, "neo4j_strategy", "'dump' needs one-off containers on Neo4j's data "
+                                                             "volume; use 'logical' (or 'auto')")
     store = open_store(desc, storage_path)
-    connect_engine(target)
-    strategy, why = neo4j_strategy_for(desc, wanted, neo4j_edition(neo4j_endpoint(target), desc))
-    get_run_logger().info("neo4j strategy: %s", why)
+    connect_target(target)
+    strategy, why = "logical", "no Neo4j in this backup"
+    if "neo4j" in parts:
+        with target.endpoint("neo4j", NEO4J_BOLT_PORT) as (host, port):
+            edition = neo4j_edition(f"bolt://{host}:{port}", desc)
+        strategy, why = neo4j_strategy_for(desc, wanted, edition)
+        get_run_logger().info("neo4j strategy: %s", why)
 
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     with environment_lease(desc.environment, owner):
@@ -195,7 +235,7 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
         resume_paused_writers(target, desc, list(WRITERS))
         try:
             manifest, window = take_backup(desc, target, store, pause_writer=pause_writer,
-                                           neo4j_strategy=strategy)
+                                           neo4j_strategy=strategy, components=parts)
         except DriverError as exc:
             named = storage_error_with_endpoint(exc, store)
             if named is exc:
@@ -206,10 +246,11 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
                              + downtime_markdown(manifest) + f"\n- Neo4j strategy: {why}",
                              key=f"helix-backup-{desc.environment}",
                              description=f"backup-helix {manifest.backup_id}")
-    assert manifest.neo4j is not None and manifest.redis is not None
-    return {"backup_id": manifest.backup_id, "objects": object_rows(manifest.objects),
-            "counts": {"neo4j": {"nodes": manifest.neo4j.nodes, "relationships": manifest.neo4j.relationships},
-                       "redis": {"keys": manifest.redis.keys, "keys_by_db": dict(manifest.redis.keys_by_db)}},
+    n, r = manifest.neo4j, manifest.redis
+    return {"backup_id": manifest.backup_id, "components": list(manifest.components),
+            "objects": object_rows(manifest.objects),
+            "counts": {"neo4j": {"nodes": n.nodes, "relationships": n.relationships} if n else None,
+                       "redis": {"keys": r.keys, "keys_by_db": dict(r.keys_by_db)} if r else None},
             "duration": round(time.monotonic() - t0, 3),
-            "writer_window": {**window, "neo4j_strategy": manifest.neo4j.strategy, "neo4j_strategy_why": why,
-                              "neo4j_downtime_s": manifest.neo4j.downtime_s}}
+            "writer_window": {**window, "neo4j_strategy": n.strategy if n else None, "neo4j_strategy_why": why,
+                              "neo4j_downtime_s": n.downtime_s if n else None}}

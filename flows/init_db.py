@@ -95,20 +95,58 @@ def run_init_db(uri: str, user: str, password: SecretStr | str, uid_prefix: str 
 
 
 @flow(name="init-helix-db")
-def init_helix_db(neo4j_uri: str, credentials_block: str, uid_prefix: str = "cpe") -> dict[str, Any]:
+def init_helix_db(env: str | None = None, descriptor: str | None = None, neo4j_uri: str | None = None,
+                  credentials_block: str | None = None, uid_prefix: str = "cpe", engine_url: str | None = None,
+                  kubeconfig: str | None = None, kube_context: str | None = None, cluster_block: str | None = None,
+                  docker_host_block: str | None = None) -> dict[str, Any]:
     """Initialise Helix's Neo4j schema (the guide's ``pnpm db:init``).
 
     Args:
-        neo4j_uri: Bolt URI of the database, e.g. ``bolt://neo4j:7687``.
-        credentials_block: name of the ``helix-neo4j-credentials`` block (``blocks.Neo4jCredentials``) holding ``user`` and ``password``.
+        env: the environment (its descriptor ``deployments/<env>.yaml``, or ``descriptor``): Neo4j is reached
+            through the environment's target (the published port on the engine, a port-forward through the
+            API server on Kubernetes) and logged in with its ``credentials.neo4j`` block.
+        descriptor: path of a descriptor file.
+        neo4j_uri / credentials_block: a Bolt URI this process reaches and the ``Neo4jCredentials`` block's
+            name, instead of an environment (both needed then; ``credentials_block`` also overrides the
+            descriptor's).
         uid_prefix: ``server.uid_prefix`` of helix.config.yaml; recorded once, then checked.
+        engine_url / docker_host_block / kubeconfig / kube_context / cluster_block: how the target is reached
+            (see backup-helix).
 
     Publishes a markdown artifact (key ``init-helix-db``) listing each migration as applied or
     already-applied, and returns the summary of :func:`run_init_db`.
+    Example: ``prefect deployment run init-helix-db/prod``.
     """
-    user, password = load_neo4j_credentials(credentials_block)
-    summary = run_init_db(neo4j_uri, user, password, uid_prefix,
-                          applied_by=f"flow-run {flow_run.id}" if flow_run.id else "init-helix-db")
+    from contextlib import nullcontext
+
+    from drivers.target import Connection
+    from flows.deploy import descriptor_path
+    from helix_ops.descriptor import load_descriptor
+    from helix_ops.errors import ConfigError
+    from helix_ops.guide import NEO4J_BOLT_PORT
+    from tasks.target import connect_target, target_for
+
+    if neo4j_uri is None and env is None and descriptor is None:
+        raise ConfigError("env", "name an environment (env=prod) or give neo4j_uri and credentials_block")
+    desc = load_descriptor(descriptor_path(env or "", descriptor)) if neo4j_uri is None or not credentials_block \
+        else None
+    block = credentials_block or (desc.credentials.neo4j if desc else None)
+    if not block:
+        raise ConfigError("credentials_block", "give the Neo4jCredentials block's name with neo4j_uri")
+    user, password = load_neo4j_credentials(block)
+    if neo4j_uri is not None:
+        reach = nullcontext(None)
+    else:
+        assert desc is not None
+        target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
+                                             kubeconfig=kubeconfig, kube_context=kube_context,
+                                             cluster_block=cluster_block))
+        connect_target(target)
+        reach = target.endpoint("neo4j", NEO4J_BOLT_PORT)
+    with reach as address:
+        uri = neo4j_uri or f"bolt://{address[0]}:{address[1]}"
+        summary = run_init_db(uri, user, password, uid_prefix,
+                              applied_by=f"flow-run {flow_run.id}" if flow_run.id else "init-helix-db")
     create_markdown_artifact(markdown=mig.render_report(summary), key="init-helix-db",
                              description="Neo4j schema migrations applied by init-helix-db")
     return summary

@@ -57,10 +57,11 @@ from tasks.backup import (
     restore_neo4j_import,
     restore_neo4j_logical,
     restore_redis_rdb,
-    service_endpoint,
     verify_backup,
 )
-from tasks.engine import EngineTarget, connect_engine, neo4j_endpoint
+from drivers.target import OFFLINE_NEO4J_TOOLS, Connection, require
+from helix_ops.guide import NEO4J_BOLT_PORT, REDIS_PORT
+from tasks.target import connect_target, target_for
 from tasks.lease import environment_lease
 from tasks.writer_pause import resume_paused_writers, writer_window
 
@@ -82,6 +83,10 @@ class RestoreRefused(HelixOpsError):
 
 class RestoreVerificationFailed(HelixOpsError):
     """The restored databases do not hold what the backup's manifest says."""
+
+
+def bolt_uri(address: tuple[str, int]) -> str:
+    return f"bolt://{address[0]}:{address[1]}"
 
 
 def approval_gate(environment: str, backup_id: str, timeout_s: int = 3600) -> str:
@@ -138,21 +143,24 @@ def compare_counts(m: Manifest, neo4j: dict[str, Any] | None, redis: dict[str, A
 def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: str | None = None,
                   engine_url: str | None = None, storage_path: str | None = None, components: list[str] | None = None,
                   safety_backup: bool = True, approval_timeout_s: int = 3600, lease_wait_s: float = 1800,
-                  neo4j_load: str = "import") -> dict[str, Any]:
+                  neo4j_load: str = "import", kubeconfig: str | None = None, kube_context: str | None = None,
+                  cluster_block: str | None = None, docker_host_block: str | None = None) -> dict[str, Any]:
     """Restore one backup into one Helix environment (see the module docstring for the steps).
 
     Args:
         env: the environment; its descriptor is ``deployments/<env>.yaml`` unless ``descriptor`` is given.
         backup_id: the backup to restore; default: the newest verified backup of the environment.
         descriptor: path of a descriptor file.
-        engine_url: the Docker Engine API address; default ``DOCKER_HOST`` or the local socket.
+        engine_url / docker_host_block / kubeconfig / kube_context / cluster_block: how the target is reached
+            (see backup-helix).
         storage_path: a local backup folder (overrides the descriptor's storage).
         components: restore only these (``["neo4j"]``, ``["redis"]``); default: every component of the backup.
         safety_backup: take a backup of the current state first (default; turn off only for a scratch target).
         approval_timeout_s: how long the prod approval waits.
         neo4j_load: how a logical export goes back: ``import`` (default: ``neo4j-admin database import`` with the
             Neo4j container stopped for the import; much faster on large graphs) or ``transactional`` (batched
-            Cypher writes, Neo4j stays up).
+            Cypher writes, Neo4j stays up). A target without one-off containers on Neo4j's data volume
+            (Kubernetes) loads transactionally, and says so.
 
     Returns ``{backup_id, safety_backup_id, restored, counts, writer_window, duration, neo4j_downtime_s}``
     (the downtime of a load or an import; None for a transactional load); raises
@@ -179,10 +187,18 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
     logger.info("restoring %s (%s) into %s", chosen.backup_id, ", ".join(wanted), desc.environment)
     create_markdown_artifact(plan_markdown(chosen, safety_backup), key=f"helix-restore-plan-{desc.environment}",
                              description=f"restore-helix plan {chosen.backup_id}")
+    target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
+                                         kubeconfig=kubeconfig, kube_context=kube_context,
+                                         cluster_block=cluster_block))
+    if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy == "dump":
+        require(target, OFFLINE_NEO4J_TOOLS, "backup_id", f"{chosen.backup_id} is a neo4j-admin dump, which only "
+                                                          "loads on the engine; restore a logical backup instead")
+    if neo4j_load == "import" and OFFLINE_NEO4J_TOOLS not in target.capabilities:
+        logger.info("neo4j_load: import needs one-off containers on Neo4j's data volume, which %s has not: "
+                    "loading transactionally (Neo4j stays up)", target.where())
+        neo4j_load = "transactional"
     approval = approval_gate(desc.environment, chosen.backup_id, approval_timeout_s)
-
-    target = EngineTarget(engine_url, desc.project, desc.environment)
-    connect_engine(target)
+    connect_target(target)
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     report: dict[str, Any] = {"backup_id": chosen.backup_id, "approval": approval, "restored": list(wanted)}
     with environment_lease(desc.environment, owner, wait_s=lease_wait_s):
@@ -191,8 +207,6 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
         # Before anything is touched: every stored object must match the manifest.
         checks = verify_backup(store, chosen.backup_id)
         report["checks"] = checks
-        neo4j_uri = neo4j_endpoint(target)
-        redis_host, redis_port = service_endpoint(target, "redis", 6379)
         neo4j_result = redis_result = None
         safety: Manifest | None = None
         # One writer window for the safety backup and the restore: nothing written in between is lost.
@@ -206,15 +220,23 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
             report["safety_backup_id"] = safety.backup_id if safety else None
             if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy == "dump":
                 neo4j_result = restore_neo4j_dump(target, desc, store, chosen.backup_id, NEO4J_DUMP_OBJECT)
-                neo4j_uri = neo4j_endpoint(target)  # the container was restarted
-            elif "neo4j" in wanted and neo4j_load == "import":
-                neo4j_result = restore_neo4j_import(target, neo4j_uri, desc, store, chosen.backup_id, NEO4J_OBJECT)
-                neo4j_uri = neo4j_endpoint(target)  # the container was restarted
             elif "neo4j" in wanted:
-                neo4j_result = restore_neo4j_logical(neo4j_uri, desc, store, chosen.backup_id, NEO4J_OBJECT)
+                # a fresh endpoint per step: an import restarts Neo4j (its published port may change)
+                with target.endpoint("neo4j", NEO4J_BOLT_PORT) as bolt:
+                    if neo4j_load == "import":
+                        neo4j_result = restore_neo4j_import(target, bolt_uri(bolt), desc, store, chosen.backup_id,
+                                                            NEO4J_OBJECT)
+                    else:
+                        neo4j_result = restore_neo4j_logical(bolt_uri(bolt), desc, store, chosen.backup_id,
+                                                             NEO4J_OBJECT)
             if "redis" in wanted:
-                redis_result = restore_redis_rdb(redis_host, redis_port, desc, store, chosen.backup_id, REDIS_OBJECT)
-        counts = neo4j_counts(neo4j_uri, desc) if "neo4j" in wanted else None
+                with target.endpoint("redis", REDIS_PORT) as (redis_host, redis_port):
+                    redis_result = restore_redis_rdb(redis_host, redis_port, desc, store, chosen.backup_id,
+                                                     REDIS_OBJECT)
+        counts = None
+        if "neo4j" in wanted:
+            with target.endpoint("neo4j", NEO4J_BOLT_PORT) as bolt:
+                counts = neo4j_counts(bolt_uri(bolt), desc)
     problems = compare_counts(chosen, counts, redis_result)
     report.update(writer_window=window, duration=round(time.monotonic() - t0, 3),
                   neo4j_downtime_s=neo4j_result.get("downtime_s") if neo4j_result else None,

@@ -88,6 +88,15 @@ def storage_credentials(d: Descriptor) -> Iterator[Violation]:
         yield ("credentials.storage", "backup storage is s3: name the Prefect block holding its credentials")
 
 
+def cluster_backups_off_the_pod(d: Descriptor) -> Iterator[Violation]:
+    """A Kubernetes environment's backups go to S3: a flow run there may be a pod, and a folder inside a pod
+    is lost with it (not a backup)."""
+    if d.target == "kubernetes" and d.backup.storage.kind != "s3":
+        yield ("backup.storage.kind", f"{d.backup.storage.kind!r} storage for a kubernetes environment: a folder "
+                                      "inside a flow-run pod is lost with the pod; use kind: s3 (with "
+                                      "credentials.storage)")
+
+
 def distinct_app_ports(d: Descriptor) -> Iterator[Violation]:
     """App ports avoid the ports of Neo4j and Redis (shared network namespaces in some engines)."""
     reserved = {7474, 7687, 6379, 26379}
@@ -104,6 +113,7 @@ RULES: tuple[Callable[[Descriptor], Iterator[Violation]], ...] = (
     neo4j_memory,
     redis_topology,
     storage_credentials,
+    cluster_backups_off_the_pod,
     distinct_app_ports,
 )
 

@@ -38,16 +38,6 @@ def open_store(descriptor: Descriptor, storage_path: str | None = None) -> Backu
     return store_from_block(load_backup_storage(descriptor), key=key)
 
 
-@task(name="service-endpoint", retries=2, retry_delay_seconds=2, timeout_seconds=60, cache_policy=NO_CACHE)
-def service_endpoint(target: EngineTarget, service: str, port: int) -> tuple[str, int]:
-    """The loopback ``(host, port)`` where ``port`` of a running replica of ``service`` is published."""
-    driver = target.driver()
-    running = [c for c in driver.containers(service) if c.status == "running"]
-    if not running:
-        raise RuntimeError(f"no running {service} container in project {target.project}")
-    return driver.probe_address(running[0], port)
-
-
 class ExportProgress:
     """The export's progress: a Prefect progress artifact (the run's page shows a bar) and a log line at every
     tenth of the parts."""
@@ -98,46 +88,6 @@ def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupW
             "labels": dict(stats.labels), "relationship_types": dict(stats.relationship_types),
             "constraints": stats.constraints, "indexes": stats.indexes, "writer_paused": writer_paused,
             "tool": "helix-ops export_logical", "warnings": warnings}
-
-
-@task(name="stop-writers", retries=1, retry_delay_seconds=2, timeout_seconds=180, cache_policy=NO_CACHE)
-def stop_writers(target: EngineTarget, services: list[str]) -> list[str]:
-    """Stop every running replica of ``services`` (the writers, mcp-graph); return the containers stopped
-    (exactly those :func:`start_writers` starts again)."""
-    driver = target.driver()
-    stopped: list[str] = []
-    for service in services:
-        stopped += driver.stop_service(service)
-    get_run_logger().info("writers stopped: %s", ", ".join(stopped) or "none was running")
-    return stopped
-
-
-@task(name="start-writers", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=600, cache_policy=NO_CACHE)
-def start_writers(target: EngineTarget, containers: list[str], descriptor: Descriptor,
-                  health_deadline_s: float = 180) -> list[str]:
-    """Start ``containers`` again and wait until each answers its health probe; returns one line each."""
-    from drivers.engine import http_check
-    from helix_ops.stack import build_stack
-
-    if not containers:
-        return []
-    driver = target.driver()
-    driver.start_containers(containers)
-    stack = build_stack(descriptor)
-    lines = []
-    for c in driver.containers():
-        if c.name not in containers:
-            continue
-        probe = stack.service(c.labels.get("helix-ops.service", "")).probe
-        if probe.kind != "http":
-            lines.append(f"{c.name}: running")
-            continue
-        host, port = driver.probe_address(c, probe.port)
-        status = driver.wait_healthy(c, http_check(host, port, probe.path or "/"), f"{c.name} healthy again",
-                                     health_deadline_s)
-        lines.append(f"{c.name}: {status}")
-    get_run_logger().info("writers started again: %s", "; ".join(lines))
-    return lines
 
 
 @task(name="backup-redis-rdb", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800, cache_policy=NO_CACHE)

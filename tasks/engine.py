@@ -6,16 +6,24 @@ Tasks that see secrets use ``cache_policy=NO_CACHE`` and return no secret. A tas
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from prefect.futures import wait
+
 from drivers.engine import EngineDriver, bolt_check, http_check, redis_check
+from drivers.target_engine import EngineTarget
+from helix_ops import guide
 from helix_ops.descriptor import Descriptor
-from helix_ops.plan import CurrentState
+from helix_ops.errors import DriverError
+from helix_ops.plan import CurrentState, compose_objects, template_hash
+from helix_ops.render.compose import member_names, render_compose
+from helix_ops.stack import build_stack
 
 
 def secret_env(descriptor: Descriptor) -> Mapping[str, str]:
@@ -26,19 +34,6 @@ def secret_env(descriptor: Descriptor) -> Mapping[str, str]:
     from blocks.secrets import compose_env, load_environment_secrets
 
     return compose_env(load_environment_secrets(descriptor))
-
-
-@dataclass(frozen=True)
-class EngineTarget:
-    """Where and as whom to act: engine address, project, environment, extra container labels."""
-
-    base_url: str | None
-    project: str
-    environment: str
-    extra_labels: Mapping[str, str] = field(default_factory=dict)
-
-    def driver(self) -> EngineDriver:
-        return EngineDriver.connect(self.base_url, self.project, self.environment, self.extra_labels)
 
 
 @dataclass(frozen=True)
@@ -192,3 +187,209 @@ def service_status(target: EngineTarget, probes: Mapping[str, ProbeSpec], descri
         rows.append({"service": name, "image": image, "replicas": len(checks), "health": health,
                      "endpoint": checks[0][0] if checks else ""})
     return rows
+
+
+# --- deploy-helix's three steps on the engine (tasks.target.deployer_for picks them by the target's kind) ----
+
+def plan_deploy(target: EngineTarget, desc: Descriptor, config_text: str | None) -> Any:
+    """The deploy plan: the Compose rendering's containers, networks and volumes against the live labels."""
+    from helix_ops.plan import compute_plan, engine_objects
+    from helix_ops.render.compose import render_compose
+    from helix_ops.stack import build_stack
+
+    return compute_plan(engine_objects(render_compose(build_stack(desc))), read_current_state(target))
+
+
+def apply_deploy(target: EngineTarget, desc: Descriptor, config_text: str | None, plan: Any, deadline_s: float,
+                 log: Any = None) -> list[str]:
+    """Carry out ``plan`` in its order (call from a flow): networks and volumes ensured, each service rolled
+    with health gates (:func:`apply_service`), removed services last. Returns the names changed."""
+    from helix_ops.plan import compose_objects, template_hash
+    from helix_ops.render.compose import render_compose
+    from helix_ops.stack import build_stack
+
+    stack = build_stack(desc)
+    by_identity = {o.identity: o for o in compose_objects(render_compose(stack))}
+    changed: list[str] = []
+    for change in plan.changes:
+        kind, name = change.identity.split("/", 1)
+        if change.action == "noop":
+            continue
+        if change.action == "delete":
+            if kind == "service":
+                remove_service(target, name)
+                changed.append(name)
+            continue
+        obj = by_identity[change.identity]
+        if kind == "network":
+            apply_network(target, name, obj.spec, obj.spec_hash)
+        elif kind == "volume":
+            apply_volume(target, name, obj.spec_hash)
+        else:
+            svc = stack.service(name)
+            apply_service(target, name, obj.spec, template_hash(obj.spec),
+                          ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path), desc,
+                          health_deadline_s=deadline_s)
+            changed.append(name)
+    return changed
+
+
+def deploy_status(target: EngineTarget, desc: Descriptor) -> list[dict[str, Any]]:
+    """Per service: image, replicas, health, endpoint, and ``healthy`` (every replica answered its probe)."""
+    from helix_ops.stack import build_stack
+
+    probes = {s.name: ProbeSpec(s.probe.kind, s.probe.port, s.probe.path) for s in build_stack(desc).services}
+    rows = service_status(target, probes, desc)
+    return [{**r, "healthy": bool(r["health"]) and not r["health"].startswith(("unhealthy", "absent"))}
+            for r in rows]
+
+
+# --- rotate-helix-secrets' two steps on the engine ------------------------------------------------------------
+
+def _member_of(service: str, base: str) -> bool:
+    return service == base or (service.startswith(base + "-") and service[len(base) + 1:].isdigit())
+
+
+@task(name="rotation-endpoints", retries=1, timeout_seconds=60, cache_policy=NO_CACHE)
+def rotation_endpoints(target: EngineTarget) -> dict[str, Any]:
+    """Loopback addresses of every running Redis server (``redis``, ``redis-2``, …), of every Sentinel
+    (``redis-sentinel``, ``redis-sentinel-2``, …) and of Neo4j's Bolt (``None`` when no Neo4j runs: only a
+    Neo4j rotation needs it, and says so)."""
+    driver = target.driver()
+    redis, sentinels, neo4j = [], [], []
+    for c in driver.containers():
+        service = c.labels.get("helix-ops.service", "")
+        if c.status != "running":
+            continue
+        if _member_of(service, "redis"):
+            redis.append((*driver.probe_address(c, guide.REDIS_PORT), service))
+        elif _member_of(service, "redis-sentinel"):
+            sentinels.append((*driver.probe_address(c, guide.SENTINEL_PORT), service))
+        elif service == "neo4j":
+            neo4j.append(driver.probe_address(c, guide.NEO4J_BOLT_PORT))
+    if not redis:
+        raise DriverError(f"project {target.project} has no running redis",
+                          hint="deploy the environment first (deploy-helix)")
+    redis.sort(key=lambda r: r[2])
+    sentinels.sort(key=lambda r: r[2])
+    return {"redis": [[h, p] for h, p, _ in redis], "redis_services": [s for _, _, s in redis],
+            "sentinels": [[h, p] for h, p, _ in sentinels], "sentinel_services": [s for _, _, s in sentinels],
+            "neo4j": f"bolt://{neo4j[0][0]}:{neo4j[0][1]}" if neo4j else None}
+
+
+@task(name="running-services", retries=1, timeout_seconds=60, cache_policy=NO_CACHE)
+def running_services(target: EngineTarget) -> list[str]:
+    """The services of the project with at least one running replica."""
+    return sorted({c.labels.get("helix-ops.service", "") for c in target.driver().containers()
+                   if c.status == "running"} - {""})
+
+
+def roll_consumers(target: EngineTarget, descriptor: Descriptor, config_text: str | None,
+                   services: tuple[str, ...], roll_id: str, health_timeout_s: float, parallelism: int = 1) -> list[dict[str, Any]]:
+    """Restart the running ``services`` through the rolling machinery of deploy and upgrade
+    (``tasks.engine.apply_service`` with ``roll_id``): every replica is re-created from the descriptor's spec,
+    so it reads the blocks' current credentials, start-first behind health gates (the load balancer follows
+    the dashboard's replicas; mcp-graph, the single writer, stops first). ``parallelism`` services roll at
+    once (they are independent consumers). A service that does not run is not started."""
+    stack = build_stack(descriptor)
+    specs = {o.identity: o.spec for o in compose_objects(render_compose(stack))}
+    base = {member: svc.name for svc in stack.services for member in member_names(svc)}  # redis-2 → redis
+    running = set(running_services(target))
+    todo = [name for name in services if name in running]
+    reports: list[dict[str, Any]] = []
+    for i in range(0, len(todo), max(1, parallelism)):
+        futures = []
+        for name in todo[i:i + max(1, parallelism)]:
+            spec = specs[f"service/{name}"]
+            svc = stack.service(base[name])
+            futures.append(apply_service.submit(target, name, spec, template_hash(spec),
+                                                ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path),
+                                                descriptor, health_deadline_s=health_timeout_s, roll_id=roll_id))
+        wait(futures)  # a failed service must not abandon the others mid-roll (mcp-graph stops first)
+        reports += [f.result() for f in futures]
+    return reports
+
+
+@contextmanager
+def rotation_access(target: EngineTarget) -> Iterator[Callable[[], dict[str, Any]]]:
+    """For the body: a function that finds the rotation's endpoints anew (published ports; a roll that
+    re-creates a Redis replica or a Sentinel changes its address)."""
+    yield lambda: rotation_endpoints(target)
+
+
+# --- upgrade-helix / scale-helix's steps on the engine ----------------------------------------------------------
+
+def running_images(target: EngineTarget) -> dict[str, str]:
+    """Service → the image its containers run now."""
+    from helix_ops.changes import images_from_state
+
+    return images_from_state(read_current_state(target))
+
+
+def service_of(identity: str) -> str | None:
+    """The service a plan identity rolls (``service/<name>``), or None for a network or volume."""
+    kind, _, name = identity.partition("/")
+    return name if kind == "service" else None
+
+
+def is_rollout_failure(exc: Exception) -> bool:
+    """Whether a failed roll is one the rollback answers (on the engine: every failure of a health gate)."""
+    return True
+
+
+def roll_services(target: EngineTarget, desired: Descriptor, config_text: str | None, changes: list[Any],
+                  health_timeout_s: float, drain_s: float, parallel: bool = False
+                  ) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
+    """Roll the services of ``changes`` (plan changes) to what ``desired`` renders, in dependency order, one
+    service at a time; with ``parallel``, wave by wave (services whose dependencies are all in earlier waves
+    roll at the same time). Stops after the first service (or wave) with a failure.
+    Returns (reports, services done, failures by service)."""
+    return _apply_services(target, desired, [service_of(c.identity) for c in changes], health_timeout_s, drain_s,
+                           parallel)
+
+
+def roll_back(target: EngineTarget, previous: Descriptor, config_text: str | None, done: list[str],
+              failures: Mapping[str, Exception], health_timeout_s: float, drain_s: float) -> list[str]:
+    """Roll the services done and the failing ones back to what ``previous`` renders; what could not be."""
+    _, _, failed = _apply_services(target, previous, [*done, *failures], health_timeout_s, drain_s)
+    return [f"{name}: {exc}" for name, exc in sorted(failed.items())]
+
+
+def dependency_waves(stack: Any, names: list[str]) -> list[list[str]]:
+    """``names`` grouped into waves: a service's wave is one more than that of its deepest dependency, so a
+    wave only depends on earlier ones (dashboard and mcp-graph together, then the other MCP servers)."""
+    depth: dict[str, int] = {}
+    for svc in stack.services:  # apply order: dependencies come first
+        depth[svc.name] = 1 + max((depth[d] for d in svc.depends_on), default=-1)
+    waves: dict[int, list[str]] = {}
+    for name in [s for s in stack.names() if s in names]:
+        waves.setdefault(depth[name], []).append(name)
+    return [waves[k] for k in sorted(waves)]
+
+
+def _apply_services(target: EngineTarget, desc: Descriptor, names: list[str], health_timeout_s: float,
+                    drain_s: float, parallel: bool = False
+                    ) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
+    stack = build_stack(desc)
+    specs = {o.identity.split("/", 1)[1]: o.spec for o in compose_objects(render_compose(stack))
+             if o.identity.startswith("service/")}
+    reports: list[dict[str, Any]] = []
+    done: list[str] = []
+    waves = dependency_waves(stack, names) if parallel else [[n] for n in stack.names() if n in names]
+    for wave in waves:
+        futures = {}
+        for name in wave:
+            svc = stack.service(name)
+            probe = ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path)
+            futures[name] = apply_service.submit(target, name, specs[name], template_hash(specs[name]), probe, desc,
+                                                 health_deadline_s=health_timeout_s, drain_s=drain_s)
+        failures: dict[str, Exception] = {}
+        for name, future in futures.items():
+            try:
+                reports.append(future.result())
+                done.append(name)
+            except Exception as exc:  # noqa: BLE001 - collected, the caller rolls back
+                failures[name] = exc
+        if failures:
+            return reports, done, failures
+    return reports, done, {}

@@ -10,55 +10,21 @@ Secret rotation's Kubernetes part is :func:`apply_secret_and_roll_consumers` (se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from drivers.kube import WORKLOADS, KubeDriver
+from drivers.kube import WORKLOADS, KubeApiError
+from drivers.target_kube import KubeTarget
 from helix_ops.descriptor import Descriptor
-from helix_ops.errors import ConfigError, PlanError
+from helix_ops.errors import ConfigError, PlanError, WaitTimeout
 from helix_ops.plan import CurrentState, DesiredObject, Plan, compute_plan, kubernetes_objects
 
 Manifest = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class KubeTarget:
-    """Where and whose: the cluster (kubeconfig file, a prefect-kubernetes ``KubernetesClusterConfig`` block,
-    in-cluster, or ``$KUBECONFIG`` / ``~/.kube/config`` / the pod's service account when none is named) and
-    the environment's project, name and namespace."""
-
-    project: str
-    environment: str
-    namespace: str
-    kubeconfig: str | None = None
-    context: str | None = None
-    in_cluster: bool = False
-    cluster_block: str | None = None
-    timeout_s: float = 10
-
-    @classmethod
-    def for_descriptor(cls, desc: Descriptor, kubeconfig: str | None = None, context: str | None = None,
-                       in_cluster: bool = False, cluster_block: str | None = None) -> KubeTarget:
-        if desc.target != "kubernetes":
-            raise ConfigError("target", f"environment {desc.environment} targets {desc.target}, not kubernetes")
-        return cls(desc.project, desc.environment, desc.kubernetes.namespace, kubeconfig, context, in_cluster,
-                   cluster_block)
-
-    def driver(self) -> KubeDriver:
-        config_dict = None
-        context = self.context
-        if self.cluster_block:
-            from prefect_kubernetes.credentials import KubernetesClusterConfig
-
-            block = KubernetesClusterConfig.load(self.cluster_block)
-            config_dict, context = block.config, context or block.context_name
-        return KubeDriver.connect(self.project, self.environment, self.namespace, self.kubeconfig, context,
-                                  self.in_cluster, config_dict, self.timeout_s)
 
 
 def helix_config_text(desc: Descriptor, descriptor_file: str | Path) -> str | None:
@@ -302,3 +268,117 @@ def apply_secret_and_roll_consumers(target: KubeTarget, desc: Descriptor, config
         return {"secret": secret_result, "rolled": rolled, "kept": kept}
     finally:
         driver.close()
+
+
+# --- deploy-helix's three steps on Kubernetes (tasks.target.deployer_for picks them by the target's kind) ----
+
+def plan_deploy(target: KubeTarget, desc: Descriptor, config_text: str | None) -> Plan:
+    """The deploy plan: the rendering against the live objects (see :func:`plan_kube`)."""
+    return plan_kube(target, desc, config_text)
+
+
+def apply_deploy(target: KubeTarget, desc: Descriptor, config_text: str | None, plan: Plan, deadline_s: float,
+                 log: Callable[[str], None] = lambda m: None) -> list[str]:
+    """Carry out ``plan`` (see :func:`apply_plan`)."""
+    return apply_plan(target, desc, config_text, plan, deadline_s, log=log)
+
+
+def deploy_status(target: KubeTarget, desc: Descriptor) -> list[dict[str, Any]]:
+    """Per workload: image, ready/desired replicas, health, endpoint, and ``healthy`` (its rollout is complete)."""
+    return [{**r, "healthy": r["health"] == "ready"} for r in kube_status(target)]
+
+
+# --- rotate-helix-secrets' two steps on Kubernetes ------------------------------------------------------------
+
+@contextmanager
+def rotation_access(target: KubeTarget) -> Iterator[Callable[[], dict[str, Any]]]:
+    """For the body: a function that (re)opens port-forwards to Redis and Neo4j through the API server and
+    returns the rotation's endpoints (a roll replaces the pods, so each call forwards to the pods of the
+    moment and closes the earlier forwards). Neo4j is ``None`` when no Neo4j pod is ready (only a Neo4j
+    rotation needs it, and says so). No Sentinels on Kubernetes."""
+    from helix_ops import guide
+
+    stack = ExitStack()
+
+    def find() -> dict[str, Any]:
+        stack.close()
+        redis = stack.enter_context(target.endpoint("redis", guide.REDIS_PORT))
+        try:
+            neo4j = stack.enter_context(target.endpoint("neo4j", guide.NEO4J_BOLT_PORT))
+        except (WaitTimeout, KubeApiError) as exc:
+            get_run_logger().info("no Neo4j endpoint for the rotation: %s", exc)
+            neo4j = None
+        return {"redis": [list(redis)], "redis_services": ["redis"], "sentinels": [], "sentinel_services": [],
+                "neo4j": f"bolt://{neo4j[0]}:{neo4j[1]}" if neo4j else None}
+
+    try:
+        yield find
+    finally:
+        stack.close()
+
+
+def roll_consumers(target: KubeTarget, descriptor: Descriptor, config_text: str | None, services: tuple[str, ...],
+                   roll_id: str, health_timeout_s: float, parallelism: int = 1) -> list[dict[str, Any]]:
+    """Write the blocks' values into the Secret and roll those of ``services`` whose values changed
+    (:func:`apply_secret_and_roll_consumers`; ``roll_id`` and ``parallelism`` are the engine's: a workload's
+    pod-template checksum decides here, and workloads roll one at a time)."""
+    return [apply_secret_and_roll_consumers(target, descriptor, config_text, services=list(services),
+                                            deadline_s=health_timeout_s)]
+
+
+# --- upgrade-helix / scale-helix's steps on Kubernetes ----------------------------------------------------------
+
+def running_images(target: KubeTarget) -> dict[str, str]:
+    """Service → the image its Deployment/StatefulSet runs now."""
+    return workload_images(read_kube_state(target))
+
+
+def service_of(identity: str) -> str | None:
+    """The workload a plan identity rolls, or None for any other object."""
+    return name_of(identity) if is_workload(identity) else None
+
+
+def is_rollout_failure(exc: Exception) -> bool:
+    """Whether a failed roll is one the rollback answers: a missed rollout deadline (a refused or unreachable
+    API changed nothing, and is raised as it is)."""
+    from drivers.kube import RolloutFailed
+
+    return isinstance(exc, RolloutFailed)
+
+
+def roll_services(target: KubeTarget, desired: Descriptor, config_text: str | None, changes: list[Any],
+                  health_timeout_s: float, drain_s: float = 0, parallel: bool = False
+                  ) -> tuple[list[dict[str, Any]], list[str], dict[str, Exception]]:
+    """Apply each changed workload and wait for its rollout (``health_timeout_s``), one at a time; a workload
+    that misses its deadline is rolled back to its previous pod template by the driver and ends the walk.
+    ``drain_s`` and ``parallel`` are the engine's. Returns (reports, workloads done, failures by workload)."""
+    reports: list[dict[str, Any]] = []
+    done: list[str] = []
+    for change in changes:
+        try:
+            reports.append(roll_kube_workload(target, desired, config_text, change.identity, change.spec_hash,
+                                              health_timeout_s))
+        except Exception as exc:  # noqa: BLE001 - the caller rolls back and records
+            return reports, done, {name_of(change.identity): exc}
+        done.append(name_of(change.identity))
+    return reports, done, {}
+
+
+def roll_back(target: KubeTarget, previous: Descriptor, config_text: str | None, done: list[str],
+              failures: Mapping[str, Exception], health_timeout_s: float, drain_s: float = 0) -> list[str]:
+    """Apply ``previous``'s rendering again to the workloads done (newest first); the failing one was rolled
+    back by the driver. Returns what could not be rolled back."""
+    from drivers.kube import RolloutFailed
+
+    by_name = {name_of(o.identity): o.identity
+               for o in kubernetes_objects(render_for_cluster(previous, config_text, with_secrets=False))
+               if is_workload(o.identity)}
+    problems = []
+    for name in reversed(done):
+        try:
+            roll_kube_workload(target, previous, config_text, by_name[name], None, health_timeout_s)
+        except Exception as again:  # noqa: BLE001 - reported in the audit record
+            problems.append(f"{name}: {again}")
+    problems += [f"{name}: not rolled back" for name, exc in failures.items()
+                 if isinstance(exc, RolloutFailed) and not exc.rolled_back]
+    return problems

@@ -14,24 +14,27 @@ pytestmark = pytest.mark.bed  # Prefect's test harness holds the record
 
 
 class FakeEngine:
-    """Stands in for stop_writers / start_writers / running_writers; logs what happened and when."""
+    """An in-memory :class:`drivers.target.Target` for the writer window: pause_record / pause / resume log
+    what happened and when (the engine and Kubernetes targets are run by the flows' tests)."""
+
+    kind = "fake"
+    capabilities = frozenset()
+    project = "p"
 
     def __init__(self, environment: str, running: list[str], stop_also: list[str] | None = None,
                  fail_stop: bool = False, fail_start: bool = False) -> None:
         self.environment = environment
-        self.running = running
+        self.running_now = running
         self.stop_also = stop_also or []
         self.fail_stop = fail_stop
         self.fail_start = fail_start
         self.events: list[tuple] = []
 
-    def install(self, monkeypatch) -> None:
-        import tasks.backup
-        import tasks.writer_pause as wp
+    def install(self, monkeypatch) -> None:  # nothing to patch: the window gets this target
+        pass
 
-        monkeypatch.setattr(wp, "running_writers", self.running_writers)
-        monkeypatch.setattr(tasks.backup, "stop_writers", self.stop_writers)
-        monkeypatch.setattr(tasks.backup, "start_writers", self.start_writers)
+    def where(self) -> str:
+        return "fake target"
 
     def _record(self):
         from tasks.writer_pause import read_pause
@@ -39,18 +42,19 @@ class FakeEngine:
         pause = read_pause(self.environment)
         return pause["containers"] if pause else None
 
-    def running_writers(self, target, services):
-        self.events.append(("running", list(services)))
-        return list(self.running)
+    def pause_record(self, service):
+        self.events.append(("running", [service]))
+        return {"replicas": list(self.running_now)}
 
-    def stop_writers(self, target, services):
+    def pause(self, service):
         self.events.append(("stop", self._record()))
         if self.fail_stop:
             raise RuntimeError("stop failed half-way")
-        return sorted(self.running + self.stop_also)
+        return {"replicas": sorted(self.running_now + self.stop_also)}
 
-    def start_writers(self, target, containers, descriptor):
-        self.events.append(("start", list(containers), self._record()))
+    def resume(self, service, record, descriptor, deadline_s=180):
+        containers = list(record["replicas"])
+        self.events.append(("start", containers, self._record()))
         if self.fail_start:
             raise RuntimeError("mcp-graph never healthy")
         return [f"{c}: HTTP 200" for c in containers]
@@ -61,11 +65,9 @@ def _window(engine: FakeEngine, body=None):
 
     from tasks.writer_pause import writer_window
 
-    target = SimpleNamespace(environment=engine.environment)
-
     @flow(name="writer-window-test")
     def run() -> dict:
-        with writer_window(target, SimpleNamespace(), ["mcp-graph"], "test flow-run/1") as window:
+        with writer_window(engine, SimpleNamespace(), ["mcp-graph"], "test flow-run/1") as window:
             engine.events.append(("body", dict(window), engine._record()))
             if body:
                 body()
@@ -116,9 +118,11 @@ def _export_fails():
     # the body fails: the writers are started again, and the record deleted once they run
     ({}, _export_fails, "export failed", ["running", "stop", "body", "start"], None),
     # the stop fails half-way: no body; what was running is started again (a no-op for those still running)
-    ({"fail_stop": True}, None, "stop failed half-way", ["running", "stop", "start"], None),
+    # (the pause task is retried once, the resume task twice: each a Prefect task retry)
+    ({"fail_stop": True}, None, "stop failed half-way", ["running", "stop", "stop", "start"], None),
     # the writers do not start again: the record stays, so the next run starts them
-    ({"fail_start": True}, None, "never healthy", ["running", "stop", "body", "start"], ["p-mcp-graph-1"]),
+    ({"fail_start": True}, None, "never healthy", ["running", "stop", "body", "start", "start", "start"],
+     ["p-mcp-graph-1"]),
 ], ids=["body-fails", "stop-fails", "start-fails"])
 def test_a_failure_inside_the_window(prefect_harness, monkeypatch, faults, body, error, steps, left):
     from tasks.writer_pause import read_pause

@@ -1,0 +1,43 @@
+"""Prefect tasks over any :class:`drivers.target.Target` (the engine or a Kubernetes cluster)."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from drivers.target import Connection, Target, open_target
+from helix_ops.descriptor import Descriptor
+from helix_ops.plan import CurrentState
+
+
+def target_for(descriptor: Descriptor, conn: Connection | None = None) -> Target:
+    """The environment's target, reached as the flow's connection parameters say (no I/O yet)."""
+    return open_target(descriptor, conn)
+
+
+@task(name="connect-target", retries=3, retry_delay_seconds=[1, 3, 5], timeout_seconds=60, cache_policy=NO_CACHE)
+def connect_target(target: Target) -> dict[str, Any]:
+    """Ping the engine / API server (retried: one that is down fails after the retries with a clear error)."""
+    version = target.connect()
+    get_run_logger().info("target: %s (%s)", target.where(), ", ".join(f"{k} {v}" for k, v in version.items()))
+    return version
+
+
+@task(name="read-live-state", retries=2, retry_delay_seconds=2, timeout_seconds=120, cache_policy=NO_CACHE)
+def read_live_state(target: Target) -> CurrentState:
+    """The environment's objects as they run now."""
+    return target.live_state()
+
+
+DEPLOYERS = {"engine": "tasks.engine", "kubernetes": "tasks.kube"}
+
+
+def deployer_for(target: Target) -> ModuleType:
+    """The module with deploy-helix's three steps for ``target`` (``plan_deploy``, ``apply_deploy``,
+    ``deploy_status``, with one signature on every target): how a render becomes live differs per target
+    (Compose containers through the engine, manifests by server-side apply), so it is chosen here, once."""
+    return import_module(DEPLOYERS[target.kind])
