@@ -258,6 +258,24 @@ class Backup(_Model):
         return zone
 
 
+def check_timezone(zone: str) -> str:
+    """Validate an IANA timezone name (``Europe/Berlin``, ``UTC``)."""
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown timezone {zone!r} (expected an IANA name like Europe/Berlin)") from None
+    return zone
+
+
+class Rotation(_Model):
+    """When rotate-helix-secrets runs on its own: a cron in ``timezone`` (the deployment's schedule in
+    prefect.yaml is generated from it: ``helix-ops schedules --write``). Left out: rotation runs only when
+    started."""
+
+    schedule: Cron
+    timezone: Annotated[StrictStr, AfterValidator(check_timezone)] = "UTC"
+
+
 class Credentials(_Model):
     """Names of the Prefect blocks holding secrets (never the secrets)."""
 
@@ -284,6 +302,7 @@ class Descriptor(_Model):
     ingress: Ingress
     services: Services
     backup: Backup
+    rotation: Rotation | None = None
     credentials: Credentials
 
 
