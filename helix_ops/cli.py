@@ -6,6 +6,7 @@ The CLI is the edge: it reads files and ``os.environ``; everything below it is p
     helix-ops validate --env prod
     helix-ops render --env prod --target kubernetes --out build/prod
     helix-ops plan --env local --state current.json
+    helix-ops schedules --check        # prefect.yaml's generated schedules agree with the descriptors
 """
 
 from __future__ import annotations
@@ -60,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--target", choices=("compose", "kubernetes"), help="default: the descriptor's target")
     plan.add_argument("--state", metavar="FILE", help="current state as JSON (default: nothing exists)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    schedules_help = ("Check or write prefect.yaml's generated schedules (backup-helix, rotate-helix-secrets) "
+                      "from the descriptors deployments/<env>.yaml of every environment prefect.yaml names.")
+    schedules = commands.add_parser("schedules", help=schedules_help, description=schedules_help)
+    mode = schedules.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="exit 1 naming each deployment that disagrees")
+    mode.add_argument("--write", action="store_true", help="rewrite the generated blocks (nothing else)")
+    schedules.add_argument("--prefect-file", metavar="PATH", default="prefect.yaml",
+                           help="default: prefect.yaml in the cwd (descriptors: deployments/ next to it)")
     return parser
 
 
@@ -189,6 +198,39 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
+def cmd_schedules(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``helix-ops schedules --check | --write``: prefect.yaml's generated schedules against the descriptors."""
+    from helix_ops._validation import load_yaml_mapping
+    from helix_ops.schedules import all_schedules, check_schedules, environment_of, write_schedules
+
+    path = Path(args.prefect_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("(file)", f"cannot read: {exc.strerror}", str(path)) from None
+    doc = load_yaml_mapping(text, str(path))
+    envs = sorted({e for d in doc.get("deployments") or [] if (e := environment_of(d))})
+    wanted = all_schedules([load_descriptor(descriptor_path(e, path.parent)) for e in envs])
+    written = write_schedules(text, wanted, str(path))
+    if args.write:
+        if written != text:
+            path.write_text(written, encoding="utf-8")
+        print(f"{'wrote' if written != text else 'up to date:'} {path}: schedules of {len(wanted)} deployments "
+              f"from {len(envs)} descriptors")
+        return EXIT_OK
+    problems = check_schedules(load_yaml_mapping(text, str(path)), wanted)
+    if written != text and not problems:
+        problems.append("the generated blocks' text is not as `helix-ops schedules --write` writes it")
+    for line in problems:
+        print(f"{path}: {line}", file=sys.stderr)
+    if problems:
+        print(f"helix-ops: {len(problems)} disagreement(s) with the descriptors: run `helix-ops schedules --write`",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ok: {path}: schedules of {len(wanted)} deployments agree with {len(envs)} descriptors")
+    return EXIT_OK
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -213,7 +255,7 @@ class _NoAliasDumper(yaml.SafeDumper):
         return True
 
 
-_COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan}
+_COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan, "schedules": cmd_schedules}
 
 if __name__ == "__main__":
     sys.exit(main())
