@@ -136,10 +136,10 @@ def test_a_leaked_secret_and_a_wide_role_fail_their_items():
     assert "helix-config key helix.config.yaml" in report.finding("configmap-secrets").detail
     _, rules = allowed_role()
     wide = [*rules, {"apiGroups": [""], "resources": ["*"], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["create"]}]
     finding = evaluate(kube_facts(role_rules=tuple(wide))).finding("rbac-scope")
     assert finding.status == "fail" and "wildcard grants: get core/*" in finding.detail
-    assert "beyond deployments/rbac/role.yaml: create core/pods/exec" in finding.detail
+    assert "beyond deployments/rbac/role.yaml: create rbac.authorization.k8s.io/rolebindings" in finding.detail
     assert evaluate(kube_facts(role_rules=())).finding("rbac-scope").status == "fail"
 
 
