@@ -1,5 +1,12 @@
-"""Tasks of provision-helix: pre-flight facts from the engine and this machine, then networks, volumes and
-the environment's secrets. The decisions (versions, memory, ports, volumes) are ``helix_ops.preflight``'s.
+"""Tasks of provision-helix: pre-flight facts from the target, then its objects and the environment's secrets.
+The decisions (versions, memory, ports, volumes, RBAC, storage, node capacity) are ``helix_ops.preflight``'s.
+
+Each target kind has one pre-flight and one provisioning implementation; :func:`preflight_checks` and
+:func:`provision_objects` pick them from ``PREFLIGHTS`` / ``PROVISIONERS`` by ``target.kind``, the one place that
+does. On the engine: the engine's version and memory, this machine's Compose, the host port, the volumes; then
+networks and volumes. On Kubernetes, through the API server: its version, the namespace, every verb of
+``deployments/rbac/role.yaml`` (SelfSubjectAccessReviews), the PVCs' StorageClass, the schedulable nodes'
+allocatable memory and CPU; nothing is created (deploy-helix applies the namespace and the objects).
 """
 
 from __future__ import annotations
@@ -7,16 +14,26 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import yaml
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from helix_ops import preflight
 from helix_ops.descriptor import Descriptor
 from helix_ops.errors import HelixOpsError
-from helix_ops.preflight import Check, VolumeFact
+from helix_ops.preflight import AccessNeed, Check, NodeFact, StorageClassFact, VolumeFact
+
+if TYPE_CHECKING:
+    from drivers.kube import KubeDriver
+    from drivers.target import Target
+    from drivers.target_engine import EngineTarget
+    from drivers.target_kube import KubeTarget
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _local_engine(engine_url: str | None) -> bool:
@@ -56,22 +73,35 @@ def compose_version() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-@task(name="preflight-checks", timeout_seconds=120, cache_policy=NO_CACHE)
-def preflight_checks(descriptor: Descriptor, engine_url: str | None,
-                     memory_available: int | None = None) -> list[Check]:
-    """Every pre-flight check of ``descriptor``'s environment; failed checks carry their fix.
+@task(name="preflight-checks", timeout_seconds=180, cache_policy=NO_CACHE)
+def preflight_checks(descriptor: Descriptor, target: Target, memory_available: int | None = None) -> list[Check]:
+    """Every pre-flight check of ``descriptor``'s environment on ``target``; failed checks carry their fix.
 
-    ``memory_available`` overrides the measured free memory (bytes).
+    ``memory_available`` overrides the engine host's measured free memory (bytes); on Kubernetes the nodes'
+    allocatable memory is read instead.
     """
+    return PREFLIGHTS[target.kind](descriptor, target, memory_available)
+
+
+@task(name="provision-objects", retries=2, retry_delay_seconds=2, timeout_seconds=120, cache_policy=NO_CACHE)
+def provision_objects(descriptor: Descriptor, target: Target) -> list[str]:
+    """Create what the target needs before the first deploy (one line each): the engine's networks and volumes;
+    nothing on Kubernetes (deploy-helix applies the namespace and every object)."""
+    return PROVISIONERS[target.kind](descriptor, target)
+
+
+# --- engine ---------------------------------------------------------------------------------------------------
+
+
+def engine_preflight(descriptor: Descriptor, target: EngineTarget, memory_available: int | None) -> list[Check]:
+    """The engine's pre-flight: reachable, version, Compose, memory, the load balancer's host port, volumes."""
     from drivers.engine import PROJECT_LABEL, SERVICE_LABEL, EngineDriver
     from helix_ops.render.compose import render_compose
     from helix_ops.stack import build_stack
 
+    engine_url = target.base_url
     stack = build_stack(descriptor)
     checks: list[Check] = []
-    if descriptor.target == "kubernetes":
-        checks.append(preflight.check_kubernetes(None, descriptor))
-        return checks
     try:
         driver = EngineDriver.connect(engine_url, descriptor.project, descriptor.environment, timeout=20)
     except HelixOpsError as exc:
@@ -111,16 +141,13 @@ def preflight_checks(descriptor: Descriptor, engine_url: str | None,
     return checks
 
 
-@task(name="provision-engine-objects", retries=2, retry_delay_seconds=2, timeout_seconds=120, cache_policy=NO_CACHE)
-def provision_engine_objects(descriptor: Descriptor, engine_url: str | None,
-                             extra_labels: Mapping[str, str] | None = None) -> list[str]:
+def engine_objects(descriptor: Descriptor, target: EngineTarget) -> list[str]:
     """Create the project's networks and volumes (kept when they exist), labelled as deploy-helix expects."""
-    from drivers.engine import EngineDriver
     from helix_ops.plan import compose_objects
     from helix_ops.render.compose import render_compose
     from helix_ops.stack import build_stack
 
-    driver = EngineDriver.connect(engine_url, descriptor.project, descriptor.environment, extra_labels)
+    driver = target.driver()
     out = []
     for obj in compose_objects(render_compose(build_stack(descriptor))):
         kind, name = obj.identity.split("/", 1)
@@ -129,6 +156,137 @@ def provision_engine_objects(descriptor: Descriptor, engine_url: str | None,
         elif kind == "volume":
             out.append(driver.ensure_volume(name, obj.spec_hash))
     return out
+
+
+# --- Kubernetes -----------------------------------------------------------------------------------------------
+
+
+def kube_preflight(descriptor: Descriptor, target: KubeTarget, memory_available: int | None = None) -> list[Check]:
+    """The cluster's pre-flight through its API server: reachable and ≥ 1.28, the namespace, the Role file's
+    verbs, the PVCs' StorageClass, the schedulable nodes' allocatable memory and CPU. ``memory_available`` is
+    not used (the nodes say)."""
+    from helix_ops.render.kubernetes import render_kubernetes
+    from helix_ops.stack import build_stack
+
+    manifests = render_kubernetes(build_stack(descriptor))
+    namespace = descriptor.kubernetes.namespace
+    fix = ("start the cluster, or pass the right kubeconfig / kube_context / cluster_block (check with: kubectl "
+           "--kubeconfig <file> version)")
+    try:
+        driver = target.driver()
+    except HelixOpsError as exc:
+        return [Check("kubernetes API server reachable", "fail", str(exc).split(" (hint")[0], fix)]
+    try:
+        try:
+            version = driver.version()
+        except HelixOpsError as exc:
+            return [Check("kubernetes API server reachable", "fail", str(exc).split(" (hint")[0], fix)]
+        checks = [Check("kubernetes API server reachable", "pass", f"{driver.server} answers ({target.where()})"),
+                  preflight.check_kubernetes(version.get("gitVersion") or "?", descriptor)]
+
+        try:
+            exists = kube_namespace_exists(driver, namespace)
+            may_create = access_allowed(driver, AccessNeed("create", "", "namespaces")) if exists is False else None
+            checks.append(preflight.check_namespace(namespace, exists, may_create))
+            try:
+                needs = preflight.rbac_needs(yaml.safe_load_all((REPO / preflight.ROLE_FILE).read_text()),
+                                             namespace)
+            except (OSError, yaml.YAMLError, ValueError) as exc:
+                checks.append(Check("rbac", "fail", f"cannot read {preflight.ROLE_FILE}: {exc}",
+                                    "run from a helix-ops checkout with a valid deployments/rbac/role.yaml"))
+            else:
+                checks += preflight.check_access(needs, {n: access_allowed(driver, n) for n in needs})
+            checks += preflight.check_storage(preflight.volume_claims(manifests), kube_storage_classes(driver))
+            checks += preflight.check_capacity(preflight.pod_requests(manifests), kube_nodes(driver))
+        except HelixOpsError as exc:
+            checks.append(Check("kubernetes API", "fail", str(exc).split(" (hint")[0],
+                                "check the kubeconfig's credentials (a valid, unexpired client certificate or "
+                                "token) and that the API server stays up"))
+        return checks
+    finally:
+        driver.close()
+
+
+def kube_objects(descriptor: Descriptor, target: KubeTarget) -> list[str]:
+    """Nothing: deploy-helix applies the namespace and every object by server-side apply."""
+    return []
+
+
+def _kube_call(driver: KubeDriver, fn: Callable[[], Any]) -> tuple[Any, int]:
+    """``(value, 200)``, or ``(None, HTTP code)`` when the API server refuses (403, 404, …); a 401 and a lost
+    connection raise (:class:`helix_ops.errors.DriverError`)."""
+    import httpx2
+    from lightkube import ApiError
+
+    from drivers.kube import KubeApiError, KubeUnreachable
+
+    try:
+        return fn(), 200
+    except ApiError as exc:
+        code = int(getattr(exc.status, "code", 0) or exc.response.status_code)
+        if code == 401:
+            raise KubeApiError("authenticate", "-", None, 401, exc.status.message or "Unauthorized") from None
+        return None, code
+    except httpx2.TransportError as exc:
+        raise KubeUnreachable(driver.server, f"{type(exc).__name__}: {exc}") from None
+
+
+def kube_namespace_exists(driver: KubeDriver, namespace: str) -> bool | None:
+    """True / False; ``None`` when this identity may not read it."""
+    from lightkube.resources.core_v1 import Namespace
+
+    _, code = _kube_call(driver, lambda: driver.client.get(Namespace, namespace))
+    if code in (200, 404):
+        return code == 200
+    if code == 403:
+        return None
+    raise HelixOpsError(f"reading namespace {namespace}: HTTP {code}")
+
+
+def access_allowed(driver: KubeDriver, need: AccessNeed) -> bool | None:
+    """A SelfSubjectAccessReview of ``need``: allowed or not; ``None`` when the review itself was refused."""
+    from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
+    from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
+
+    attrs = ResourceAttributes(verb=need.verb, group=need.group, resource=need.resource,
+                               subresource=need.subresource or None, namespace=need.namespace,
+                               name=need.name or None)
+    review = SelfSubjectAccessReview(spec=SelfSubjectAccessReviewSpec(resourceAttributes=attrs))
+    answer, _ = _kube_call(driver, lambda: driver.client.create(review))
+    if answer is None or answer.status is None:
+        return None
+    return bool(answer.status.allowed) and not answer.status.denied
+
+
+def kube_storage_classes(driver: KubeDriver) -> list[StorageClassFact] | None:
+    """The cluster's StorageClasses; ``None`` when this identity may not list them."""
+    from lightkube.resources.storage_v1 import StorageClass
+
+    items, code = _kube_call(driver, lambda: list(driver.client.list(StorageClass)))
+    if items is None:
+        if code == 403:
+            return None
+        raise HelixOpsError(f"listing StorageClasses: HTTP {code}")
+    return [StorageClassFact(sc.metadata.name, preflight.is_default_class(sc.metadata.annotations))
+            for sc in items]
+
+
+def kube_nodes(driver: KubeDriver) -> list[NodeFact] | None:
+    """Every node's allocatable and schedulability; ``None`` when this identity may not list nodes."""
+    from lightkube.resources.core_v1 import Node
+
+    items, code = _kube_call(driver, lambda: list(driver.client.list(Node)))
+    if items is None:
+        if code == 403:
+            return None
+        raise HelixOpsError(f"listing nodes: HTTP {code}")
+    return [preflight.node_fact(n.to_dict()) for n in items]
+
+
+PREFLIGHTS: dict[str, Callable[[Descriptor, Any, int | None], list[Check]]] = {
+    "engine": engine_preflight, "kubernetes": kube_preflight}
+PROVISIONERS: dict[str, Callable[[Descriptor, Any], list[str]]] = {
+    "engine": engine_objects, "kubernetes": kube_objects}
 
 
 @task(name="provision-secrets", timeout_seconds=120, cache_policy=NO_CACHE)
