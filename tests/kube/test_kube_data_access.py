@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from drivers.kube import KubeDriver, KubeForbidden
-from helix_ops.errors import WaitTimeout
+from helix_ops.errors import DriverError, WaitTimeout
 from testbed.paths import REPO
 from tests.kube.conftest import Admin
 
@@ -152,8 +152,10 @@ def test_exec_runs_the_command_and_reports_output_and_exit_code(kube, env, tmp_p
     driver = env["driver"]
     rc, out, err = driver.exec("mcp-graph", ["sh", "-c", "echo out; echo err >&2; pwd"], timeout_s=30)
     assert (rc, out, err) == (0, f"out\n{tmp_path}\n", "err\n")
-    rc, _, _ = driver.exec("mcp-graph", ["sh", "-c", "exit 3"], timeout_s=30)
-    assert rc == 3
+    failed = driver.exec("mcp-graph", ["sh", "-c", "echo out; echo err >&2; exit 3"], timeout_s=30)
+    assert failed == (3, "out\n", "err\n")
+    with pytest.raises(DriverError, match="no-such-command-xyz"):
+        driver.exec("mcp-graph", ["no-such-command-xyz"], timeout_s=30)
 
 
 def test_a_role_without_exec_create_is_forbidden(kube, env):
