@@ -1,9 +1,9 @@
 """The local quickstart: Helix deployed on this machine through Prefect, the way an operator would.
 
 Brings up the test bed's container engine, images and a Prefect server (in the background), creates the
-``local`` environment's credential blocks, registers every deployment of ``prefect.yaml`` on a process work
-pool, starts a worker, and runs ``prefect deployment run deploy-helix/local``. Everything stays up until
-``make down``.
+``local`` environment's credential blocks, registers the ``local`` deployments of ``prefect.yaml`` (never
+staging's or prod's schedules) on a process work pool, starts a worker on the pool's ``local`` work queue, and
+runs ``prefect deployment run deploy-helix/local``. Everything stays up until ``make down``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,13 @@ from pathlib import Path
 
 import yaml
 
+from helix_ops.schedules import deployments_of
 from testbed import procs
 from testbed.bed import Bed
 from testbed.paths import REPO
+
+
+ENV = "local"
 
 
 def main() -> int:
@@ -36,17 +40,19 @@ def main() -> int:
         bed.write_state()
         env = {**prefect.env(), "DOCKER_HOST": engine.base_url, "HELIX_OPS_HOME": str(REPO),
                "PREFECT_WORKER_QUERY_SECONDS": "2"}
+        names = [a for name in deployments_of(yaml.safe_load((REPO / "prefect.yaml").read_text()), ENV)
+                 for a in ("--name", name)]
         steps = [
-            ("credential blocks", [str(bin_dir / "python"), "-m", "blocks.bootstrap", "--env", "local"]),
+            ("credential blocks", [str(bin_dir / "python"), "-m", "blocks.bootstrap", "--env", ENV]),
             ("work pool", [str(bin_dir / "prefect"), "work-pool", "create", "helix-ops", "--type", "process",
                            "--overwrite"]),
-            ("deployments", [str(bin_dir / "prefect"), "--no-prompt", "deploy", "--all"]),
+            (f"{len(names) // 2} deployments of {ENV}", [str(bin_dir / "prefect"), "--no-prompt", "deploy", *names]),
         ]
         for what, argv in steps:
             say(f"{what}: {' '.join(argv[-4:])}")
             procs.run(argv, env=env, cwd=REPO, timeout_s=600)
-        procs.start("worker", [str(bin_dir / "prefect"), "worker", "start", "--pool", "helix-ops"], bed.run_dir,
-                    env=env)
+        procs.start("worker", [str(bin_dir / "prefect"), "worker", "start", "--pool", "helix-ops", "--work-queue",
+                               ENV], bed.run_dir, env=env)
         params = json.dumps({"container_labels": bed.container_labels()})
         say("prefect deployment run deploy-helix/local --watch")
         t0 = time.monotonic()

@@ -1,5 +1,6 @@
-"""The real path: a Prefect server and a process worker, `prefect deploy --all` from prefect.yaml, then
-`prefect deployment run deploy-helix/local`, with real containers coming up healthy."""
+"""The real path: a Prefect server and a process worker on the `local` work queue, `prefect deploy` of
+prefect.yaml's local deployments, then `prefect deployment run deploy-helix/local`, with real containers coming
+up healthy."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from helix_ops.schedules import deployments_of
 from testbed.helix import container_ids, local_descriptor
 from testbed.paths import REPO
 
@@ -37,10 +39,19 @@ def worker(prefect_server, bed):
     env = {**os.environ, **prefect_server.env(), "HELIX_OPS_HOME": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1",
            "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
     sh([str(BIN / "prefect"), "work-pool", "create", "helix-ops", "--type", "process", "--overwrite"], env)
-    sh([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env)
+    # only local's deployments, and a worker on local's queue: nothing of staging or prod is registered or run
+    names = deployments_of(yaml.safe_load((REPO / "prefect.yaml").read_text()), "local")
+    sh([str(BIN / "prefect"), "--no-prompt", "deploy", *[a for n in names for a in ("--name", n)]], env)
+    r = httpx.post(f"{env['PREFECT_API_URL']}/deployments/filter", json={"limit": 200}, timeout=10)
+    r.raise_for_status()
+    mine = [d for d in r.json() if d["work_pool_name"] == "helix-ops"]
+    assert len(mine) == len(names) and {(d["name"], d["work_queue_name"]) for d in mine} == {("local", "local")}
+    backup = [d for d in mine if d["entrypoint"].endswith(":backup_helix")][0]["schedules"]
+    assert sorted((s["schedule"]["cron"], s["active"], s["parameters"]["components"][0]) for s in backup) == \
+        [("*/30 * * * *", False, "redis"), ("0 * * * *", False, "neo4j")]  # deployments/local.yaml, inactive
     log = open(bed.run_dir / "worker.log", "wb")
-    proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "helix-ops"], env=env, cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "helix-ops", "--work-queue", "local"],
+                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     yield env
     proc.terminate()
     try:
