@@ -80,8 +80,8 @@ class KubeTarget:
 
     def running(self, service: str) -> list[str]:
         with self._driver() as d:
-            return sorted(p["metadata"]["name"] for p in d.pods(service)
-                          if (p.get("status") or {}).get("phase") == "Running")
+            return sorted(p["name"] for p in d.pods(service)
+                          if p["phase"] == "Running" and p["ready"] and not p["deleting"])
 
     @contextmanager
     def endpoint(self, service: str, port: int) -> Iterator[tuple[str, int]]:

@@ -64,7 +64,7 @@ class Bed:
     run_dir: Path
     log: object = print
     _parts: dict[str, object] = field(default_factory=dict)
-    _servers: list[Neo4jServer] = field(default_factory=list)  # from new_neo4j(): stopped by down() too
+    _servers: list[Neo4jServer | RedisServer] = field(default_factory=list)  # new_neo4j/new_redis: down() stops them
 
     @classmethod
     def create(cls, owner_pid: int | None = None, log=print) -> Bed:
@@ -110,6 +110,14 @@ class Bed:
                              pagecache=pagecache)
         self._servers.append(server)
         server.prepare()
+        server.start()
+        return server
+
+    def new_redis(self, name: str) -> RedisServer:
+        """A fresh Redis server of its own (a test that rotates its password or restores into it); ``down()``
+        stops it too."""
+        server = RedisServer(self.run_dir / name, procs.free_port(), new_password())
+        self._servers.append(server)
         server.start()
         return server
 

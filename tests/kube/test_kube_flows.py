@@ -32,7 +32,10 @@ def env(kube, prefect_harness, audit_dir, tmp_path_factory):
     assert bootstrap(["--descriptor", str(path)]) == 0
     admin = Admin(kube.kubeconfig, namespace)
     t0 = time.monotonic()
-    result = deploy_helix(env=environment, descriptor=str(path), kubeconfig=str(kube.kubeconfig), health_timeout_s=90)
+    # run_init_db=False: kwok's pods forward no Bolt here (init-helix-db through a port-forward to a real Neo4j
+    # is tested in test_kube_data_flows.py); these tests are about the objects and their rollouts
+    result = deploy_helix(env=environment, descriptor=str(path), kubeconfig=str(kube.kubeconfig), health_timeout_s=90,
+                          run_init_db=False)
     print(f"first deploy on the local control plane: {time.monotonic() - t0:.1f}s")
     yield {"environment": environment, "namespace": namespace, "path": path, "admin": admin, "first": result,
            "audit": audit_dir / f"{environment}.jsonl"}
@@ -41,7 +44,7 @@ def env(kube, prefect_harness, audit_dir, tmp_path_factory):
 
 def deploy(env, kube, path=None, **kw):
     return deploy_helix(env=env["environment"], descriptor=str(path or env["path"]),
-                        **{"health_timeout_s": 60, "kubeconfig": str(kube.kubeconfig), **kw})
+                        **{"health_timeout_s": 60, "kubeconfig": str(kube.kubeconfig), "run_init_db": False, **kw})
 
 
 def images(admin) -> dict[str, str]:
