@@ -218,10 +218,10 @@ def test_the_prod_gate_refuses_a_broken_environment(env, kube):
     assert gate(None).passed
 
 
-def test_as_helix_ops_own_identity_every_live_fact_but_its_role_is_readable(env, kube):
+def test_as_helix_ops_own_identity_every_live_fact_is_readable_and_the_audit_passes(env, kube):
     """Run as an identity bound to the Role of deployments/rbac/role.yaml (what audit-helix/prod runs as):
-    every live read and the port-forwards work; reading the Role itself needs ``get roles``, which that Role
-    does not grant, so rbac-scope is "not checked" with the 403 and its hint."""
+    every live read and the port-forwards work, and the Role reads itself (``get roles``, resourceNames
+    helix-ops), so nothing blocks."""
     import yaml
     from lightkube import codecs
 
@@ -236,7 +236,6 @@ def test_as_helix_ops_own_identity_every_live_fact_but_its_role_is_readable(env,
     result = audit(env, kube, kubeconfig=kube.kubeconfig_for(user))
     blocking = failing(result)
     statuses = {f["id"]: f["status"] for f in result["findings"]}
-    if "rbac-scope" in blocking:
-        assert statuses["rbac-scope"] == "skipped" and "may not get roles" in blocking["rbac-scope"]
-    assert set(blocking) <= {"rbac-scope"}, blocking
+    assert blocking == {}, blocking
+    assert statuses["rbac-scope"] == "pass"
     assert statuses["neo4j-auth"] == statuses["redis-auth"] == "pass"
