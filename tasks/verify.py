@@ -163,15 +163,24 @@ def admin_run(run_id: str) -> str:
     return f"{run_id}-admin"
 
 
+def scratch_neo4j_environment(password: str, heap: str, pagecache: str, edition: str = "community") -> dict[str, str]:
+    """The scratch Neo4j container's environment: its login, memory, and for an Enterprise backup the
+    official image's licence acceptance (an Enterprise image does not start without it)."""
+    env = {"NEO4J_AUTH": f"neo4j/{password}", "NEO4J_server_memory_heap_initial__size": heap,
+           "NEO4J_server_memory_heap_max__size": heap, "NEO4J_server_memory_pagecache_size": pagecache}
+    if edition.lower() == "enterprise":
+        env["NEO4J_ACCEPT_LICENSE_AGREEMENT"] = "yes"
+    return env
+
+
 def start_scratch_neo4j(eng: Any, image: str, data: str, password: str, heap: str, pagecache: str,
-                        start_deadline_s: float) -> tuple[Any, str, int]:
+                        start_deadline_s: float, edition: str = "community") -> tuple[Any, str, int]:
     """Start the scratch Neo4j (``image``) on the scratch volume ``data`` and wait for a Bolt login;
-    ``(container, host, port)``."""
+    ``(container, host, port)``. ``edition``: the backed-up server's (Enterprise: the licence is accepted)."""
     from drivers.engine import bolt_check, wait_container_healthy
 
-    container = eng.start("neo4j", image, volumes={data: NEO4J_DATA}, ports=[7687], environment={
-        "NEO4J_AUTH": f"neo4j/{password}", "NEO4J_server_memory_heap_initial__size": heap,
-        "NEO4J_server_memory_heap_max__size": heap, "NEO4J_server_memory_pagecache_size": pagecache})
+    container = eng.start("neo4j", image, volumes={data: NEO4J_DATA}, ports=[7687],
+                          environment=scratch_neo4j_environment(password, heap, pagecache, edition))
     host, port = eng.loopback_port(container, 7687)
     wait_container_healthy(container, bolt_check(host, port, "neo4j", password), "the scratch Neo4j to accept "
                            "a Bolt login", start_deadline_s, interval_s=1)
@@ -239,7 +248,8 @@ def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, st
     try:
         data = eng.volume("neo4j-data")
         t0 = time.monotonic()
-        container, host, port = start_scratch_neo4j(eng, image, data, password, heap, pagecache, start_deadline_s)
+        container, host, port = start_scratch_neo4j(eng, image, data, password, heap, pagecache, start_deadline_s,
+                                                    manifest.neo4j.edition)
         checks.append(check("scratch-neo4j-start", True, time.monotonic() - t0,
                             f"{image} on 127.0.0.1:{port} (heap {heap}, page cache {pagecache})"))
         uri = f"bolt://{host}:{port}"
@@ -318,7 +328,8 @@ def scratch_verify_neo4j_dump(base_url: str | None, run_id: str, labels: dict[st
     try:
         data = eng.volume("neo4j-data")
         t0 = time.monotonic()
-        container, _, port = start_scratch_neo4j(eng, image, data, password, heap, pagecache, start_deadline_s)
+        container, _, port = start_scratch_neo4j(eng, image, data, password, heap, pagecache, start_deadline_s,
+                                                 manifest.neo4j.edition)
         checks.append(check("scratch-neo4j-start", True, time.monotonic() - t0,
                             f"{image} on 127.0.0.1:{port} (heap {heap}, page cache {pagecache}), empty store"))
         target = EngineNeo4j(ScratchNeo4jHost(eng, container), "neo4j", password, image=image,
