@@ -89,9 +89,25 @@ class ContainerPlan:
     files: Mapping[str, str] = field(default_factory=dict)
 
 
+def probe_host_of(base_url: str | None) -> str:
+    """Where this process reaches the ports an engine publishes: the host of a ``tcp://`` / ``http(s)://``
+    engine address (its probe ports are published on that address), else loopback (a local socket; an
+    ``ssh://`` engine publishes on its own loopback, reached through the tunnel of ``DOCKER_HOST``: not
+    supported for probes; use ``tcp://`` with TLS)."""
+    from urllib.parse import urlsplit
+
+    if not base_url:
+        return "127.0.0.1"
+    parts = urlsplit(base_url)
+    if parts.scheme in ("tcp", "http", "https") and parts.hostname and parts.hostname != "localhost":
+        return parts.hostname
+    return "127.0.0.1"
+
+
 def container_plans(project: str, environment: str, name: str, spec: Mapping[str, Any], spec_hash: str,
                     files: Mapping[str, str], probe_port: int | None,
-                    extra_labels: Mapping[str, str] | None = None) -> list[ContainerPlan]:
+                    extra_labels: Mapping[str, str] | None = None,
+                    probe_host: str = "127.0.0.1") -> list[ContainerPlan]:
     """The replicas of one Compose service as container plans (pure).
 
     ``spec_hash`` is the service's template hash (``helix_ops.plan.template_hash``): replicas are named
@@ -121,7 +137,7 @@ def container_plans(project: str, environment: str, name: str, spec: Mapping[str
     for p in spec.get("ports", []):
         ports[f"{p['target']}/{p.get('protocol', 'tcp')}"] = int(p["published"])
     if probe_port is not None and f"{probe_port}/tcp" not in ports:
-        ports[f"{probe_port}/tcp"] = ("127.0.0.1", None)  # an ephemeral loopback port, for health probes only
+        ports[f"{probe_port}/tcp"] = (probe_host, None)  # an ephemeral port on the engine's address, for probes
     limits = spec.get("deploy", {}).get("resources", {}).get("limits", {})
     labels = {**spec.get("labels", {}), **(extra_labels or {}), PROJECT_LABEL: project, ENV_LABEL: environment,
               SERVICE_LABEL: name, KIND_LABEL: "service", HASH_LABEL: spec_hash, IMAGE_LABEL: spec["image"]}
@@ -167,6 +183,7 @@ class EngineDriver:
         self.project = project
         self.environment = environment
         self.extra_labels = dict(extra_labels or {})
+        self.probe_host = probe_host_of(getattr(getattr(client, "api", None), "base_url", None))
 
     @classmethod
     def connect(cls, base_url: str | None, project: str, environment: str,
@@ -354,7 +371,7 @@ class EngineDriver:
             raise DriverError(f"{container.name} publishes no port for {port}", hint="the driver publishes the "
                                                                                   "probe port; was it created by "
                                                                                   "helix-ops?")
-        return "127.0.0.1", int(bindings[0]["HostPort"])
+        return self.probe_host, int(bindings[0]["HostPort"])
 
     def wait_healthy(self, container: Container, check: Callable[[], str], what: str, deadline_s: float,
                      interval_s: float = 0.5, recheck: Callable[[], Callable[[], str]] | None = None) -> str:

@@ -81,7 +81,7 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
     start_first = spec.get("deploy", {}).get("update_config", {}).get("order") == "start-first"
     report = RolloutReport(name, "start-first" if start_first else "stop-first")
     plans = container_plans(driver.project, driver.environment, name, spec, spec_hash, files, probe_port,
-                            driver.extra_labels)
+                            driver.extra_labels, probe_host=driver.probe_host)
     if roll_id:
         plans = [dataclasses.replace(p, name=f"{p.name}-{roll_id}") for p in plans]
     existing = driver.containers(name)

@@ -8,9 +8,9 @@ A flow asks its target; it never asks which target it has. Two implementations:
   ``KubernetesClusterConfig`` block, or in-cluster).
 
 Both are frozen, picklable plain data that connect on each call, so a target crosses Prefect task boundaries
-and nothing unpicklable does. :func:`open_target` builds the right one from a descriptor and a
+and nothing unpicklable does. ``tasks.target.target_for`` builds the right one from a descriptor and a
 :class:`Connection` (the flow's connection parameters); it is the only place that looks at
-``descriptor.target``.
+``descriptor.target``. This module names the interface only: it imports neither implementation.
 
 What a target does (each method says what it means on both):
 
@@ -98,35 +98,6 @@ class Connection:
     kube_context: str | None = None
     cluster_block: str | None = None
     in_cluster: bool = False
-
-
-def engine_url_of(conn: Connection) -> str | None:
-    """The engine address: the ``DockerHost`` block's ``base_url`` when a block is named, else ``engine_url``."""
-    if not conn.docker_host_block:
-        return conn.engine_url
-    try:
-        from prefect_docker.host import DockerHost
-
-        block = DockerHost.load(conn.docker_host_block)
-    except ValueError as exc:
-        raise ConfigError("docker_host_block", f"no DockerHost block named {conn.docker_host_block!r} ({exc}); "
-                                               "create one in the Prefect UI (Blocks → Docker Host) or leave it "
-                                               "unset for DOCKER_HOST") from None
-    return block.base_url or conn.engine_url
-
-
-def open_target(descriptor: Descriptor, conn: Connection | None = None) -> Target:
-    """The target ``descriptor`` runs on, reached as ``conn`` says (the one switch on ``descriptor.target``)."""
-    conn = conn or Connection()
-    if descriptor.target == "kubernetes":
-        from drivers.target_kube import KubeTarget
-
-        return KubeTarget(descriptor.project, descriptor.environment, descriptor.kubernetes.namespace,
-                          conn.kubeconfig, conn.kube_context, conn.in_cluster, conn.cluster_block)
-    from drivers.target_engine import EngineTarget
-
-    return EngineTarget(engine_url_of(conn), descriptor.project, descriptor.environment,
-                        dict(conn.container_labels))
 
 
 def require(target: Target, capability: str, what: str, instead: str) -> None:

@@ -36,15 +36,12 @@ class KubeTarget:
     @classmethod
     def for_descriptor(cls, desc: Descriptor, kubeconfig: str | None = None, context: str | None = None,
                        in_cluster: bool = False, cluster_block: str | None = None) -> KubeTarget:
-        from drivers.target import Connection, open_target
         from helix_ops.errors import ConfigError
 
         if desc.target != "kubernetes":
             raise ConfigError("target", f"environment {desc.environment} targets {desc.target}, not kubernetes")
-        target = open_target(desc, Connection(kubeconfig=kubeconfig, kube_context=context, in_cluster=in_cluster,
-                                              cluster_block=cluster_block))
-        assert isinstance(target, KubeTarget)
-        return target
+        return cls(desc.project, desc.environment, desc.kubernetes.namespace, kubeconfig, context, in_cluster,
+                   cluster_block)
 
     def driver(self) -> KubeDriver:
         config_dict = None

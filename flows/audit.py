@@ -11,7 +11,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from drivers.target import Connection, open_target
+from drivers.target import Connection
+from tasks.target import target_for
 from flows.deploy import descriptor_path
 from helix_ops.audit import DEFAULT_MAX_SECRET_AGE_DAYS
 from helix_ops.descriptor import load_descriptor
@@ -43,7 +44,7 @@ def audit_helix(env: str = "local", descriptor: str | None = None, engine_url: s
     """
     logger = get_run_logger()
     desc = load_descriptor(descriptor_path(env, descriptor))
-    target = open_target(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
+    target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
                                           container_labels=container_labels or {}, kubeconfig=kubeconfig,
                                           kube_context=kube_context, cluster_block=cluster_block,
                                           in_cluster=in_cluster))

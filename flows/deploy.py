@@ -20,7 +20,7 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 
 from drivers.target import Connection
-from helix_ops.descriptor import load_descriptor
+from helix_ops.descriptor import descriptor_file, load_descriptor
 from helix_ops.guide import NEO4J_BOLT_PORT
 from helix_ops.plan import Plan
 from flows.init_db import init_helix_db
@@ -36,8 +36,8 @@ class Approval(RunInput):
 
 
 def descriptor_path(env: str, path: str | None) -> Path:
-    """``deployments/<env>.yaml`` of the working directory, unless a path is given."""
-    return Path(path) if path else Path("deployments") / f"{env}.yaml"
+    """``deployments/<env>.yaml`` of the working directory (``env`` checked), unless a path is given."""
+    return descriptor_file(env, path)
 
 
 def plan_markdown(env: str, plan: Plan) -> str:

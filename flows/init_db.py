@@ -120,15 +120,14 @@ def init_helix_db(env: str | None = None, descriptor: str | None = None, neo4j_u
     from contextlib import nullcontext
 
     from drivers.target import Connection
-    from flows.deploy import descriptor_path
-    from helix_ops.descriptor import load_descriptor
+    from helix_ops.descriptor import descriptor_file, load_descriptor
     from helix_ops.errors import ConfigError
     from helix_ops.guide import NEO4J_BOLT_PORT
     from tasks.target import connect_target, target_for
 
     if neo4j_uri is None and env is None and descriptor is None:
         raise ConfigError("env", "name an environment (env=prod) or give neo4j_uri and credentials_block")
-    desc = load_descriptor(descriptor_path(env or "", descriptor)) if neo4j_uri is None or not credentials_block \
+    desc = load_descriptor(descriptor_file(env or "", descriptor)) if neo4j_uri is None or not credentials_block \
         else None
     block = credentials_block or (desc.credentials.neo4j if desc else None)
     if not block:

@@ -341,3 +341,9 @@ def descriptor_path(env: str, root: str | Path = ".") -> Path:
     if not re.fullmatch(r"[a-z][a-z0-9-]*", env):
         raise ConfigError("--env", f"{env!r} is not an environment name (lowercase letters, digits, dashes)")
     return Path(root) / "deployments" / f"{env}.yaml"
+
+
+def descriptor_file(env: str, path: str | Path | None = None) -> Path:
+    """The descriptor a flow reads: ``path`` when given, else ``deployments/<env>.yaml`` of the working directory
+    (``env`` checked as a name first)."""
+    return Path(path) if path else descriptor_path(env)

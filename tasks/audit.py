@@ -80,7 +80,7 @@ def _container_facts(c) -> ContainerFacts:
 def gather_facts(descriptor: Descriptor, target: Target, nginx_service: str = "nginx") -> AuditFacts:
     """Everything the checklist looks at; a fact that cannot be gathered is left ``None`` with the reason.
 
-    ``target`` (``drivers.target.open_target``) is where the environment runs: its live facts come from
+    ``target`` (``tasks.target.target_for``) is where the environment runs: its live facts come from
     :func:`_engine_facts` or :func:`_kube_facts` (the one place that looks at ``target.kind``)."""
     from helix_ops.render.kubernetes import render_kubernetes
     from helix_ops.render.nginx import render_nginx_conf
@@ -278,9 +278,7 @@ def require_audit_pass(descriptor: Descriptor, target: Target | str | None = Non
     required item fails, unless ``override_reason`` is given (then the deploy goes on and the reason is
     published with the report and logged as a warning). Call it inside a flow (it publishes an artifact).
 
-    ``target`` is the flow's ``drivers.target.open_target(desc, Connection(...))``. Transitional: an engine
-    URL (or None) is still taken and opened as ``Connection(engine_url=...)`` (a Kubernetes target then uses
-    ``$KUBECONFIG``); pass the target.
+    ``target`` is the flow's ``tasks.target.target_for(desc, Connection(...))``.
 
     Example (deploy-helix, before applying the plan in prod)::
 
@@ -288,10 +286,6 @@ def require_audit_pass(descriptor: Descriptor, target: Target | str | None = Non
             require_audit_pass(desc, target, override_reason=audit_override or None)
     """
     logger = get_run_logger()
-    if target is None or isinstance(target, str):
-        from drivers.target import Connection, open_target
-
-        target = open_target(descriptor, Connection(engine_url=target))
     report = audit_environment(descriptor, target, exceptions, max_secret_age_days)
     blocking = report.blocking()
     publish(report, override_reason if blocking else None)

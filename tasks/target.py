@@ -9,14 +9,41 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from drivers.target import Connection, Target, open_target
+from drivers.target import Connection, Target
+from drivers.target_engine import EngineTarget
+from drivers.target_kube import KubeTarget
 from helix_ops.descriptor import Descriptor
+from helix_ops.errors import ConfigError
 from helix_ops.plan import CurrentState
 
 
+def engine_url_of(conn: Connection) -> str | None:
+    """The engine address: the ``DockerHost`` block's ``base_url`` when a block is named, else ``engine_url``."""
+    if not conn.docker_host_block:
+        return conn.engine_url
+    try:
+        from prefect_docker.host import DockerHost
+
+        block = DockerHost.load(conn.docker_host_block)
+    except ValueError as exc:
+        raise ConfigError("docker_host_block", f"no DockerHost block named {conn.docker_host_block!r} ({exc}); "
+                                               "create one in the Prefect UI (Blocks → Docker Host) or leave it "
+                                               "unset for DOCKER_HOST") from None
+    return block.base_url or conn.engine_url
+
+
 def target_for(descriptor: Descriptor, conn: Connection | None = None) -> Target:
-    """The environment's target, reached as the flow's connection parameters say (no I/O yet)."""
-    return open_target(descriptor, conn)
+    """The environment's target, reached as the flow's connection parameters say (no I/O yet): the one
+    switch on ``descriptor.target``."""
+    conn = conn or Connection()
+    if descriptor.target == "kubernetes":
+        return KubeTarget(descriptor.project, descriptor.environment, descriptor.kubernetes.namespace,
+                          conn.kubeconfig, conn.kube_context, conn.in_cluster, conn.cluster_block)
+    return EngineTarget(engine_url_of(conn), descriptor.project, descriptor.environment,
+                        dict(conn.container_labels))
+
+
+
 
 
 @task(name="connect-target", retries=3, retry_delay_seconds=[1, 3, 5], timeout_seconds=60, cache_policy=NO_CACHE)

@@ -36,7 +36,7 @@ ENVIRONMENTS = ("local", "staging", "prod")
 
 # How each flow reaches an environment, and so which targets it runs on. Each kind is checked against the
 # flow's code below (its function and the functions of its module it calls), not taken on trust:
-#   "target":   builds the environment's Target with tasks.target.target_for / drivers.target.open_target
+#   "target":   builds the environment's Target with tasks.target.target_for
 #               (drivers/target.py: the engine and Kubernetes behind one interface);
 #   "store":    reads and writes the backup store only and builds no Target (verify's scratch restore runs on
 #               the worker's own container engine, not the environment's target);
@@ -55,7 +55,7 @@ REACH = {
     "prune_helix_backups": "store",
 }
 RUNS_ON = {"target": {"engine", "kubernetes"}, "store": {"engine", "kubernetes"}, "engine": {"engine"}}
-BUILDS_TARGET = {"target_for", "open_target"}
+BUILDS_TARGET = {"target_for"}
 ENGINE_OR_KUBE_OBJECTS = BUILDS_TARGET | {"EngineTarget", "KubeTarget", "connect_engine", "connect_kube"}
 
 
@@ -211,7 +211,7 @@ def test_reach_table_is_what_the_flow_code_does(entrypoint):
     calls = _calls_reached(module, name)
     kind = REACH[name]
     if kind == "target":
-        assert calls & BUILDS_TARGET, f"{entrypoint} builds no Target with target_for/open_target"
+        assert calls & BUILDS_TARGET, f"{entrypoint} builds no Target with target_for"
     elif kind == "store":
         assert "open_store" in calls and not calls & ENGINE_OR_KUBE_OBJECTS, \
             f"{entrypoint} does more than read the backup store: {sorted(calls & ENGINE_OR_KUBE_OBJECTS)}"

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drivers.target import (OFFLINE_NEO4J_TOOLS, Connection, Target, merge_records, open_target,
-                            require)
+from drivers.target import OFFLINE_NEO4J_TOOLS, Connection, Target, merge_records, require
 from drivers.target_engine import EngineTarget
 from drivers.target_kube import KubeTarget
 from helix_ops.descriptor import load_descriptor, parse_descriptor
 from helix_ops.errors import ConfigError
+from tasks.target import target_for as open_target
 
 REPO = Path(__file__).resolve().parents[2]
 

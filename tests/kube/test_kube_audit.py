@@ -195,13 +195,14 @@ def test_a_role_with_a_wildcard_fails_rbac_scope(env, kube):
 def test_the_prod_gate_refuses_a_broken_environment(env, kube):
     from prefect import flow
 
-    from drivers.target import Connection, open_target
+    from drivers.target import Connection
+    from tasks.target import target_for
     from helix_ops.audit import AuditFailed
     from helix_ops.descriptor import load_descriptor
     from tasks.audit import require_audit_pass
 
     desc = load_descriptor(env["path"])
-    target = open_target(desc, Connection(kubeconfig=str(kube.kubeconfig)))
+    target = target_for(desc, Connection(kubeconfig=str(kube.kubeconfig)))
     assert target.kind == "kubernetes"
 
     @flow

@@ -196,10 +196,11 @@ def test_the_gate_refuses_the_weakened_environment_unless_overridden(weakened, e
 
     from tasks.audit import require_audit_pass
 
-    from drivers.target import Connection, open_target
+    from drivers.target import Connection
+    from tasks.target import target_for
 
     desc = load_descriptor(weakened["path"])
-    target = open_target(desc, Connection(engine_url=engine.base_url))
+    target = target_for(desc, Connection(engine_url=engine.base_url))
 
     @flow
     def gate(reason: str | None):
