@@ -75,3 +75,25 @@ def result_nginx_port(path) -> int:
     import yaml
 
     return int(yaml.safe_load(path.read_text())["services"]["nginx"]["host_port"])
+
+
+def test_a_docker_host_block_names_the_engine(prefect_harness):
+    """``docker_host_block`` (a prefect-docker DockerHost block, as the UI creates it) gives the engine's
+    address; a block that does not exist is one error naming it, before anything is touched."""
+    import secrets
+
+    from prefect_docker.host import DockerHost
+
+    from drivers.target import Connection
+    from helix_ops.descriptor import load_descriptor
+    from helix_ops.errors import ConfigError
+    from tasks.target import target_for
+    from testbed.paths import REPO
+
+    name = f"engine-{secrets.token_hex(3)}"
+    DockerHost(base_url=f"tcp://{REMOTE}:2375").save(name)
+    desc = load_descriptor(REPO / "deployments" / "local.yaml")
+    target = target_for(desc, Connection(engine_url="unix:///ignored.sock", docker_host_block=name))
+    assert target.base_url == f"tcp://{REMOTE}:2375" and target.kind == "engine"
+    with pytest.raises(ConfigError, match=r"docker_host_block: no DockerHost block named 'missing-engine'"):
+        target_for(desc, Connection(docker_host_block="missing-engine"))
