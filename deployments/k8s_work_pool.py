@@ -4,8 +4,8 @@ It starts from prefect-kubernetes' own default template (``KubernetesWorker.get_
 and changes only what helix-ops needs:
 
 * defaults: namespace ``helix-ops``, the service account ``helix-ops`` (bound to the Role in
-  ``deployments/rbac/role.yaml`` of each Helix namespace it manages), a pinned helix-ops image, requests and
-  limits sized for a flow run, ``backoffLimit: 0`` (Prefect retries flow runs, not the Job), finished Jobs kept
+  ``deployments/rbac/role.yaml`` of each Helix namespace it manages), the flow-run image at the project's
+  version, requests and limits sized for a flow run, ``backoffLimit: 0`` (Prefect retries flow runs, not the Job), finished Jobs kept
   one hour;
 * the pod passes Pod Security ``restricted`` (non-root, RuntimeDefault seccomp, no privilege escalation, every
   capability dropped) and carries ``app.kubernetes.io/part-of: helix-ops`` labels;
@@ -26,11 +26,15 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).with_name("k8s-work-pool.json")
-IMAGE = "ghcr.io/example/helix-ops:0.1.0"
+# the flow-run image (testbed/images/flow-run/Containerfile), tagged with the project's version: the test bed builds
+# it under this name; a site pushes it to its own registry and sets the pool's image (docs/kubernetes.md)
+VERSION = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]["version"]
+IMAGE = f"localhost/helix-ops-flow-run:{VERSION}"
 DEFAULTS: dict[str, Any] = {
     "namespace": "helix-ops",
     "image": IMAGE,
