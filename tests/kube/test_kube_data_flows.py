@@ -1,6 +1,6 @@
 """The data flows of a ``target: kubernetes`` environment, for real, on the test bed's control plane: deploy-helix
-(with init-helix-db through a port-forward), backup-helix, verify-helix-backup, restore-helix and
-rotate-helix-secrets, each reaching Neo4j and Redis through the API server's ``pods/portforward``.
+(with init-helix-db through a port-forward), backup-helix, restore-helix and rotate-helix-secrets (verify-helix-backup
+of such a backup runs in tests/e2e/test_scheduled_kube_e2e.py), each reaching Neo4j and Redis through the API server's ``pods/portforward``.
 
 kwok plays the nodes, so the environment's pods do not run; the bed's ClusterPortForwards send their Bolt and
 RESP ports to a Neo4j and a Redis server of this module's own (``cluster.forward``). Every byte of a backup
@@ -146,18 +146,6 @@ def test_backup_restore_round_trip_of_every_type_through_the_port_forward(data_e
     assert content_digest(n.uri, n.user, n.password) == graph
     assert dataset_fingerprint("127.0.0.1", r.port, r.password) == dataset
     assert admin.get("Deployment", "mcp-graph")["spec"]["replicas"] == 1
-
-
-def test_verify_marks_the_backup_verified_by_a_scratch_restore_on_the_workers_engine(data_env, kube):
-    from flows.verify_backup import verify_helix_backup
-
-    [newest] = sorted((m for m in store_of(data_env).list() if m.safety_for is None),
-                      key=lambda m: m.created_at)[-1:]
-    result = verify_helix_backup(env=data_env["environment"], descriptor=str(data_env["path"]),
-                                 backup_id=newest.backup_id, engine_url=data_env["engine_url"])
-    assert result["ok"], result
-    again = store_of(data_env).read_manifest(newest.backup_id)
-    assert again.verification is not None and again.verification.ok
 
 
 def test_a_redis_only_backup_pauses_no_writer(data_env, kube):
