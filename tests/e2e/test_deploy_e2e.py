@@ -28,6 +28,16 @@ def sh(argv, env, timeout=600):
     return out.stdout
 
 
+def scheduled_parameters(flow: str, env: str) -> list[dict]:
+    """The parameters of each schedule of deployment ``flow/env`` in prefect.yaml (what a scheduled run gets
+    beyond the deployment's own)."""
+    from helix_ops.schedules import deployment_key
+
+    doc = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    [dep] = [d for d in doc["deployments"] if deployment_key(d) == f"{flow}/{env}"]
+    return [dict(s.get("parameters") or {}) for s in dep.get("schedules") or []]
+
+
 def latest_artifact(api: str, key: str) -> str:
     r = httpx.post(f"{api}/artifacts/latest/filter", json={"artifacts": {"key": {"any_": [key]}}}, timeout=10)
     r.raise_for_status()
@@ -89,5 +99,18 @@ def test_prefect_deployment_run_deploys_the_local_stack(bed, engine, images, wor
         plan = latest_artifact(env["PREFECT_API_URL"], "deploy-plan-local")
         assert "0 create, 0 update, 0 delete, 13 noop" in plan
         assert container_ids(docker_client, project) == before
+
+        # backup-helix/local's schedules (from deployments/local.yaml), each run by hand with its parameters
+        store = tmp_path / "backups"
+        for schedule in scheduled_parameters("backup-helix", "local"):
+            params = json.dumps({"descriptor": str(path), "engine_url": engine.base_url,
+                                 "storage_path": str(store), **schedule})
+            out = sh([str(BIN / "prefect"), "deployment", "run", "backup-helix/local", "--params", params, "--watch",
+                      "--watch-timeout", "600"], env, timeout=660)
+            assert "Completed" in out, out[-2000:]
+        from drivers.storage import LocalStore
+
+        kept = sorted(tuple(m.components) for m in LocalStore(store).list())
+        assert kept == [("neo4j",), ("redis",)] and all(m.verified for m in LocalStore(store).list())
     finally:
         EngineDriver.connect(engine.base_url, project, "local").remove_project()
