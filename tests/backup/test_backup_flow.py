@@ -61,7 +61,8 @@ def test_backup_then_verify_then_a_flipped_byte_is_refused(deployed, engine, bac
                           storage_path=str(backup_store))
     bid = result["backup_id"]
     deployed.update(backup_id=bid, counts=result["counts"])
-    assert set(result) == {"backup_id", "objects", "counts", "duration", "writer_window"}
+    assert set(result) == {"backup_id", "components", "objects", "counts", "duration", "writer_window"}
+    assert result["components"] == ["neo4j", "redis"]
     window = result["writer_window"]
     assert window["paused"] and len(window["containers"]) == 1 and "mcp-graph" in window["containers"][0]
     # no strategy named (descriptor: auto): picked by the edition the running server reports
