@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import neo4j
 import neo4j.exceptions
 from pydantic import SecretStr
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from drivers.plain import plain
 from helix_ops.errors import ConfigError, DriverError
@@ -54,13 +55,23 @@ def can_login(uri: str, user: str, password: Secret) -> bool:
                           hint="is the container running and its Bolt port published?") from None
 
 
+@retry(retry=retry_if_exception_type((neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired,
+                                      OSError)),
+       stop=stop_after_attempt(3), wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
+def _login_works(uri: str, auth: tuple[str, str] | None) -> bool:
+    """Whether a login with ``auth`` (None: none) is accepted; a connection that fails before Neo4j answers
+    (a port-forward's stream that blips) is tried again, twice."""
+    with _driver(uri, auth) as drv:
+        drv.verify_connectivity()
+    return True
+
+
 def unauthenticated_refused(uri: str) -> tuple[bool, bool]:
     """``(no-credentials refused, wrong-password refused)``: both True when authentication is on."""
     results = []
     for auth in (None, ("neo4j", "helix-audit-wrong-password")):
         try:
-            with _driver(uri, auth) as drv:
-                drv.verify_connectivity()
+            _login_works(uri, auth)
             results.append(False)
         except neo4j.exceptions.AuthError:
             results.append(True)
