@@ -77,8 +77,7 @@ class KubeTarget:
 
     def running(self, service: str) -> list[str]:
         with self._driver() as d:
-            return sorted(p["name"] for p in d.pods(service)
-                          if p["phase"] == "Running" and p["ready"] and not p["deleting"])
+            return _ready_pods(d, service)
 
     @contextmanager
     def endpoint(self, service: str, port: int) -> Iterator[tuple[str, int]]:
@@ -90,13 +89,12 @@ class KubeTarget:
     def pause_record(self, service: str) -> dict[str, Any]:
         """What :meth:`pause` would stop now: the running pods and the workload's replicas."""
         with self._driver() as d:
-            scale = d.replicas(service) or 0
-        return {"replicas": self.running(service), "scale": scale}
+            return {"replicas": _ready_pods(d, service), "scale": d.replicas(service) or 0}
 
     def pause(self, service: str) -> dict[str, Any]:
         """Scale ``service``'s workload to 0 (waits until its pods are gone); the record keeps its replicas."""
-        pods = self.running(service)
         with self._driver() as d:
+            pods = _ready_pods(d, service)
             return {"replicas": pods, "scale": d.scale(service, 0)}
 
     def resume(self, service: str, record: Mapping[str, Any], descriptor: Descriptor,
@@ -105,7 +103,13 @@ class KubeTarget:
         health gate); nothing when it already runs them."""
         want = int(record.get("scale") or 0)
         with self._driver() as d:
-            if want == 0 or d.replicas(service) == want and len(self.running(service)) >= want:
+            if want == 0 or d.replicas(service) == want and len(_ready_pods(d, service)) >= want:
                 return []
             d.scale(service, want, deadline_s=deadline_s)
         return [f"{service}: {want} ready"]
+
+
+def _ready_pods(driver: KubeDriver, service: str) -> list[str]:
+    """Names of ``service``'s pods that run, are ready and are not being deleted."""
+    return sorted(p["name"] for p in driver.pods(service) if p["phase"] == "Running" and p["ready"]
+                  and not p["deleting"])

@@ -20,12 +20,12 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 
 from drivers.target import Connection
-from helix_ops.descriptor import descriptor_file, load_descriptor
+from helix_ops.descriptor import descriptor_file
 from helix_ops.guide import NEO4J_BOLT_PORT
 from helix_ops.plan import Plan
 from flows.init_db import init_helix_db
 from tasks.lease import environment_lease
-from tasks.target import connect_target, deployer_for, target_for
+from tasks.target import open_environment
 
 
 class Approval(RunInput):
@@ -86,14 +86,9 @@ def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: 
     Example: ``prefect deployment run deploy-helix/local`` or ``deploy_helix(env="local")``.
     """
     logger = get_run_logger()
-    path = descriptor_path(env, descriptor)
-    desc = load_descriptor(path)
-    target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
-                                         container_labels=container_labels or {}, kubeconfig=kubeconfig,
-                                         kube_context=kube_context, cluster_block=cluster_block))
-    steps = deployer_for(target)
-    config_text = helix_config_text(desc, path)
-    connect_target(target)
+    desc, config_text, target, steps = open_environment(env, descriptor, Connection(
+        engine_url=engine_url, docker_host_block=docker_host_block, container_labels=container_labels or {},
+        kubeconfig=kubeconfig, kube_context=kube_context, cluster_block=cluster_block))
 
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     with environment_lease(desc.environment, owner, ttl_s=lease_ttl_s, wait_s=lease_wait_s):
@@ -117,13 +112,6 @@ def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: 
     unhealthy = [r["service"] for r in rows if not r.pop("healthy")]
     return {"environment": desc.environment, "flow_run_id": str(flow_run.get_id()), "applied": not plan.is_noop,
             "plan": plan.to_dict(), "changed": changed, "status": rows, "unhealthy": unhealthy}
-
-
-def helix_config_text(desc, path: Path) -> str | None:
-    """The helix.config.yaml the descriptor names (relative to the descriptor file)."""
-    from tasks.kube import helix_config_text as read
-
-    return read(desc, path)
 
 
 def _approved(desc, target, plan: Plan, audit_override: str) -> bool:

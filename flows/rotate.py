@@ -30,11 +30,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from drivers.target import Connection
-from flows.deploy import descriptor_path, helix_config_text
-from helix_ops.descriptor import load_descriptor
 from tasks.lease import environment_lease
 from tasks.rotate import RotationTarget, drive_rotation
-from tasks.target import connect_target, deployer_for, target_for
+from tasks.target import open_environment
 
 
 def summary_markdown(env: str, result: dict[str, Any]) -> str:
@@ -73,14 +71,9 @@ def rotate_helix_secrets(env: str = "local", descriptor: str | None = None, engi
     Example: ``prefect deployment run rotate-helix-secrets/prod`` (scheduled monthly).
     """
     logger = get_run_logger()
-    path = descriptor_path(env, descriptor)
-    desc = load_descriptor(path)
-    target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
-                                         container_labels=container_labels or {}, kubeconfig=kubeconfig,
-                                         kube_context=kube_context, cluster_block=cluster_block))
-    steps = deployer_for(target)
-    config_text = helix_config_text(desc, path)
-    connect_target(target)
+    desc, config_text, target, steps = open_environment(env, descriptor, Connection(
+        engine_url=engine_url, docker_host_block=docker_host_block, container_labels=container_labels or {},
+        kubeconfig=kubeconfig, kube_context=kube_context, cluster_block=cluster_block))
     owner = f"flow-run/{flow_run.get_id() or 'local'}"
     with environment_lease(desc.environment, owner, ttl_s=lease_ttl_s, wait_s=lease_wait_s), \
             steps.rotation_access(target) as find_endpoints:

@@ -22,14 +22,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from drivers.target import Connection
-from flows.deploy import Approval, descriptor_path, helix_config_text, plan_markdown
+from flows.deploy import Approval, descriptor_path, plan_markdown
 from helix_ops.changes import DATA_SERVICES, AuditRecord, with_images, with_replicas
 from helix_ops.descriptor import Descriptor, load_descriptor
 from helix_ops.errors import HelixOpsError
 from helix_ops.stack import build_stack
 from tasks.lease import break_lease, environment_lease
 from tasks.records import record_change
-from tasks.target import connect_target, deployer_for, target_for
+from tasks.target import open_environment
 
 
 class UpgradeRolledBack(HelixOpsError):
@@ -53,11 +53,7 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
     steps that differ are ``tasks.engine`` / ``tasks.kube``'s (``tasks.target.deployer_for``)."""
     logger = get_run_logger()
     who = _who(triggered_by)
-    path = descriptor_path(env, descriptor)
-    target = target_for(current_desc, conn)
-    steps = deployer_for(target)
-    config_text = helix_config_text(current_desc, path)
-    connect_target(target)
+    _, config_text, target, steps = open_environment(env, descriptor, conn)
     if break_stale_lease:
         taken = break_lease(current_desc.environment)
         record_change(AuditRecord.now(environment=current_desc.environment, action="break-lease", triggered_by=who,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
 from typing import Any
@@ -68,3 +69,32 @@ def deployer_for(target: Target) -> ModuleType:
     ``deploy_status``, with one signature on every target): how a render becomes live differs per target
     (Compose containers through the engine, manifests by server-side apply), so it is chosen here, once."""
     return import_module(DEPLOYERS[target.kind])
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What a flow that changes an environment starts from: its descriptor, the helix.config.yaml text it names,
+    its target and the target's steps (:func:`deployer_for`)."""
+
+    descriptor: Descriptor
+    config_text: str | None
+    target: Target
+    steps: ModuleType
+
+    def __iter__(self):  # desc, config_text, target, steps = open_environment(...)
+        return iter((self.descriptor, self.config_text, self.target, self.steps))
+
+
+def open_environment(env: str, descriptor: str | None, conn: Connection) -> Environment:
+    """Load ``deployments/<env>.yaml`` (or ``descriptor``) and the helix.config.yaml it names, open its target
+    as ``conn`` says and ping it (call from a flow: the ping is a task)."""
+    from helix_ops.descriptor import descriptor_file, load_descriptor
+    from tasks.kube import helix_config_text
+
+    path = descriptor_file(env, descriptor)
+    desc = load_descriptor(path)
+    target = target_for(desc, conn)
+    steps = deployer_for(target)
+    config_text = helix_config_text(desc, path)
+    connect_target(target)
+    return Environment(desc, config_text, target, steps)

@@ -55,7 +55,7 @@ REACH = {
     "prune_helix_backups": "store",
 }
 RUNS_ON = {"target": {"engine", "kubernetes"}, "store": {"engine", "kubernetes"}, "engine": {"engine"}}
-BUILDS_TARGET = {"target_for"}
+BUILDS_TARGET = {"target_for", "open_environment"}
 ENGINE_OR_KUBE_OBJECTS = BUILDS_TARGET | {"EngineTarget", "KubeTarget", "connect_engine", "connect_kube"}
 
 
@@ -211,7 +211,7 @@ def test_reach_table_is_what_the_flow_code_does(entrypoint):
     calls = _calls_reached(module, name)
     kind = REACH[name]
     if kind == "target":
-        assert calls & BUILDS_TARGET, f"{entrypoint} builds no Target with target_for"
+        assert calls & BUILDS_TARGET, f"{entrypoint} builds no Target with target_for or open_environment"
     elif kind == "store":
         assert "open_store" in calls and not calls & ENGINE_OR_KUBE_OBJECTS, \
             f"{entrypoint} does more than read the backup store: {sorted(calls & ENGINE_OR_KUBE_OBJECTS)}"
