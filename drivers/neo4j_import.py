@@ -39,13 +39,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import neo4j.exceptions as nex
 
 from drivers.logical_format import LogicalStats
 from drivers.neo4j_backup import OfflineNeo4j, PhysicalResult, _driver, _translate, apply_schema
-from drivers.neo4j_csv import CONVERT_WORKERS, CsvSet, ImportUnsupported, to_csv_parallel
+from drivers.neo4j_csv import CONVERT_WORKERS, CsvSet, to_csv_parallel
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError
 
 if TYPE_CHECKING:  # not at run time: a conversion worker would carry pydantic for nothing

@@ -481,7 +481,7 @@ def check_capacity(requests: Sequence[PodRequest], nodes: Sequence[NodeFact] | N
         have = sum(get_node(n) for n in usable)
         largest = sorted(requests, key=lambda r: -get_req(r) * r.replicas)[:3]
         biggest = ", ".join(f"{r.workload} {r.replicas}×{fmt(get_req(r))}" for r in largest)
-        lower = (f"lower services.<name>.resources.requests (not below the guide's minimums) or replicas in the "
+        lower = ("lower services.<name>.resources.requests (not below the guide's minimums) or replicas in the "
                  "descriptor")
         if not usable:
             out.append(Check(name, "fail", f"no schedulable node{aside}",

@@ -137,7 +137,6 @@ def test_round_trip_through_both_storages_and_both_restores(private_redis, bed, 
     """Every type, TTLs, two databases: one snapshot written into a local folder and S3 (S3Proxy); restored
     from S3 by the stopped-server path (``restore_rdb_into_dir``) into a fresh server, and from the local folder
     by replaying into the running server (``replay_rdb``, what restore-helix does); all keys compared."""
-    import datetime as dt
 
     from drivers.redis_backup import replay_rdb
     from drivers.storage import LocalStore, S3Store, s3_client

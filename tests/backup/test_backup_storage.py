@@ -14,7 +14,7 @@ import time
 import pytest
 
 from drivers.storage import CHUNK, LocalStore, S3Store, key_fingerprint, parse_key, s3_client
-from helix_ops.backup import MANIFEST_NAME, Manifest, Verification, new_backup_id
+from helix_ops.backup import Manifest, Verification, new_backup_id
 from helix_ops.errors import BackupIntegrityError, ConfigError, DriverError
 
 NOW = dt.datetime(2025, 3, 10, 2, 0, tzinfo=dt.UTC)

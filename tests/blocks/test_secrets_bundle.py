@@ -4,6 +4,7 @@ into exactly the environment each container needs."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import pytest
 from pydantic import SecretStr
@@ -74,7 +75,7 @@ def test_bundle_never_shows_or_pickles_a_value(bundle):
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(bundle)
     assert copy.deepcopy(bundle) is bundle and copy.copy(bundle) is bundle
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         bundle.environment = "prod"  # frozen
 
 

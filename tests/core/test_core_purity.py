@@ -10,7 +10,6 @@ import pkgutil
 import subprocess  # only to start a fresh interpreter for the checks
 import sys
 
-import pytest
 
 import helix_ops
 from core_helpers import ROOT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pydantic
 import pytest
 from core_helpers import DEPLOYMENTS, descriptor_data, dump, helix_config_text, mutate
 
@@ -144,7 +145,7 @@ def test_helix_config_variables_must_be_wired():
 
 def test_descriptor_is_frozen():
     d = load_descriptor(DEPLOYMENTS / "prod.yaml")
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         d.environment = "other"  # type: ignore[misc]
 
 

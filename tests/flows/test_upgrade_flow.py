@@ -80,8 +80,9 @@ def test_a_failed_pre_upgrade_backup_upgrades_nothing(env, docker_client, tmp_pa
     broken = tmp_path / "local.yaml"
     broken.write_text(yaml.safe_dump(data, sort_keys=False))
     common = {**env["common"], "descriptor": str(broken)}
-    with pytest.raises(Exception):
+    with pytest.raises(Exception) as failed:  # noqa: B017 - any failure, as long as it names the folder
         upgrade_helix(images={"dashboard": "v1"}, backup_first=True, **common)
+    assert "not-a-folder" in str(failed.value) or "backups" in str(failed.value), failed.value
     assert container_ids(docker_client, env["project"]) == before
 
 
