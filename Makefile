@@ -1,4 +1,6 @@
 # helix-ops: one Makefile for the set-up commands the README gives.
+#   make check       lint (ruff), import contracts, and every test that needs no server (HELIX_TIER=check: a
+#                    test that reaches a server fails there), on both cores; under a minute
 #   make test        installs what is missing, builds the images, brings the bed up (from the fixtures), runs pytest
 #   make quickstart  the local quickstart (see README)
 #   make bed-up / make bed-down   the test bed by hand
@@ -12,7 +14,7 @@ APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: deps apt venv maven images kube kube-background test bed-up bed-down down quickstart clean
+.PHONY: check deps apt venv maven images kube kube-background test bed-up bed-down down quickstart clean
 
 deps: apt venv maven
 
@@ -23,10 +25,10 @@ apt:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(VENV)/.stamp: pyproject.toml
+# the dependencies are the ones uv.lock pins (the tested set); `uv lock` after changing pyproject.toml
+$(VENV)/.stamp: pyproject.toml uv.lock
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
-	@test -x $(PY) || python3 -m uv venv -q --python python3 $(VENV)
-	python3 -m uv pip install -q --python $(PY) -e '.[test]'
+	python3 -m uv sync -q --frozen --extra test --python python3
 	@touch $@
 
 venv: $(VENV)/.stamp
@@ -47,6 +49,11 @@ kube:
 
 kube-background:
 	@bash testbed/kube/build.sh --background
+
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	HELIX_TIER=check $(PY) -m pytest -q -p no:cacheprovider -m "not bed" -n 2 $(PYTEST_ARGS)
 
 test: kube-background deps
 	$(PY) -m pytest $(PYTEST_ARGS)

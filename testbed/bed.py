@@ -27,6 +27,7 @@ from testbed.paths import NEO4J_LIB, S3PROXY_JAR, runs_dir
 from testbed.prefect_server import PrefectServer
 from testbed.redis_server import RedisServer
 from testbed.s3proxy import S3Server
+from testbed.tier import refuse_servers
 
 PARTS = ("redis", "neo4j", "s3", "engine", "images", "prefect")
 # Started only when named (``python -m testbed up kube``) or used: its first build takes tens of minutes.
@@ -68,6 +69,7 @@ class Bed:
 
     @classmethod
     def create(cls, owner_pid: int | None = None, log=print) -> Bed:
+        refuse_servers("the test bed (testbed.bed.Bed)")
         reaped = reap_stale_runs(log)
         if reaped:
             log(f"cleaned up {len(reaped)} crashed test-bed run(s)")
@@ -82,6 +84,7 @@ class Bed:
         return self.run_dir.name
 
     def _timed(self, name: str, start) -> object:
+        refuse_servers(f"the test bed's {name}")
         t0 = time.monotonic()
         part = start()
         self.log(f"{name} up in {time.monotonic() - t0:.1f}s")

@@ -9,8 +9,11 @@ import os
 import pytest
 
 from testbed.prefect_server import QUIET
+from testbed.tier import SERVER_FIXTURES, check_tier, no_ephemeral_prefect
 
 os.environ.update(QUIET)
+if check_tier():  # make check: Prefect may not start its ephemeral API either (see testbed/tier.py)
+    os.environ.update(no_ephemeral_prefect())
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 _BED = None
@@ -21,6 +24,8 @@ def bed():
     """The session's test bed; parts start lazily (``bed.redis()``, ``bed.neo4j()``, ``bed.engine()``, …)."""
     global _BED
     from testbed.bed import Bed
+
+    _refuse_in_check_tier("bed")
 
     _BED = Bed.create(log=lambda m: print(f"[testbed] {m}"))
     yield _BED
@@ -74,11 +79,25 @@ def kube(bed):
     return bed.kube()
 
 
+def _refuse_in_check_tier(fixture: str) -> None:
+    if check_tier():
+        pytest.fail(f"the `{fixture}` fixture starts a server, and this is the check tier (HELIX_TIER=check, "
+                    "`make check`: no servers). Tests using it are marked `bed` and run in `make test`; run "
+                    "`make check` (which deselects them) or `make test`.", pytrace=False)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the marks it selects on are set here
 def pytest_collection_modifyitems(session, config, items):
-    """Tests that use ``kube`` run after all others, and their build starts now in the background (nice 19)
+    """Every test whose fixtures reach a server (:data:`testbed.tier.SERVER_FIXTURES`) is marked ``bed``, so
+    ``-m "not bed"`` (``make check``) selects exactly the tests without one.
+
+    Tests that use ``kube`` run after all others, and their build starts now in the background (nice 19)
     unless it is done; the first of them may wait for the build, so its timeout covers the build's deadline."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("bed"):
+            item.add_marker(pytest.mark.bed)
     kube_items = [item for item in items if "kube" in getattr(item, "fixturenames", ())]
-    if not kube_items:
+    if not kube_items or check_tier():
         return
     from testbed import kube as kubemod
 
@@ -97,6 +116,7 @@ def prefect_harness():
     """Prefect's own test harness (a temporary database and API), once per session, for flow tests."""
     from prefect.testing.utilities import prefect_test_harness
 
+    _refuse_in_check_tier("prefect_harness")
     with prefect_test_harness(server_startup_timeout=180):
         yield
 
