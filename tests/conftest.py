@@ -121,6 +121,23 @@ def prefect_harness():
         yield
 
 
+_SECONDS_BY_DIR: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Sum each test's setup, call and teardown time per test directory (the session fixtures' start-up falls
+    on the first test that needs them)."""
+    where = report.nodeid.split("::")[0].rsplit("/", 1)[0]
+    _SECONDS_BY_DIR[where] = _SECONDS_BY_DIR.get(where, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SECONDS_BY_DIR and not os.environ.get("PYTEST_XDIST_WORKER"):
+        terminalreporter.section("time per test directory")
+        for where, seconds in sorted(_SECONDS_BY_DIR.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{where:<28} {seconds:8.1f}s")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
