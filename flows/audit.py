@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 
 from drivers.target import Connection
 from tasks.target import target_for
-from flows.deploy import descriptor_path
+from helix_ops.descriptor import descriptor_file
 from helix_ops.audit import DEFAULT_MAX_SECRET_AGE_DAYS
 from helix_ops.descriptor import load_descriptor
 from tasks.audit import audit_environment, publish
@@ -43,7 +43,7 @@ def audit_helix(env: str = "local", descriptor: str | None = None, engine_url: s
     ``prefect deployment run audit-helix/prod``.
     """
     logger = get_run_logger()
-    desc = load_descriptor(descriptor_path(env, descriptor))
+    desc = load_descriptor(descriptor_file(env, descriptor))
     target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
                                           container_labels=container_labels or {}, kubeconfig=kubeconfig,
                                           kube_context=kube_context, cluster_block=cluster_block,

@@ -29,7 +29,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from drivers.storage import BackupStore
-from flows.deploy import descriptor_path
+from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import Manifest, Neo4jInfo, RedisInfo, manifest_markdown, new_backup_id
 from helix_ops.descriptor import Descriptor, load_descriptor
 from helix_ops.errors import ConfigError, DriverError
@@ -211,7 +211,7 @@ def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: 
     Example: ``prefect deployment run backup-helix/prod``.
     """
     t0 = time.monotonic()
-    desc = load_descriptor(descriptor_path(env, descriptor))
+    desc = load_descriptor(descriptor_file(env, descriptor))
     target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
                                          kubeconfig=kubeconfig, kube_context=kube_context,
                                          cluster_block=cluster_block))

@@ -11,7 +11,6 @@ Orchestration only: every side effect is a task in ``tasks/``; every decision co
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, pause_flow_run
@@ -20,7 +19,6 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 
 from drivers.target import Connection
-from helix_ops.descriptor import descriptor_file
 from helix_ops.guide import NEO4J_BOLT_PORT
 from helix_ops.plan import Plan
 from flows.init_db import init_helix_db
@@ -33,11 +31,6 @@ class Approval(RunInput):
 
     approve: bool
     reason: str = ""
-
-
-def descriptor_path(env: str, path: str | None) -> Path:
-    """``deployments/<env>.yaml`` of the working directory (``env`` checked), unless a path is given."""
-    return descriptor_file(env, path)
 
 
 def plan_markdown(env: str, plan: Plan) -> str:

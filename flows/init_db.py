@@ -127,7 +127,7 @@ def init_helix_db(env: str | None = None, descriptor: str | None = None, neo4j_u
 
     if neo4j_uri is None and env is None and descriptor is None:
         raise ConfigError("env", "name an environment (env=prod) or give neo4j_uri and credentials_block")
-    desc = load_descriptor(descriptor_file(env or "", descriptor)) if neo4j_uri is None or not credentials_block \
+    desc = load_descriptor(descriptor_file(env, descriptor)) if neo4j_uri is None or not credentials_block \
         else None
     block = credentials_block or (desc.credentials.neo4j if desc else None)
     if not block:

@@ -22,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from drivers.target import Connection
-from flows.deploy import descriptor_path
+from helix_ops.descriptor import descriptor_file
 from helix_ops import preflight
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import ConfigError
@@ -67,7 +67,7 @@ def provision_helix(env: str = "local", descriptor: str | None = None, engine_ur
     Example: ``prefect deployment run provision-helix/staging``, then ``deploy-helix/staging``.
     """
     logger = get_run_logger()
-    desc = load_descriptor(descriptor_path(env, descriptor))
+    desc = load_descriptor(descriptor_file(env, descriptor))
     target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
                                          container_labels=container_labels or {}, kubeconfig=kubeconfig,
                                          kube_context=kube_context, cluster_block=cluster_block))

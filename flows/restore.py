@@ -43,7 +43,7 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 
 from flows.backup import WRITERS, take_backup, window_markdown
-from flows.deploy import descriptor_path
+from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import Manifest, choose_restore_candidate, validate_backup_id
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import ConfigError, HelixOpsError, PlanError
@@ -172,7 +172,7 @@ def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: 
     t0 = time.monotonic()
     if neo4j_load not in NEO4J_LOADS:
         raise ConfigError("neo4j_load", f"{neo4j_load!r}: expected one of {', '.join(NEO4J_LOADS)}")
-    desc = load_descriptor(descriptor_path(env, descriptor))
+    desc = load_descriptor(descriptor_file(env, descriptor))
     store = open_store(desc, storage_path)
     if backup_id:
         validate_backup_id(backup_id)

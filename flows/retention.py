@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from flows.deploy import descriptor_path
+from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import BackupSummary, backup_environment, backup_time, plan_retention
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import PlanError
@@ -66,7 +66,7 @@ def prune_helix_backups(env: str = "local", descriptor: str | None = None, stora
     ``prefect deployment run prune-helix-backups/prod -p dry_run=true``.
     """
     logger = get_run_logger()
-    desc = load_descriptor(descriptor_path(env, descriptor))
+    desc = load_descriptor(descriptor_file(env, descriptor))
     policy = desc.backup.retention
     d = policy.daily if daily is None else daily
     w = policy.weekly if weekly is None else weekly

@@ -22,7 +22,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from drivers.target import Connection
-from flows.deploy import Approval, descriptor_path, plan_markdown
+from flows.deploy import Approval, plan_markdown
+from helix_ops.descriptor import descriptor_file
 from helix_ops.changes import DATA_SERVICES, AuditRecord, with_images, with_replicas
 from helix_ops.descriptor import Descriptor, load_descriptor
 from helix_ops.errors import HelixOpsError
@@ -161,7 +162,7 @@ def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, desc
 
     Example: ``prefect deployment run upgrade-helix/prod -p images='{"dashboard": "1.4.2"}'``.
     """
-    current_desc = load_descriptor(descriptor_path(env, descriptor))
+    current_desc = load_descriptor(descriptor_file(env, descriptor))
     desired = with_images(current_desc, images, include_data_services) if images else current_desc
     scope = set(images) if images else {s for s in build_stack(desired).names()
                                          if include_data_services or s not in DATA_SERVICES}
@@ -183,7 +184,7 @@ def scale_helix(service: str, replicas: int, env: str = "local", descriptor: str
     """Change one service's replica count within the scaling rules (mcp-graph never above one), gated on
     health like an upgrade. The service keeps the image it runs now; replicas that run are kept.
     Note: the descriptor file is not rewritten; commit the new count there too."""
-    current_desc = load_descriptor(descriptor_path(env, descriptor))
+    current_desc = load_descriptor(descriptor_file(env, descriptor))
     with_replicas(current_desc, service, replicas)  # refuse a rule break before touching anything
 
     def desired_for(running: dict[str, str]) -> Descriptor:

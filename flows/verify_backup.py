@@ -10,7 +10,7 @@
      label / type / constraint / index counts are compared with the manifest, the server is stopped and
      ``neo4j-admin database check neo4j`` runs against its data in a one-off container;
    * Neo4j, a physical dump (strategy ``dump``): restored the way restore-helix restores one
-     (``drivers.neo4j_backup.EngineNeo4j``): the scratch server is stopped, ``neo4j-admin database load``
+     (``drivers.neo4j_offline.EngineNeo4j``): the scratch server is stopped, ``neo4j-admin database load``
      runs in a one-off container on its data volume with the dump streamed from the store (checksums checked
      while it streams), ``neo4j-admin database check neo4j`` runs on the loaded store, then the server is
      started on it and the same counts are compared with the manifest;
@@ -37,7 +37,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.deploy import descriptor_path
+from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import validate_backup_id
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import BackupIntegrityError, PlanError
@@ -107,7 +107,7 @@ def verify_helix_backup(env: str = "local", descriptor: str | None = None, backu
     """
     logger = get_run_logger()
     t_start = time.monotonic()
-    desc = load_descriptor(descriptor_path(env, descriptor))
+    desc = load_descriptor(descriptor_file(env, descriptor))
     store = open_store(desc, storage_path)
     if backup_id:
         validate_backup_id(backup_id)

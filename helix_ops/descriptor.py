@@ -343,7 +343,8 @@ def descriptor_path(env: str, root: str | Path = ".") -> Path:
     return Path(root) / "deployments" / f"{env}.yaml"
 
 
-def descriptor_file(env: str, path: str | Path | None = None) -> Path:
-    """The descriptor a flow reads: ``path`` when given, else ``deployments/<env>.yaml`` of the working directory
-    (``env`` checked as a name first)."""
-    return Path(path) if path else descriptor_path(env)
+def descriptor_file(env: str | None, path: str | Path | None = None) -> Path:
+    """The descriptor a flow reads: ``path`` when given, else ``deployments/<env>.yaml`` of the working directory.
+    A given ``env`` is checked as a name either way (it names leases, Variables and records)."""
+    default = descriptor_path(env) if env or not path else None
+    return Path(path) if path else default

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from typing import Literal
 
 from helix_ops import guide
@@ -207,26 +208,47 @@ def build_stack(descriptor: Descriptor, helix_config_text: str | None = None) ->
 
 
 def apply_order(services: Iterable[ServiceSpec]) -> list[ServiceSpec]:
-    """Services sorted so each comes after everything it depends on (stable: ties keep input order).
+    """Services sorted so each comes after everything it depends on (stable: of the services ready at each step,
+    the first in input order goes next).
 
-    Raises :class:`ConfigError` on a dependency cycle or a dependency on an unknown service.
+    Raises :class:`ConfigError` on a dependency cycle (naming it) or a dependency on an unknown service.
     """
-    pending = list(services)
-    known = {s.name for s in pending}
-    for svc in pending:
+    given = list(services)
+    index = {s.name: i for i, s in enumerate(given)}
+    for svc in given:
         for dep in svc.depends_on:
-            if dep not in known:
+            if dep not in index:
                 raise ConfigError(f"services.{svc.name}", f"depends on unknown service {dep}")
+    order = TopologicalSorter({s.name: s.depends_on for s in given})
+    try:
+        order.prepare()
+    except CycleError as exc:
+        raise ConfigError("services", f"dependency cycle: {' -> '.join(exc.args[1])}") from None
     done: list[ServiceSpec] = []
-    placed: set[str] = set()
-    while pending:
-        ready = [s for s in pending if set(s.depends_on) <= placed]
-        if not ready:
-            raise ConfigError("services", f"dependency cycle among {', '.join(s.name for s in pending)}")
-        done.append(ready[0])
-        placed.add(ready[0].name)
-        pending.remove(ready[0])
+    ready: set[str] = set()
+    while order.is_active():
+        ready |= set(order.get_ready())
+        name = min(ready, key=index.__getitem__)
+        ready.discard(name)
+        done.append(given[index[name]])
+        order.done(name)
     return done
+
+
+def dependency_waves(stack: Stack, names: Iterable[str]) -> list[list[str]]:
+    """``names`` grouped into waves that only depend on earlier ones (each wave in apply order): the services
+    whose dependencies are all in earlier waves (dashboard and mcp-graph together, then the other MCP servers)."""
+    wanted = set(names)
+    position = {n: i for i, n in enumerate(stack.names())}
+    order = TopologicalSorter({s.name: s.depends_on for s in stack.services})
+    order.prepare()
+    waves: list[list[str]] = []
+    while order.is_active():
+        wave = sorted(order.get_ready(), key=position.__getitem__)
+        order.done(*wave)
+        if picked := [n for n in wave if n in wanted]:
+            waves.append(picked)
+    return waves
 
 
 def secret_blocks(descriptor: Descriptor) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pydantic
 import pytest
@@ -11,7 +12,7 @@ from core_helpers import DEPLOYMENTS, descriptor_data, dump, helix_config_text, 
 from helix_ops.descriptor import load_descriptor, parse_descriptor
 from helix_ops.errors import ConfigError
 from helix_ops.rules import resolved_resources
-from helix_ops.stack import EnvVar, apply_order, build_stack, secret_blocks
+from helix_ops.stack import EnvVar, apply_order, build_stack, dependency_waves, secret_blocks
 
 
 def stack(env="prod", config=True):
@@ -33,10 +34,28 @@ def test_apply_order_refuses_cycles_and_unknown_dependencies():
     neo, redis = s.service("neo4j"), s.service("redis")
     import dataclasses
 
-    with pytest.raises(ConfigError, match="dependency cycle"):
+    with pytest.raises(ConfigError, match="dependency cycle: (neo4j -> redis -> neo4j|redis -> neo4j -> redis)"):
         apply_order([dataclasses.replace(neo, depends_on=("redis",)), dataclasses.replace(redis, depends_on=("neo4j",))])
     with pytest.raises(ConfigError, match="unknown service ghost"):
         apply_order([dataclasses.replace(neo, depends_on=("ghost",))])
+
+
+def test_apply_order_is_stable_and_waves_only_depend_on_earlier_waves():
+    import dataclasses
+
+    s = stack("local")
+    svc = {x.name: x for x in s.services}
+    a, b, c = (dataclasses.replace(svc["redis"], name=n, depends_on=d) for n, d in
+               (("a", ()), ("b", ("a",)), ("c", ())))
+    assert [x.name for x in apply_order([a, b, c])] == ["a", "b", "c"]  # b is ready before c is taken
+    assert [x.name for x in apply_order([b, c, a])] == ["c", "a", "b"]
+    waves = dependency_waves(s, s.names())
+    assert [n for w in waves for n in w] == list(s.names())  # every service once, in apply order
+    level = {n: i for i, w in enumerate(waves) for n in w}
+    for x in s.services:
+        assert all(level[d] < level[x.name] for d in x.depends_on), x.name
+    assert "dashboard" in waves[level["mcp-graph"]]  # dashboard and mcp-graph together
+    assert dependency_waves(s, ["mcp-discovery", "redis"]) == [["redis"], ["mcp-discovery"]]
 
 
 def test_members_of_a_stateful_set_resolve_to_their_service():
@@ -216,3 +235,14 @@ def test_compose_never_interpolates_a_value_into_argv():
     for name, svc in doc["services"].items():
         for part in [*svc.get("entrypoint", []), *svc.get("command", []), *svc["healthcheck"]["test"]]:
             assert "${" not in part.replace("$${", ""), (name, part)
+
+
+def test_one_descriptor_path_checks_the_environment_name_even_with_a_path(tmp_path):
+    from helix_ops.descriptor import descriptor_file
+
+    assert descriptor_file("prod") == Path("deployments/prod.yaml")
+    assert descriptor_file("prod", tmp_path / "x.yaml") == tmp_path / "x.yaml"
+    assert descriptor_file(None, tmp_path / "x.yaml") == tmp_path / "x.yaml"
+    for bad in ("../etc", "Prod", "a b", ""):
+        with pytest.raises(ConfigError, match="not an environment name"):
+            descriptor_file(bad, tmp_path / "x.yaml" if bad else None)
