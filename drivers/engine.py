@@ -35,6 +35,7 @@ from docker.models.containers import Container
 from drivers.storage import IterStream
 from helix_ops.errors import ConfigError, DriverError, WaitTimeout
 from helix_ops.plan import HASH_LABEL, CurrentObject, CurrentState, engine_service_hash
+from helix_ops.wait import Deadline, wait_until
 
 PROJECT_LABEL = "helix-ops.project"
 ENV_LABEL = "helix-ops.environment"
@@ -328,15 +329,16 @@ class EngineDriver:
                 continue
             if c.status != "running":
                 c.start()
-            end = time.monotonic() + deadline_s
-            while True:
+
+            def running(c: Container = c) -> bool:
                 c.reload()
-                if c.status == "running":
-                    break
-                if time.monotonic() > end:
-                    raise WaitTimeout(f"{c.name} to run again", f"status {c.status}; log tail: "
-                                      f"{c.logs(tail=10).decode(errors='replace')}")
-                time.sleep(0.2)
+                return c.status == "running"
+
+            def described(c: Container = c) -> str:
+                return f"status {c.status}; log tail: {c.logs(tail=10).decode(errors='replace')}"
+
+            wait_until(f"{c.name} to run again", running, deadline_s, interval_s=0.2, describe=described,
+                       retry_on=())  # an engine error (the container was removed) is not waited on
             started.append(c.name)
         missing = wanted - set(started)
         if missing:
@@ -444,11 +446,9 @@ def wait_container_healthy(container: Container, check: Callable[[], str], what:
     Without ``recheck``, nothing is restarted."""
     if refused_restart_s is None:
         refused_restart_s = max(REFUSED_RESTART_S, deadline_s / 2)
-    end = time.monotonic() + deadline_s
-    last = "no answer yet"
     note = ""
     refused_since: float | None = None
-    while True:
+    for poll in Deadline(deadline_s).polls(what, interval_s, seen="no answer yet"):
         container.reload()
         if container.status in ("exited", "dead"):
             logs = container.logs(tail=15).decode(errors="replace")
@@ -469,9 +469,8 @@ def wait_container_healthy(container: Container, check: Callable[[], str], what:
                 container.restart(timeout=5)
                 check, recheck, refused_since = recheck(), None, None
                 note = f" (restarted once after {refused_restart_s:.0f}s of refused connections)"
-        if time.monotonic() >= end:
-            raise WaitTimeout(what, last + note)
-        time.sleep(interval_s)
+            poll.seen = last + note
+    raise AssertionError("unreachable: a Poll ends by raising WaitTimeout")  # pragma: no cover
 
 
 # --- scratch containers (verify-helix-backup) ---------------------------------------------------------------

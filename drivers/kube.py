@@ -52,6 +52,7 @@ from lightkube.types import CascadeType, PatchType
 
 from helix_ops.errors import ConfigError, DriverError, HelixOpsError, PlanError, WaitTimeout
 from helix_ops.plan import HASH_LABEL, CurrentObject, CurrentState
+from helix_ops.wait import Deadline
 
 FIELD_MANAGER = "helix-ops"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -331,17 +332,14 @@ class KubeDriver:
         """Wait until the rollout of ``kind/name`` is complete; WaitTimeout at the deadline (or as soon as the
         Deployment reports ProgressDeadlineExceeded), with what was last seen."""
         what = f"{kind}/{self.namespace}/{name} to roll out"
-        end = time.monotonic() + deadline_s
-        while True:
+        for poll in Deadline(deadline_s).polls(f"{what} within {deadline_s:g}s", poll_s):
             done, failure, seen = self.rollout_status(kind, name)
             if done:
                 return seen
             if failure:
                 raise WaitTimeout(f"{what} ({failure})", seen)
-            left = end - time.monotonic()
-            if left <= 0:
-                raise WaitTimeout(f"{what} within {deadline_s:g}s", seen)
-            time.sleep(min(poll_s, left))
+            poll.seen = seen
+        raise AssertionError("unreachable: a Poll ends by raising WaitTimeout")  # pragma: no cover
 
     def roll(self, manifest: Mapping[str, Any], spec_hash: str, deadline_s: float, rollback: bool = True,
              log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
@@ -487,8 +485,7 @@ class KubeDriver:
                               patch_type=PatchType.MERGE)
         what = f"{kind}/{self.namespace}/{service} to scale to {replicas}"
         selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        end = time.monotonic() + deadline_s
-        while True:
+        for poll in Deadline(deadline_s).polls(f"{what} within {deadline_s:g}s", 0.5):
             now = self._get(kind, service, self.namespace)
             if now is None:
                 raise KubeApiError("get", plural, self.namespace, 404, f"{kind} {service} disappeared while scaling")
@@ -500,10 +497,8 @@ class KubeDriver:
             if (seen["observed"] and seen["ready"] == replicas and seen["replicas"] == replicas
                     and seen.get("pods", 0) == 0):
                 return previous
-            left = end - time.monotonic()
-            if left <= 0:
-                raise WaitTimeout(f"{what} within {deadline_s:g}s", seen)
-            time.sleep(min(0.5, left))
+            poll.seen = seen
+        raise AssertionError("unreachable: a Poll ends by raising WaitTimeout")  # pragma: no cover
 
     def exec(self, service: str, argv: list[str], *, timeout_s: float = 120) -> tuple[int, str, str]:
         """Run ``argv`` (no shell) in the first container of a Running and Ready pod of ``service`` through
@@ -606,8 +601,9 @@ class KubeDriver:
         """A Running, Ready, not terminating pod of ``service`` in this environment (the first by name), waited
         for within ``deadline_s``."""
         labels = {NAME_LABEL: service, ENV_LABEL: self.environment}
-        end = time.monotonic() + deadline_s
-        while True:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        for poll in Deadline(deadline_s).polls(f"a Running and Ready pod of {service} ({selector}) in namespace "
+                                               f"{self.namespace} within {deadline_s:g}s", 0.5):
             seen = []
             for p in sorted(self._pods_matching(labels), key=lambda p: p["metadata"]["name"]):
                 status = p.get("status") or {}
@@ -618,12 +614,8 @@ class KubeDriver:
                     return p
                 seen.append({"pod": p["metadata"]["name"], "phase": status.get("phase"), "ready": ready,
                              "deleting": deleting})
-            left = end - time.monotonic()
-            if left <= 0:
-                selector = ",".join(f"{k}={v}" for k, v in labels.items())
-                raise WaitTimeout(f"a Running and Ready pod of {service} ({selector}) in namespace "
-                                  f"{self.namespace} within {deadline_s:g}s", seen or "no pods")
-            time.sleep(min(0.5, left))
+            poll.seen = seen or "no pods"
+        raise AssertionError("unreachable: a Poll ends by raising WaitTimeout")  # pragma: no cover
 
 
 # --- pure helpers ----------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from helix_ops import migrations as mig
 from helix_ops.errors import ConfigError, DriverError, PlanError, WaitTimeout
+from helix_ops.wait import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +169,11 @@ class Neo4jClient:
         the last error seen. Rejected credentials: raise :class:`DriverError` at once (waiting cannot help,
         and every failed attempt counts towards Neo4j's lockout).
         """
-        deadline = time.monotonic() + deadline_s
-        last_seen: str = "no attempt"
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(f"Neo4j Bolt at {self.uri}", last_seen)
-            probe = self._new_driver(connection_timeout_s=max(0.2, min(remaining, self.connection_timeout_s)))
+        deadline = Deadline(deadline_s)
+        for poll in deadline.polls(f"Neo4j Bolt at {self.uri}", interval_s):
+            # A connection attempt must not outlast the deadline.
+            probe = self._new_driver(connection_timeout_s=max(0.2, min(deadline.remaining(),
+                                                                       self.connection_timeout_s)))
             try:
                 with probe.session(database=self.database) as session:
                     session.run("RETURN 1").consume()
@@ -183,16 +181,13 @@ class Neo4jClient:
             except nex.AuthError as exc:
                 raise self._translate(exc, "waiting for it to be ready") from exc
             except (nex.ServiceUnavailable, nex.SessionExpired, nex.TransientError, OSError) as exc:
-                last_seen = self._scrub(f"{type(exc).__name__}: {exc}")
-                log.debug("neo4j not ready at %s: %s", self.uri, last_seen)
+                poll.seen = self._scrub(f"{type(exc).__name__}: {exc}")
+                log.debug("neo4j not ready at %s: %s", self.uri, poll.seen)
             except nex.Neo4jError as exc:
                 raise self._translate(exc, "waiting for it to be ready") from exc
             finally:
                 probe.close()
-            pause = min(interval_s, deadline - time.monotonic())
-            if pause <= 0:
-                raise WaitTimeout(f"Neo4j Bolt at {self.uri}", last_seen)
-            time.sleep(pause)
+        raise AssertionError("unreachable: a Poll ends by raising WaitTimeout")  # pragma: no cover
 
     def server_info(self) -> tuple[str, str]:
         """``(version, edition)``, e.g. ``('5.26.0', 'community')``."""

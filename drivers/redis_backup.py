@@ -36,6 +36,7 @@ from pydantic import SecretStr
 from drivers.plain import plain
 from helix_ops.backup import parse_redis_check_rdb, redis_check_rdb_argv, redis_cli_rdb_argv, redis_keyspace_counts
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError, PlanError, WaitTimeout
+from helix_ops.wait import Deadline, wait_until
 
 
 def run(argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 600,
@@ -119,17 +120,15 @@ def bgsave(client: redis.Redis, deadline_s: float = 600) -> int:
 
 
 def wait_lastsave(client: redis.Redis, before: int, deadline_s: float) -> int:
-    end = time.monotonic() + deadline_s
-    while True:
+    for poll in Deadline(deadline_s).polls("Redis BGSAVE (LASTSAVE to change)", 0.05):
         now = int(client.lastsave().timestamp())
         info = client.info("persistence")
         if now > before and not info.get("rdb_bgsave_in_progress"):
             if info.get("rdb_last_bgsave_status") != "ok":
                 raise DriverError("Redis BGSAVE failed", hint="read the Redis log (disk full? permissions?)")
             return now
-        if time.monotonic() > end:
-            raise WaitTimeout("Redis BGSAVE (LASTSAVE to change)", {"lastsave": now, "before": before})
-        time.sleep(0.05)
+        poll.seen = {"lastsave": now, "before": before}
+    raise AssertionError("unreachable: a Poll ends by raising WaitTimeout")  # pragma: no cover
 
 
 _VALUE = {b"string": ("GET",), b"hash": ("HGETALL",), b"list": ("LRANGE", 0, -1), b"set": ("SMEMBERS",),
@@ -224,25 +223,9 @@ def restore_rdb_into_dir(data_dir: Path, rdb: Path, *, redis_server: str | None 
     proc = subprocess.Popen([binary, conf_path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=10)
     try:
-        end = time.monotonic() + deadline_s
-
-        def until(what: str, cond: Callable[[], Any]) -> Any:
-            last: Any = None
-            while time.monotonic() < end:
-                if proc.poll() is not None:
-                    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                    raise DriverError(f"temporary redis-server exited while {what}: {out[-500:]}",
-                                      hint="is the RDB from a newer Redis?")
-                try:
-                    last = cond()
-                    if last:
-                        return last
-                except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError) as exc:
-                    last = type(exc).__name__
-                time.sleep(0.05)
-            raise WaitTimeout(what, last)
-
-        until("loading the RDB", lambda: client.ping() and not client.info("persistence").get("loading"))
+        deadline = Deadline(deadline_s)  # one budget for loading the RDB and rewriting the AOF
+        _wait(proc, "loading the RDB", lambda: client.ping() and not client.info("persistence").get("loading"),
+              deadline)
         facts = server_facts(client)
         log(f"temporary redis loaded {facts['keys']} keys; turning AOF on")
         client.config_set("appendonly", "yes")
@@ -252,7 +235,7 @@ def restore_rdb_into_dir(data_dir: Path, rdb: Path, *, redis_server: str | None 
             return (p.get("aof_enabled") == 1 and not p.get("aof_rewrite_in_progress")
                     and not p.get("aof_rewrite_scheduled") and p.get("aof_last_bgrewrite_status") == "ok")
 
-        until("the AOF rewrite", rewritten)
+        _wait(proc, "the AOF rewrite", rewritten, deadline)
         try:
             client.shutdown(save=True)
         except redis.ConnectionError:
@@ -276,21 +259,18 @@ def restore_rdb_into_dir(data_dir: Path, rdb: Path, *, redis_server: str | None 
         os.unlink(conf_path)
 
 
-def _wait(proc: subprocess.Popen, what: str, cond: Callable[[], Any], end: float) -> Any:
-    last: Any = None
-    while time.monotonic() < end:
+def _wait(proc: subprocess.Popen, what: str, cond: Callable[[], Any], deadline: Deadline) -> Any:
+    """Wait for ``cond`` on the temporary redis-server ``proc`` (not answering yet or still loading is "not
+    yet"); DriverError at once when ``proc`` exits."""
+    def check() -> Any:
         if proc.poll() is not None:
             out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
             raise DriverError(f"temporary redis-server exited while {what}: {out[-500:]}",
                               hint="is the RDB from a newer Redis than this host's redis-server?")
-        try:
-            last = cond()
-            if last:
-                return last
-        except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError) as exc:
-            last = type(exc).__name__
-        time.sleep(0.05)
-    raise WaitTimeout(what, last)
+        return cond()
+
+    return wait_until(what, check, deadline, interval_s=0.05,
+                      retry_on=(redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError))
 
 
 def replay_rdb(rdb: Path, host: str, port: int, password: SecretStr | str | None, username: str | None = None,
@@ -320,8 +300,8 @@ def replay_rdb(rdb: Path, host: str, port: int, password: SecretStr | str | None
         proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         src = redis.Redis(host="127.0.0.1", port=tport, password=tpass, socket_timeout=30)
         try:
-            end = time.monotonic() + deadline_s
-            _wait(proc, "loading the RDB", lambda: src.ping() and not src.info("persistence").get("loading"), end)
+            _wait(proc, "loading the RDB", lambda: src.ping() and not src.info("persistence").get("loading"),
+                  Deadline(deadline_s))
             loaded = server_facts(src)
             log(f"temporary redis loaded {loaded['keys']} keys; replaying them into {host}:{port}")
             try:

@@ -32,7 +32,6 @@ import datetime as dt
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -46,6 +45,7 @@ from prefect.variables import Variable
 
 from helix_ops import procinfo
 from helix_ops.errors import LockHeld
+from helix_ops.wait import Deadline
 
 
 def lease_name(environment: str) -> str:
@@ -118,7 +118,7 @@ def release_dead_holder(environment: str, wait_s: float = 0) -> str | None:
     A holder whose process runs on this machine is waited for up to ``wait_s`` (until it frees the lease or its
     process ends): one killed meanwhile is released then, a Cancelled one only once its cleanup has ended.
     """
-    deadline = time.monotonic() + wait_s
+    deadline = Deadline(wait_s)
     while True:
         record = Variable.get(holder_variable(environment), default=None)
         if not isinstance(record, dict):
@@ -127,9 +127,9 @@ def release_dead_holder(environment: str, wait_s: float = 0) -> str | None:
             _unset_if(environment, record.get("nonce"))  # released without deleting its record: stale
             return None
         reason = holder_gone(record)
-        if reason is not None or _local_pid(record) is None or time.monotonic() >= deadline:
+        # Its process lives here: look again every second until it frees the lease, ends, or the deadline.
+        if reason is not None or _local_pid(record) is None or not deadline.pause(1):
             break
-        time.sleep(1)  # its process lives here: until it frees the lease, ends, or the deadline
     lease_id = record.get("lease_id")
     if reason is None or not lease_id:
         return None
@@ -179,7 +179,7 @@ def environment_lease(environment: str, owner: str, ttl_s: float = 120, wait_s: 
     """
     logger = _logger()
     name = lease_name(environment)
-    deadline = time.monotonic() + wait_s
+    deadline = Deadline(wait_s)
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, limit=1)
     released = release_dead_holder(environment, wait_s=wait_s)
@@ -189,7 +189,7 @@ def environment_lease(environment: str, owner: str, ttl_s: float = 120, wait_s: 
     holder = ConcurrencyLeaseHolder(type="flow_run", id=uuid.UUID(str(run_id)) if run_id else uuid.uuid4())
     with ExitStack() as held:
         try:  # at least one attempt, even when waiting for a local holder used up wait_s
-            held.enter_context(concurrency(name, occupy=1, timeout_seconds=max(deadline - time.monotonic(), 1),
+            held.enter_context(concurrency(name, occupy=1, timeout_seconds=max(deadline.remaining(), 1),
                                            lease_duration=max(ttl_s, 60), strict=True, holder=holder))
         except TimeoutError as exc:  # only acquiring: the body's own TimeoutError is not LockHeld
             raise LockHeld(environment, f"another run (this is {owner})",

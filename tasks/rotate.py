@@ -25,6 +25,7 @@ from helix_ops import rotation
 from helix_ops.descriptor import Descriptor
 from helix_ops.errors import DriverError, HelixOpsError
 from helix_ops.rotation import CRASH_ENV, CredentialState, parse_crash_point
+from helix_ops.wait import Deadline
 
 
 class InjectedCrash(HelixOpsError):
@@ -172,19 +173,16 @@ Sentinel or replica the roll re-created is still connecting)."""
 
 
 def _wait_sentinel_usable(sentinel, deadline_s: float) -> None:
-    import time
-
-    end = time.monotonic() + deadline_s
-    while True:
+    """Wait until ``sentinel`` reports nothing wrong with the master and its replicas; WaitTimeout with its
+    last problems after ``deadline_s`` (the rotation is then incomplete; rerunning it finishes it)."""
+    what = (f"sentinel {sentinel.host}:{sentinel.port} to see the master and its replicas usable within "
+            f"{deadline_s:.0f}s (check the Sentinel's log (auth-pass) and the replicas' masterauth; rerun the "
+            "rotation to finish it)")
+    for poll in Deadline(deadline_s).polls(what, 1):
         problems = sentinel.problems()
         if not problems:
             return
-        if time.monotonic() >= end:
-            raise DriverError(f"sentinel {sentinel.host}:{sentinel.port} reports after {deadline_s:.0f}s: "
-                              f"{'; '.join(problems)}",
-                              hint="check the Sentinel's log (auth-pass) and the replicas' masterauth; rerun "
-                                   "the rotation to finish it")
-        time.sleep(1)
+        poll.seen = "; ".join(problems)
 
 
 # --- neo4j ------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Local server processes for the test bed: start with logs and a pid file, wait with a deadline, stop the group.
+"""Local server processes for the test bed: start with logs and a pid file, wait with a deadline
+(:func:`helix_ops.wait.wait_until`, re-exported here), stop the group.
 
 Every process is started in its own session (process group), so stopping it also stops what it forked
 (Neo4j's launcher forks the server JVM). Pid files record the process start time, so a stale pid file from
@@ -12,13 +13,13 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from helix_ops.errors import CommandFailed, WaitTimeout
+from helix_ops.errors import CommandFailed, WaitTimeout  # noqa: F401 - WaitTimeout: what wait_until raises
 from helix_ops.procinfo import pid_alive, start_time, stat_fields  # noqa: F401 - pid_alive, start_time: API here too
+from helix_ops.wait import Deadline, wait_until  # noqa: F401 - wait_until: the test bed's wait is the core one
 
 
 def free_port() -> int:
@@ -52,27 +53,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
-
-
-def wait_until(what: str, check: Callable[[], object], deadline_s: float, interval_s: float = 0.25,
-               describe: Callable[[], str] | None = None) -> object:
-    """Call ``check`` until it returns something truthy, or raise WaitTimeout after ``deadline_s``.
-
-    ``check`` may raise; the last exception (or ``describe()``) becomes ``last_seen`` in the error.
-    """
-    end = time.monotonic() + deadline_s
-    last_seen = "nothing yet"
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            last_seen = describe() if describe else repr(result)
-        except Exception as exc:  # noqa: BLE001 - any failure is "not ready yet"
-            last_seen = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() >= end:
-            raise WaitTimeout(what, last_seen)
-        time.sleep(interval_s)
 
 
 @dataclass
@@ -117,11 +97,12 @@ def stop_group(pid: int, grace_s: float = 20.0) -> None:
             return
         except PermissionError:
             return
-        end = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5)
-        while time.monotonic() < end:
+        deadline = Deadline(grace_s if sig == signal.SIGTERM else 5)
+        while True:
             if not pid_alive(pid) and not _group_alive(pid):
                 return
-            time.sleep(0.1)
+            if not deadline.pause(0.1):
+                break
 
 
 def _group_alive(pgid: int) -> bool:
