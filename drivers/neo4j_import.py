@@ -109,7 +109,7 @@ def import_csv_set(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, pass
 
 def _import_and_swap(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, password: SecretStr | str,
                      database: str, log: Callable[[str], None]) -> ImportResult:
-    from helix_ops.backup import STAGING_DATABASE
+    from helix_ops.backup_tools import STAGING_DATABASE
 
     log(f"converted {csvs.stats.nodes} nodes, {csvs.stats.relationships} relationships into "
         f"{len(csvs.nodes) + len(csvs.relationships)} CSV files ({csvs.bytes / 2**20:.1f} MiB) "
@@ -158,7 +158,7 @@ def _import_and_swap(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, pa
 def _refuse_leftover(target: OfflineNeo4j, database: str) -> None:
     """Refuse to start (nothing changed yet) when an earlier restore was interrupted inside its window: the
     store it kept aside is the only copy of what Neo4j held before, and this restore's swap would replace it."""
-    from helix_ops.backup import BEFORE_RESTORE, LEFTOVER_EXIT
+    from helix_ops.backup_tools import BEFORE_RESTORE, LEFTOVER_EXIT
 
     try:
         target.swap_store("check", database)
@@ -199,7 +199,7 @@ def _forget_staging(target: OfflineNeo4j, database: str, log: Callable[[str], No
     try:
         target.swap_store("drop", database)
     except Exception as exc:  # noqa: BLE001 - the restore itself is done or already failing
-        from helix_ops.backup import BEFORE_RESTORE
+        from helix_ops.backup_tools import BEFORE_RESTORE
 
         log(f"could not remove the staging / replaced store: {exc}; the next restore refuses until "
             f"{BEFORE_RESTORE}/ is gone from Neo4j's data folder")

@@ -34,7 +34,7 @@ import redis
 from pydantic import SecretStr
 
 from drivers.plain import plain
-from helix_ops.backup import parse_redis_check_rdb, redis_check_rdb_argv, redis_cli_rdb_argv, redis_keyspace_counts
+from helix_ops.backup_tools import parse_redis_check_rdb, redis_check_rdb_argv, redis_cli_rdb_argv, redis_keyspace_counts
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError, PlanError, WaitTimeout
 from helix_ops.wait import Deadline, wait_until
 

@@ -69,8 +69,8 @@ def requested_strategy(desc: Descriptor, requested: str | None) -> str:
 
 def neo4j_strategy_for(desc: Descriptor, requested: str, edition: str) -> tuple[str, str]:
     """``(strategy, why)``: ``requested`` against the ``edition`` the running server reports (``auto`` picks by
-    it: ``helix_ops.backup.backup_strategy_for``)."""
-    from helix_ops.backup import backup_strategy_for
+    it: ``helix_ops.backup_plan.backup_strategy_for``)."""
+    from helix_ops.backup_plan import backup_strategy_for
 
     return backup_strategy_for(edition, desc.services.neo4j.edition, requested)
 

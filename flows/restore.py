@@ -44,7 +44,8 @@ from prefect.runtime import flow_run
 
 from flows.backup import WRITERS, take_backup, window_markdown
 from helix_ops.descriptor import descriptor_file
-from helix_ops.backup import Manifest, choose_restore_candidate, validate_backup_id
+from helix_ops.backup import Manifest, validate_backup_id
+from helix_ops.backup_plan import choose_restore_candidate
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import ConfigError, HelixOpsError, PlanError
 from tasks.backup import (

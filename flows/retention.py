@@ -1,7 +1,7 @@
 """``prune-helix-backups``: grandfather-father-son retention of one environment's backups.
 
 * Only backups **with a manifest** count (a backup without one does not exist): the plan is
-  ``helix_ops.backup.plan_retention`` over them, with the descriptor's ``backup.retention`` (N daily, weekly,
+  ``helix_ops.backup_plan.plan_retention`` over them, with the descriptor's ``backup.retention`` (N daily, weekly,
   monthly, calendar buckets in ``backup.timezone``) unless given as parameters. It always keeps the newest
   backup and the newest **verified** one of each group of equal components; the flow checks that again
   before deleting anything.
@@ -24,7 +24,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from helix_ops.descriptor import descriptor_file
-from helix_ops.backup import BackupSummary, backup_environment, backup_time, plan_retention
+from helix_ops.backup import backup_environment, backup_time
+from helix_ops.backup_plan import BackupSummary, plan_retention
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import PlanError
 from tasks.backup import delete_backup, open_store

@@ -18,7 +18,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from drivers.storage import BackupStore, BackupWriter, LocalStore, store_from_block
-from helix_ops.backup import Manifest, ObjectEntry, redis_backup_counts
+from helix_ops.backup import Manifest, ObjectEntry
+from helix_ops.backup_tools import redis_backup_counts
 from helix_ops.descriptor import Descriptor
 from tasks.engine import EngineTarget
 

@@ -28,14 +28,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from drivers.storage import BackupStore
-from helix_ops.backup import (
-    Manifest,
-    Neo4jInfo,
-    RedisInfo,
-    neo4j_check_argv,
-    redis_check_rdb_argv,
-    redis_keyspace_counts,
-)
+from helix_ops.backup import Manifest, Neo4jInfo, RedisInfo
+from helix_ops.backup_tools import neo4j_check_argv, redis_check_rdb_argv, redis_keyspace_counts
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError
 
 NEO4J_DATA = "/data"

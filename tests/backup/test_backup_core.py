@@ -1,4 +1,5 @@
-"""The pure backup core: ids, manifest, GFS retention, strategy choice, neo4j-admin / redis argv, parsing."""
+"""The pure backup core: ids, manifest (helix_ops.backup), GFS retention, strategy choice (helix_ops.backup_plan),
+neo4j-admin / redis argv, parsing (helix_ops.backup_tools)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import datetime as dt
 import pytest
 
 from helix_ops import backup as b
+from helix_ops import backup_plan as bp
+from helix_ops import backup_tools as bt
 from helix_ops.errors import ConfigError, PlanError
 
 T0 = dt.datetime(2025, 3, 10, 2, 0, 0, tzinfo=dt.UTC)
@@ -85,7 +88,7 @@ def test_manifest_round_trips_and_is_strict():
 
 
 def summaries(times, verified=(), comps=("neo4j",)):
-    return [b.BackupSummary(f"prod-{t:%Y%m%dT%H%M%SZ}-00000{i % 10}", t, comps, i in verified)
+    return [bp.BackupSummary(f"prod-{t:%Y%m%dT%H%M%SZ}-00000{i % 10}", t, comps, i in verified)
             for i, t in enumerate(times)]
 
 
@@ -93,7 +96,7 @@ def test_retention_gfs_keeps_dailies_weeklies_monthlies():
     # one backup a day for 120 days, two on the newest day
     times = [T0 - dt.timedelta(days=d) for d in range(120)] + [T0 + dt.timedelta(hours=3)]
     items = summaries(times)
-    plan = b.plan_retention(items, daily=3, weekly=2, monthly=3)
+    plan = bp.plan_retention(items, daily=3, weekly=2, monthly=3)
     kept = {b.backup_time(i).date().isoformat() + ("+3h" if b.backup_time(i).hour == 5 else "") for i in plan.keep}
     # daily: the newest of 03-10 (the 05:00 one), 03-09, 03-08; weekly: ISO week 11 (03-10 newest) and
     # week 10 (Sunday 03-09); monthly: March (03-10 newest), February (02-28), January (01-31).
@@ -107,11 +110,11 @@ def test_retention_gfs_keeps_dailies_weeklies_monthlies():
 def test_retention_never_deletes_the_newest_verified_backup():
     times = [T0 - dt.timedelta(days=d) for d in range(10)]
     items = summaries(times, verified={7})
-    plan = b.plan_retention(items, daily=2, weekly=0, monthly=0)
+    plan = bp.plan_retention(items, daily=2, weekly=0, monthly=0)
     assert items[7].backup_id in plan.keep and "newest verified" in plan.reasons[items[7].backup_id]
     assert set(plan.keep) == {items[0].backup_id, items[1].backup_id, items[7].backup_id}
     # zero retention still keeps the newest and the newest verified
-    plan0 = b.plan_retention(items, daily=0, weekly=0, monthly=0)
+    plan0 = bp.plan_retention(items, daily=0, weekly=0, monthly=0)
     assert set(plan0.keep) == {items[0].backup_id, items[7].backup_id}
 
 
@@ -119,11 +122,11 @@ def test_retention_groups_by_components_and_uses_the_timezone():
     late = dt.datetime(2025, 3, 9, 23, 30, tzinfo=dt.UTC)  # 00:30 on 03-10 in Berlin
     early = dt.datetime(2025, 3, 9, 22, 0, tzinfo=dt.UTC)  # 23:00 on 03-09 in Berlin
     items = summaries([late, early])
-    assert len(b.plan_retention(items, 1, 0, 0, tz="UTC").keep) == 1
-    assert len(b.plan_retention(items, 2, 0, 0, tz="UTC").keep) == 1  # both on 03-09 UTC
-    assert len(b.plan_retention(items, 2, 0, 0, tz="Europe/Berlin").keep) == 2
+    assert len(bp.plan_retention(items, 1, 0, 0, tz="UTC").keep) == 1
+    assert len(bp.plan_retention(items, 2, 0, 0, tz="UTC").keep) == 1  # both on 03-09 UTC
+    assert len(bp.plan_retention(items, 2, 0, 0, tz="Europe/Berlin").keep) == 2
     redis = summaries([T0 - dt.timedelta(days=1)], comps=("redis",))
-    plan = b.plan_retention(items + redis, 1, 0, 0)
+    plan = bp.plan_retention(items + redis, 1, 0, 0)
     assert redis[0].backup_id in plan.keep  # the newest redis backup, not shadowed by neo4j ones
 
 
@@ -131,15 +134,15 @@ def test_choose_restore_candidate():
     old = manifest(backup_id="prod-20250301T020000Z-000001", created_at=T0 - dt.timedelta(days=9))
     old = old.with_verification(b.Verification(at=T0, by="t", ok=True))
     new = manifest(backup_id="prod-20250310T020000Z-000002")
-    assert b.choose_restore_candidate([old, new], None) is old
-    assert b.choose_restore_candidate([old, new], None, require_verified=False) is new
-    assert b.choose_restore_candidate([old, new], "prod-20250310T020000Z-000002") is new
+    assert bp.choose_restore_candidate([old, new], None) is old
+    assert bp.choose_restore_candidate([old, new], None, require_verified=False) is new
+    assert bp.choose_restore_candidate([old, new], "prod-20250310T020000Z-000002") is new
     with pytest.raises(PlanError, match="not listed"):
-        b.choose_restore_candidate([old], "prod-20250310T020000Z-000009")
+        bp.choose_restore_candidate([old], "prod-20250310T020000Z-000009")
     with pytest.raises(PlanError, match="no verified backup holding redis"):
-        b.choose_restore_candidate([old, new], None, component="redis")
+        bp.choose_restore_candidate([old, new], None, component="redis")
     with pytest.raises(ConfigError):
-        b.choose_restore_candidate([old], "../x")
+        bp.choose_restore_candidate([old], "../x")
 
 
 @pytest.mark.parametrize("edition,requested,expected", [
@@ -147,46 +150,46 @@ def test_choose_restore_candidate():
     ("enterprise", "logical", "logical"), ("enterprise", "dump", "dump"),
 ])
 def test_strategy_choice(edition, requested, expected):
-    assert b.choose_neo4j_strategy(edition, requested) == expected
+    assert bp.choose_neo4j_strategy(edition, requested) == expected
 
 
 def test_strategy_refusals():
     with pytest.raises(ConfigError, match="needs Neo4j Enterprise"):
-        b.choose_neo4j_strategy("community", "online-backup")
+        bp.choose_neo4j_strategy("community", "online-backup")
     with pytest.raises(ConfigError):
-        b.choose_neo4j_strategy("community", "rsync")
+        bp.choose_neo4j_strategy("community", "rsync")
     with pytest.raises(ConfigError):
-        b.choose_neo4j_strategy("aura", "auto")
+        bp.choose_neo4j_strategy("aura", "auto")
 
 
 def test_backup_flow_strategy_by_detected_edition():
-    assert b.backup_strategy_for("community", "community", "auto") == (
+    assert bp.backup_strategy_for("community", "community", "auto") == (
         "logical", "logical on Neo4j community (picked by edition)")
-    strategy, why = b.backup_strategy_for("enterprise", "community", "auto")
+    strategy, why = bp.backup_strategy_for("enterprise", "community", "auto")
     assert strategy == "logical" and "not wired" in why and "descriptor says community" in why
-    assert b.backup_strategy_for("Community", "community", "dump")[0] == "dump"
-    assert b.backup_strategy_for("enterprise", "enterprise", "dump")[0] == "dump"
+    assert bp.backup_strategy_for("Community", "community", "dump")[0] == "dump"
+    assert bp.backup_strategy_for("enterprise", "enterprise", "dump")[0] == "dump"
     with pytest.raises(ConfigError, match="needs Neo4j Enterprise"):
-        b.backup_strategy_for("community", "enterprise", "online-backup")
+        bp.backup_strategy_for("community", "enterprise", "online-backup")
     with pytest.raises(ConfigError, match="cannot run in backup-helix"):
-        b.backup_strategy_for("enterprise", "enterprise", "online-backup")
+        bp.backup_strategy_for("enterprise", "enterprise", "online-backup")
 
 
 def test_neo4j_admin_argv_is_neo4j_5_syntax():
-    assert b.neo4j_dump_argv("neo4j", "/backups") == [
+    assert bt.neo4j_dump_argv("neo4j", "/backups") == [
         "neo4j-admin", "database", "dump", "neo4j", "--to-path=/backups", "--overwrite-destination=true"]
-    assert b.neo4j_load_argv("neo4j", "/backups", admin="/x/neo4j-admin") == [
+    assert bt.neo4j_load_argv("neo4j", "/backups", admin="/x/neo4j-admin") == [
         "/x/neo4j-admin", "database", "load", "neo4j", "--from-path=/backups", "--overwrite-destination=true"]
-    assert b.neo4j_check_argv("neo4j", "/backups") == ["neo4j-admin", "database", "check", "neo4j",
+    assert bt.neo4j_check_argv("neo4j", "/backups") == ["neo4j-admin", "database", "check", "neo4j",
                                                        "--from-path=/backups"]
-    assert b.neo4j_backup_argv("neo4j", "neo4j-0.neo4j:6362", "/backups") == [
+    assert bt.neo4j_backup_argv("neo4j", "neo4j-0.neo4j:6362", "/backups") == [
         "neo4j-admin", "database", "backup", "--from=neo4j-0.neo4j:6362", "--to-path=/backups", "--type=AUTO",
         "--compress=true", "neo4j"]
-    assert b.neo4j_restore_argv("neo4j", "/backups/neo4j-2025-03-10T02-00-00.backup",
+    assert bt.neo4j_restore_argv("neo4j", "/backups/neo4j-2025-03-10T02-00-00.backup",
                                 restore_until="2025-03-10 01:00:00") == [
         "neo4j-admin", "database", "restore", "--from-path=/backups/neo4j-2025-03-10T02-00-00.backup",
         "--restore-until=2025-03-10 01:00:00", "--overwrite-destination=true", "neo4j"]
-    assert b.neo4j_import_argv("neo4j", "/backups/import/", [("nodes-0000.header.csv", "nodes-0000.csv")],
+    assert bt.neo4j_import_argv("neo4j", "/backups/import/", [("nodes-0000.header.csv", "nodes-0000.csv")],
                                [("relationships-0000.header.csv", "relationships-0000.csv")], multiline=True) == [
         "neo4j-admin", "database", "import", "full", "neo4j", "--overwrite-destination=true", "--id-type=integer",
         "--array-delimiter=U+001F", "--bad-tolerance=0", "--skip-bad-relationships=false",
@@ -196,14 +199,14 @@ def test_neo4j_admin_argv_is_neo4j_5_syntax():
 
 
 @pytest.mark.parametrize("call", [
-    lambda: b.neo4j_dump_argv("neo4j; rm -rf /", "/b"), lambda: b.neo4j_dump_argv("neo4j", "relative"),
-    lambda: b.neo4j_load_argv("neo4j", "/b\n--x"), lambda: b.neo4j_backup_argv("neo4j", "host", "/b"),
-    lambda: b.neo4j_backup_argv("neo4j", "h:1", "/b", backup_type="INCR"),
-    lambda: b.neo4j_restore_argv("neo4j", "/b", restore_until="$(id)"),
-    lambda: b.redis_cli_rdb_argv("h;x", 1, "/f"), lambda: b.redis_cli_rdb_argv("h", 0, "/f"),
-    lambda: b.neo4j_import_argv("neo4j", "/b", [("../x.csv", "y.csv")], []),
-    lambda: b.neo4j_import_argv("neo4j", "/b", [("x.csv", "y.csv,/etc/passwd")], []),
-    lambda: b.neo4j_import_argv("neo4j", "rel", [], []),
+    lambda: bt.neo4j_dump_argv("neo4j; rm -rf /", "/b"), lambda: bt.neo4j_dump_argv("neo4j", "relative"),
+    lambda: bt.neo4j_load_argv("neo4j", "/b\n--x"), lambda: bt.neo4j_backup_argv("neo4j", "host", "/b"),
+    lambda: bt.neo4j_backup_argv("neo4j", "h:1", "/b", backup_type="INCR"),
+    lambda: bt.neo4j_restore_argv("neo4j", "/b", restore_until="$(id)"),
+    lambda: bt.redis_cli_rdb_argv("h;x", 1, "/f"), lambda: bt.redis_cli_rdb_argv("h", 0, "/f"),
+    lambda: bt.neo4j_import_argv("neo4j", "/b", [("../x.csv", "y.csv")], []),
+    lambda: bt.neo4j_import_argv("neo4j", "/b", [("x.csv", "y.csv,/etc/passwd")], []),
+    lambda: bt.neo4j_import_argv("neo4j", "rel", [], []),
 ])
 def test_argv_builders_refuse_odd_values(call):
     with pytest.raises(ConfigError):
@@ -211,11 +214,11 @@ def test_argv_builders_refuse_odd_values(call):
 
 
 def test_redis_argv_never_holds_the_password():
-    argv = b.redis_cli_rdb_argv("127.0.0.1", 6379, "/tmp/x.rdb")
+    argv = bt.redis_cli_rdb_argv("127.0.0.1", 6379, "/tmp/x.rdb")
     assert argv == ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "--no-auth-warning", "--rdb", "/tmp/x.rdb"]
     assert "-a" not in argv
-    assert b.redis_cli_rdb_argv("h", 1, "/f", user="backup")[6:8] == ["--user", "backup"]
-    assert b.redis_check_rdb_argv("/tmp/x.rdb") == ["redis-check-rdb", "/tmp/x.rdb"]
+    assert bt.redis_cli_rdb_argv("h", 1, "/f", user="backup")[6:8] == ["--user", "backup"]
+    assert bt.redis_check_rdb_argv("/tmp/x.rdb") == ["redis-check-rdb", "/tmp/x.rdb"]
 
 
 TABLE = """\
@@ -236,7 +239,7 @@ TABLE = """\
     (2, "", "failed"),
 ])
 def test_enterprise_backup_output(rc, extra, status):
-    result = b.parse_enterprise_backup_output(rc, TABLE.format(extra=extra))
+    result = bt.parse_enterprise_backup_output(rc, TABLE.format(extra=extra))
     assert result.status == status
     assert result.rows[0]["DATABASE"] == "neo4j" and result.rows[0]["STATUS"] == "successful"
     assert result.succeeded == (status != "failed")
@@ -248,31 +251,31 @@ def test_enterprise_backup_output(rc, extra, status):
 
 def test_enterprise_backup_output_warnings_and_garbage():
     out = TABLE.format(extra="") + "WARN  Consistency check found problems, see report\n"
-    r = b.parse_enterprise_backup_output(1, out)
+    r = bt.parse_enterprise_backup_output(1, out)
     assert r.status == "with-problems" and any("Consistency" in p for p in r.problems)
-    r = b.parse_enterprise_backup_output(1, "Exception in thread main java.lang.OutOfMemoryError")
+    r = bt.parse_enterprise_backup_output(1, "Exception in thread main java.lang.OutOfMemoryError")
     assert r.status == "failed" and r.rows == () and "no backup summary table" in r.problems[-1]
 
 
 def test_redis_check_parsing_and_keyspace():
-    assert b.parse_redis_check_rdb(0, "[offset 0] Checking RDB file x\n[info] 12 keys read\n[info] 0 expires\n"
+    assert bt.parse_redis_check_rdb(0, "[offset 0] Checking RDB file x\n[info] 12 keys read\n[info] 0 expires\n"
                                       "[offset 300] \\o/ RDB looks OK! \\o/") == "RDB looks OK (12 keys read)"
     with pytest.raises(PlanError, match="refused"):
-        b.parse_redis_check_rdb(1, "--- RDB ERROR DETECTED ---\n[additional info] Reading type 0 (string)")
-    assert b.redis_keyspace_counts({"db0": {"keys": 3, "expires": 1, "avg_ttl": 5}, "db2": {"keys": 2}}) == (
+        bt.parse_redis_check_rdb(1, "--- RDB ERROR DETECTED ---\n[additional info] Reading type 0 (string)")
+    assert bt.redis_keyspace_counts({"db0": {"keys": 3, "expires": 1, "avg_ttl": 5}, "db2": {"keys": 2}}) == (
         5, 1, {"db0": 3, "db2": 2})
 
 
 def test_redis_backup_counts_come_from_the_rdb_not_a_live_moment():
     still = {"keys": 12, "expires": 2, "keys_by_db": {"db0": 10, "db1": 2}}
     verdict = "RDB looks OK (12 keys read)"
-    assert b.redis_backup_counts(still, still, verdict) == {"keys": 12, "keys_by_db": {"db0": 10, "db1": 2},
+    assert bt.redis_backup_counts(still, still, verdict) == {"keys": 12, "keys_by_db": {"db0": 10, "db1": 2},
                                                             "expires": 2}
     # written to during the snapshot: the RDB's count stands, per-database counts are unknown (not wrong)
     grown = {"keys": 15, "expires": 2, "keys_by_db": {"db0": 13, "db1": 2}}
-    assert b.redis_backup_counts(still, grown, "RDB looks OK (13 keys read)") == {"keys": 13, "keys_by_db": {},
+    assert bt.redis_backup_counts(still, grown, "RDB looks OK (13 keys read)") == {"keys": 13, "keys_by_db": {},
                                                                                 "expires": 2}
     # same INFO before and after, but the RDB holds another count (a write and a delete): per-db dropped too
-    assert b.redis_backup_counts(still, still, "RDB looks OK (11 keys read)")["keys_by_db"] == {}
+    assert bt.redis_backup_counts(still, still, "RDB looks OK (11 keys read)")["keys_by_db"] == {}
     # no count in the verdict: INFO's, as before
-    assert b.redis_backup_counts(still, still, "RDB looks OK")["keys"] == 12
+    assert bt.redis_backup_counts(still, still, "RDB looks OK")["keys"] == 12

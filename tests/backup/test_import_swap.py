@@ -10,7 +10,7 @@ import pytest
 from drivers.neo4j_backup import HostNeo4j, export_logical, read_records
 from drivers.neo4j_csv import to_csv
 from drivers.neo4j_import import import_csv_set
-from helix_ops.backup import BEFORE_RESTORE, STAGING_DATABASE, neo4j_store_swap_argv
+from helix_ops.backup_tools import BEFORE_RESTORE, STAGING_DATABASE, neo4j_store_swap_argv
 from helix_ops.errors import ConfigError, DriverError
 
 pytestmark = pytest.mark.bed
