@@ -53,10 +53,14 @@ def s3_storage_blocks(
     secret_access_key: SecretStr | None = None,
     region: str | None = None,
     endpoint_url: str | None = None,
+    profile: str | None = None,
 ) -> tuple[AwsCredentials, S3Bucket]:
     """Build (unsaved) prefect-aws blocks for an S3 bucket; without keys boto's default chain is used.
 
-    ``endpoint_url`` points at an S3-compatible server (``http://127.0.0.1:9000``).
+    ``endpoint_url`` points at an S3-compatible server (``http://127.0.0.1:9000``). ``profile`` names a profile
+    of the worker's AWS config files (``~/.aws/config``, ``AWS_CONFIG_FILE``). The backup flows' client is
+    prefect-aws's own (``drivers.storage.s3_client_for``), so a session token or an assumed role set on the
+    ``AwsCredentials`` block (UI or code) is used too.
     """
     if (access_key_id is None) != (secret_access_key is None):
         raise ConfigError("storage", "give both the access key id and the secret access key, or neither")
@@ -65,6 +69,7 @@ def s3_storage_blocks(
         aws_access_key_id=access_key_id,
         aws_secret_access_key=secret_access_key,
         region_name=region,
+        profile_name=profile,
         aws_client_parameters=params,
     )
     return creds, S3Bucket(bucket_name=bucket, credentials=creds, bucket_folder=prefix)

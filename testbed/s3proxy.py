@@ -11,10 +11,15 @@ from testbed.paths import S3PROXY_JAR
 
 
 def render_properties(base_dir: Path, port: int, access_key: str, secret_key: str) -> str:
-    """s3proxy.properties: filesystem backend under ``base_dir``, AWS v2/v4 signatures, loopback only."""
+    """s3proxy.properties: filesystem backend under ``base_dir``, AWS v2/v4 signatures, loopback only.
+
+    ``ignore-unknown-headers``: S3Proxy refuses a request carrying a header it does not implement, such as
+    ``x-amz-security-token`` (temporary credentials), which AWS S3 accepts; ignored, the header is still part
+    of the signature S3Proxy checks."""
     props = {
         "s3proxy.endpoint": f"http://127.0.0.1:{port}",
         "s3proxy.authorization": "aws-v2-or-v4",
+        "s3proxy.ignore-unknown-headers": "true",
         "s3proxy.identity": access_key,
         "s3proxy.credential": secret_key,
         "jclouds.provider": "filesystem",

@@ -35,6 +35,27 @@ def test_s3_blocks_round_trip_with_endpoint_url():
     assert_no_secret([repr(bucket), str(bucket), repr(creds)], ["s3-secret-Zq8Zq8"])
 
 
+def test_s3_blocks_with_a_profile_make_the_backup_client(tmp_path, monkeypatch):
+    """A saved block naming a profile (no keys): the backup store's client has the profile's keys and region
+    (real AWS config files in a temporary folder) and the block's endpoint."""
+    from drivers.storage import store_from_block
+
+    profile = f"helix-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "config").write_text(f"[profile {profile}]\nregion = ap-southeast-2\n")
+    (tmp_path / "credentials").write_text(f"[{profile}]\naws_access_key_id = PROFILEKEY\n"
+                                          "aws_secret_access_key = profile-secret-Zq8\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    save_s3_storage(profile, "helix-backups", profile=profile, endpoint_url="http://127.0.0.1:9123")
+    bucket = S3Bucket.load(profile)
+    assert bucket.credentials.profile_name == profile and bucket.credentials.aws_access_key_id is None
+    client = store_from_block(bucket).client  # no request is made
+    assert (client.meta.region_name, client.meta.endpoint_url) == ("ap-southeast-2", "http://127.0.0.1:9123")
+    assert client._request_signer._credentials.get_frozen_credentials().access_key == "PROFILEKEY"
+
+
 def test_s3_keys_go_together():
     with pytest.raises(ConfigError, match="both"):
         s3_storage_blocks("helix-backups", access_key_id="helixkey")
