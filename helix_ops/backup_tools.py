@@ -10,7 +10,7 @@
 
 Example::
 
-    neo4j_dump_argv("neo4j", "/backups")        # ['neo4j-admin', 'database', 'dump', 'neo4j', '--to-path=/backups', ...]
+    neo4j_dump_argv("neo4j", "/backups")   # ["neo4j-admin", "database", "dump", "neo4j", "--to-path=/backups", ...]
 """
 
 from __future__ import annotations
