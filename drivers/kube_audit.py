@@ -3,8 +3,8 @@
 Reads only (list / get), each group on its own so one refused read (a 403 names its verb and resource) leaves
 the other facts: NetworkPolicies and Services (``network``), Deployments and StatefulSets (``containers``),
 ConfigMaps (``configmaps``), helix-ops' Role (``rbac``). The reductions to audit facts are pure and live in
-:mod:`helix_ops.audit`; the one that looks at secret values (:func:`configmap_leaks`) is here, so the values
-never reach that module: it returns only which ConfigMap and key hold one.
+:mod:`helix_ops.audit_kubernetes`; the one that looks at secret values (:func:`configmap_leaks`) is here, so
+the values never reach that module: it returns only which ConfigMap and key hold one.
 
 Example::
 

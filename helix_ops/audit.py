@@ -7,8 +7,10 @@ prod deploy (``required``), and how to fix it. :func:`evaluate` turns :class:`Au
 operator accepted with a recorded reason) or ``skipped`` (the fact could not be gathered: this counts as a
 failure for required items, so an unreachable target never passes an audit).
 
-Secrets never reach this module: the task reduces each one to :class:`SecretFacts` (length, character
-classes, whether it is a known weak value, its block's ``rotated_at``).
+The facts are in :mod:`helix_ops.audit_facts` (secrets never reach the checks: the task reduces each one to
+:class:`~helix_ops.audit_facts.SecretFacts`); the Kubernetes-only readings and checks (securityContexts,
+Services, live NetworkPolicies, ConfigMaps, helix-ops' Role) in :mod:`helix_ops.audit_kubernetes`. This module
+holds the checklist, the checks common to both targets, the report and the deploy gate.
 
 Example::
 
@@ -20,23 +22,24 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
+from helix_ops.audit_facts import AuditFacts, Result, SecretFacts, Status, skipped
+from helix_ops.audit_kubernetes import (
+    check_configmap_secrets,
+    check_rbac_scope,
+    exposure_problems,
+    live_policy_problems,
+    security_problems,
+)
 from helix_ops.errors import ConfigError
-
-Status = Literal["pass", "fail", "warn", "excepted", "skipped"]
 
 MIN_PASSWORD_LENGTH = 16
 MIN_NEXTAUTH_LENGTH = 32
 DEFAULT_MAX_SECRET_AGE_DAYS = 35
 """The prod rotation runs monthly; a secret older than 35 days means a rotation was missed."""
-
-WEAK_VALUES = frozenset({
-    "password", "neo4j", "redis", "admin", "changeme", "secret", "helix", "123456", "12345678", "letmein",
-    "password123", "qwerty", "test", "default", "your-secret-here", "your-32-char-secret-here",
-})
 
 
 TARGETS = ("engine", "kubernetes")
@@ -123,115 +126,7 @@ def item(item_id: str) -> Item:
     raise ConfigError(f"audit.{item_id}", f"unknown checklist item (known: {', '.join(ITEM_IDS)})")
 
 
-# --- facts ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SecretFacts:
-    """What the audit may know about one secret: never its value."""
-
-    name: str
-    length: int
-    classes: int
-    """How many of lowercase, uppercase, digits, other characters it uses."""
-    weak: bool
-    """A common word or a value from the guide's examples."""
-    rotated_at: datetime | None = None
-
-
-def secret_facts(name: str, value: str, rotated_at: datetime | None = None) -> SecretFacts:
-    """Reduce a secret to its facts (call where the value is, then drop the value)."""
-    classes = sum([any(c.islower() for c in value), any(c.isupper() for c in value),
-                   any(c.isdigit() for c in value), any(not c.isalnum() for c in value)])
-    weak = value.lower() in WEAK_VALUES or len(set(value)) <= 3
-    return SecretFacts(name, len(value), classes, weak, rotated_at)
-
-
-@dataclass(frozen=True)
-class ContainerFacts:
-    """A running container of the project: service, image reference, user and host-published ports."""
-
-    name: str
-    service: str
-    image: str
-    user: str
-    published: tuple[tuple[int, str, int], ...] = ()
-    """``(container port, host ip, host port)`` for every published port."""
-    image_digest: str | None = None
-    security: Mapping[str, Any] | None = None
-    """Kubernetes: the container's effective security settings (:func:`effective_security`)."""
-
-
-@dataclass(frozen=True)
-class ServiceFacts:
-    """A live Kubernetes Service: its type, the ``app`` it selects, ``(port, targetPort, nodePort)`` per port
-    and its externalIPs."""
-
-    name: str
-    type: str
-    app: str | None
-    ports: tuple[tuple[int, str, int | None], ...] = ()
-    external_ips: tuple[str, ...] = ()
-
-
-DATA_SERVICES = ("neo4j", "redis", "redis-sentinel")
-DATABASE_PORTS = frozenset({7474, 7687, 6379, 26379})
-"""Neo4j HTTP and Bolt, Redis, Sentinel: never reachable from outside the cluster."""
-
-
-@dataclass(frozen=True)
-class AuditFacts:
-    """Everything :func:`evaluate` looks at. ``None`` means "not gathered" (the check is skipped).
-
-    Attributes:
-        environment / target: the descriptor's environment and target (``engine`` / ``kubernetes``).
-        tls: the descriptor's ``ingress.tls``; ``nginx_conf``: the rendered nginx.conf;
-        kubernetes: the rendered manifests (NetworkPolicies, Ingress).
-        neo4j_password / redis_password / nextauth_secret: facts of the block values.
-        secret_ages: facts of every credential block (``rotated_at``).
-        neo4j_unauthenticated_refused / neo4j_wrong_password_refused: live Bolt logins without/with a wrong
-            password were refused. ``redis_unauthenticated_refused``: a PING without AUTH was refused.
-        containers: the project's running containers (Kubernetes: every container of the namespace's
-            Deployments and StatefulSets, with its security settings); ``live_nginx_conf``: nginx.conf read
-            from the running load balancer; ``log_level``: the descriptor's log level.
-        live_network_policies / services / configmap_leaks / role_rules (Kubernetes): read through the API
-            server (see the attributes).
-        now: the time of the audit (UTC).
-    """
-
-    environment: str
-    target: str
-    now: datetime
-    tls: bool | None = None
-    nginx_conf: str | None = None
-    kubernetes: Sequence[Mapping[str, Any]] | None = None
-    log_level: str | None = None
-    neo4j_password: SecretFacts | None = None
-    redis_password: SecretFacts | None = None
-    nextauth_secret: SecretFacts | None = None
-    secret_ages: Sequence[SecretFacts] | None = None
-    neo4j_unauthenticated_refused: bool | None = None
-    neo4j_wrong_password_refused: bool | None = None
-    redis_unauthenticated_refused: bool | None = None
-    containers: Sequence[ContainerFacts] | None = None
-    live_nginx_conf: str | None = None
-    load_balancer: str = "nginx"
-    live_network_policies: Mapping[str, Mapping[str, Any]] | None = None
-    """Kubernetes: name → spec of every NetworkPolicy in the namespace."""
-    services: Sequence[ServiceFacts] | None = None
-    """Kubernetes: every Service in the namespace."""
-    configmap_leaks: Sequence[tuple[str, str]] | None = None
-    """Kubernetes: ``(ConfigMap, key)`` whose value holds a secret value of the environment (never the value)."""
-    role_name: str = "helix-ops"
-    role_rules: Sequence[Mapping[str, Any]] | None = None
-    """Kubernetes: the rules of helix-ops' live Role in the namespace (``()`` when there is no such Role)."""
-    allowed_role_rules: Sequence[Mapping[str, Any]] | None = None
-    """The rules of that Role in deployments/rbac/role.yaml: the most it may grant."""
-    gather_errors: Mapping[str, str] = field(default_factory=dict)
-    """Why a live fact is missing (``neo4j``: "no running container"), shown in the finding."""
-
-
-# --- findings ---------------------------------------------------------------------------------------------
+# --- findings ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -318,7 +213,7 @@ def evaluate(facts: AuditFacts, exceptions: Mapping[str, str] | None = None,
         "audit-logging": _audit_logging, "images-pinned": _images_pinned, "non-root": _non_root,
         "rate-limiting": _rate_limiting,
     }
-    checks.update({"configmap-secrets": _configmap_secrets, "rbac-scope": _rbac_scope})
+    checks.update({"configmap-secrets": check_configmap_secrets, "rbac-scope": check_rbac_scope})
     findings = []
     for it in items_for(facts.target):
         if it.id == "secret-rotation":
@@ -332,12 +227,7 @@ def evaluate(facts: AuditFacts, exceptions: Mapping[str, str] | None = None,
     return AuditReport(facts.environment, tuple(findings), facts.now)
 
 
-Result = tuple[Status, str]
-
-
-def _skipped(facts: AuditFacts, what: str, key: str) -> Result:
-    why = facts.gather_errors.get(key, "not gathered")
-    return "skipped", f"{what} could not be checked: {why}"
+# --- the checks common to both targets ---------------------------------------------------------------------
 
 
 def _tls(f: AuditFacts) -> Result:
@@ -369,7 +259,7 @@ def _strength(s: SecretFacts) -> str:
 
 def _strong_passwords(f: AuditFacts) -> Result:
     if f.neo4j_password is None or f.redis_password is None:
-        return _skipped(f, "the Neo4j and Redis passwords", "blocks")
+        return skipped(f, "the Neo4j and Redis passwords", "blocks")
     problems = [p for p in (_strength(f.neo4j_password), _strength(f.redis_password)) if p]
     if problems:
         return "fail", "; ".join(problems)
@@ -379,7 +269,7 @@ def _strong_passwords(f: AuditFacts) -> Result:
 def _nextauth(f: AuditFacts) -> Result:
     s = f.nextauth_secret
     if s is None:
-        return _skipped(f, "NEXTAUTH_SECRET", "blocks")
+        return skipped(f, "NEXTAUTH_SECRET", "blocks")
     if s.length < MIN_NEXTAUTH_LENGTH or s.weak:
         return "fail", f"NEXTAUTH_SECRET has {s.length} characters" + (" and is a common value" if s.weak else "") \
             + f" (need {MIN_NEXTAUTH_LENGTH}+ random characters)"
@@ -388,7 +278,7 @@ def _nextauth(f: AuditFacts) -> Result:
 
 def _neo4j_auth(f: AuditFacts) -> Result:
     if f.neo4j_unauthenticated_refused is None:
-        return _skipped(f, "Neo4j authentication", "neo4j")
+        return skipped(f, "Neo4j authentication", "neo4j")
     problems = []
     if not f.neo4j_unauthenticated_refused:
         problems.append("a Bolt login without credentials was accepted")
@@ -401,7 +291,7 @@ def _neo4j_auth(f: AuditFacts) -> Result:
 
 def _redis_auth(f: AuditFacts) -> Result:
     if f.redis_unauthenticated_refused is None:
-        return _skipped(f, "Redis AUTH", "redis")
+        return skipped(f, "Redis AUTH", "redis")
     if not f.redis_unauthenticated_refused:
         return "fail", "PING without AUTH was answered: the default user needs no password"
     return "pass", "PING without AUTH is refused (NOAUTH)"
@@ -421,7 +311,7 @@ def _network_policies(f: AuditFacts) -> Result:
     if missing:
         problems.append(f"no NetworkPolicy selects {', '.join(missing)}")
     if f.target == "kubernetes":
-        problems += _live_policy_problems(f, policies) + _exposure_problems(f)
+        problems += live_policy_problems(f, policies) + exposure_problems(f)
     if f.target == "engine":
         if f.containers is None:
             problems.append("live containers could not be read: "
@@ -437,80 +327,6 @@ def _network_policies(f: AuditFacts) -> Result:
     where = (" and only the load balancer is published" if f.target == "engine"
              else " live as rendered; no database port exposed outside the cluster")
     return "pass", f"{len(policies)} NetworkPolicies (default deny + per-service allows){where}"
-
-
-_POLICY_FIELDS = ("podSelector", "policyTypes", "ingress", "egress")
-
-
-def _live_policy_problems(f: AuditFacts, rendered: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Every rendered NetworkPolicy exists live in the namespace with the rendered spec."""
-    if f.live_network_policies is None:
-        return ["live NetworkPolicies could not be read: " + f.gather_errors.get("network", "not gathered")]
-    missing, changed = [], []
-    for p in rendered:
-        name = p["metadata"]["name"]
-        live = f.live_network_policies.get(name)
-        if live is None:
-            missing.append(name)
-            continue
-        want = {k: _pruned(p["spec"].get(k)) for k in _POLICY_FIELDS}
-        have = {k: _pruned(live.get(k)) for k in _POLICY_FIELDS}
-        if want != have:
-            changed.append(f"{name} ({', '.join(k for k in _POLICY_FIELDS if want[k] != have[k])})")
-    out = []
-    if missing:
-        out.append(f"NetworkPolicies missing in the namespace: {', '.join(sorted(missing))}")
-    if changed:
-        out.append(f"live NetworkPolicies differ from their rendering: {', '.join(sorted(changed))}")
-    return out
-
-
-def _pruned(value: Any) -> Any:
-    """``value`` without None, empty lists/dicts inside mappings (how the API server may return a spec)."""
-    if isinstance(value, Mapping):
-        out = {k: _pruned(v) for k, v in value.items()}
-        return {k: v for k, v in out.items() if v is not None and v != [] and (v != {} or k == "podSelector")}
-    if isinstance(value, (list, tuple)):
-        return [_pruned(v) for v in value]
-    return value
-
-
-def service_facts(services: Sequence[Mapping[str, Any]]) -> tuple[ServiceFacts, ...]:
-    """Live Service dicts reduced to :class:`ServiceFacts` (pure)."""
-    out = []
-    for svc in services:
-        spec = svc.get("spec") or {}
-        ports = tuple((int(p.get("port") or 0), str(p.get("targetPort", p.get("port", ""))), p.get("nodePort"))
-                      for p in spec.get("ports") or [])
-        out.append(ServiceFacts(svc["metadata"]["name"], spec.get("type") or "ClusterIP",
-                                (spec.get("selector") or {}).get("app"), ports,
-                                tuple(spec.get("externalIPs") or ())))
-    return tuple(sorted(out, key=lambda s: s.name))
-
-
-def exposed_database_ports(services: Sequence[ServiceFacts]) -> list[str]:
-    """``<service> <type> <port>[->nodePort]`` for every database port reachable from outside the cluster: a
-    LoadBalancer or NodePort Service (or one with externalIPs) whose port or target port is a database port,
-    or that selects a data service's pods."""
-    out = []
-    for s in services:
-        outside = s.type in ("LoadBalancer", "NodePort") or bool(s.external_ips)
-        if not outside:
-            continue
-        how = s.type if s.type in ("LoadBalancer", "NodePort") else f"externalIPs {','.join(s.external_ips)}"
-        for port, target, node_port in s.ports:
-            db = (port in DATABASE_PORTS or (target.isdigit() and int(target) in DATABASE_PORTS)
-                  or s.app in DATA_SERVICES)
-            if db:
-                out.append(f"{s.name} {how} {port}" + (f"->nodePort {node_port}" if node_port else ""))
-    return sorted(out)
-
-
-def _exposure_problems(f: AuditFacts) -> list[str]:
-    if f.services is None:
-        return ["live Services could not be read: " + f.gather_errors.get("network", "not gathered")]
-    exposed = exposed_database_ports(f.services)
-    return [f"database ports exposed outside the cluster: {', '.join(exposed)}"] if exposed else []
 
 
 def _audit_logging(f: AuditFacts) -> Result:
@@ -538,7 +354,7 @@ def _http_block_head(conf: str) -> str:
 
 def _secret_rotation(f: AuditFacts, max_age_days: int) -> Result:
     if not f.secret_ages:
-        return _skipped(f, "secret age", "blocks")
+        return skipped(f, "secret age", "blocks")
     old = []
     for s in f.secret_ages:
         if s.rotated_at is None:
@@ -553,7 +369,7 @@ def _secret_rotation(f: AuditFacts, max_age_days: int) -> Result:
 
 def _images_pinned(f: AuditFacts) -> Result:
     if f.containers is None:
-        return _skipped(f, "running images", "containers")
+        return skipped(f, "running images", "containers")
     latest = sorted({f"{c.service}: {c.image}" for c in f.containers if _unpinned(c.image)})
     if latest:
         return "fail", f"unpinned images: {', '.join(latest)}"
@@ -572,7 +388,7 @@ def _unpinned(image: str) -> bool:
 
 def _non_root(f: AuditFacts) -> Result:
     if f.containers is None:
-        return _skipped(f, "container users", "containers")
+        return skipped(f, "container users", "containers")
     if not f.containers:
         return "fail", "no running containers to check"
     if f.target == "kubernetes":
@@ -617,135 +433,6 @@ def _rate_limiting(f: AuditFacts) -> Result:
 
 def _limits(conf: str) -> bool:
     return "limit_req_zone" in conf and "limit_req zone=" in conf
-
-
-# --- Kubernetes workloads (pure: live objects or the rendering) ---------------------------------------------
-
-
-def effective_security(pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
-    """The security settings a container runs with: its own securityContext over its pod's (Kubernetes
-    semantics), and the pod-level host namespaces and service account token."""
-    pod = pod_spec.get("securityContext") or {}
-    own = container.get("securityContext") or {}
-    caps = own.get("capabilities") or {}
-
-    def pick(key: str) -> Any:
-        return own[key] if own.get(key) is not None else pod.get(key)
-
-    seccomp = (own.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
-    return {
-        "runAsNonRoot": pick("runAsNonRoot"), "runAsUser": pick("runAsUser"),
-        "allowPrivilegeEscalation": own.get("allowPrivilegeEscalation"), "privileged": own.get("privileged"),
-        "capabilitiesDrop": sorted(caps.get("drop") or []), "capabilitiesAdd": sorted(caps.get("add") or []),
-        "seccompProfile": seccomp,
-        "hostNetwork": pod_spec.get("hostNetwork"), "hostPID": pod_spec.get("hostPID"),
-        "hostIPC": pod_spec.get("hostIPC"),
-        "automountServiceAccountToken": pod_spec.get("automountServiceAccountToken"),
-    }
-
-
-def security_problems(sec: Mapping[str, Any]) -> list[str]:
-    """What an :func:`effective_security` lacks of what helix-ops renders (the ``restricted`` Pod Security
-    Standard, plus no service account token)."""
-    problems = []
-    if sec.get("runAsNonRoot") is not True:
-        problems.append("runAsNonRoot is not true")
-    if sec.get("runAsUser") == 0:
-        problems.append("runAsUser 0")
-    if sec.get("allowPrivilegeEscalation") is not False:
-        problems.append("allowPrivilegeEscalation is not false")
-    if sec.get("privileged"):
-        problems.append("privileged")
-    if "ALL" not in (sec.get("capabilitiesDrop") or ()):
-        problems.append("capabilities do not drop ALL")
-    added = [c for c in sec.get("capabilitiesAdd") or () if c != "NET_BIND_SERVICE"]
-    if added:
-        problems.append(f"capabilities added: {', '.join(added)}")
-    if sec.get("seccompProfile") not in ("RuntimeDefault", "Localhost"):
-        problems.append(f"seccompProfile {sec.get('seccompProfile') or 'unset'} (want RuntimeDefault)")
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if sec.get(key):
-            problems.append(f"{key}")
-    if sec.get("automountServiceAccountToken") is not False:
-        problems.append("service account token mounted")
-    return problems
-
-
-def workload_container_facts(workloads: Sequence[Mapping[str, Any]]) -> tuple[ContainerFacts, ...]:
-    """Every container and init container of Deployments / StatefulSets (live dicts or the rendering) as
-    :class:`ContainerFacts` named ``<Kind>/<name>:<container>`` with :func:`effective_security`."""
-    out = []
-    for w in workloads:
-        if w.get("kind") not in ("Deployment", "StatefulSet"):
-            continue
-        template = (w.get("spec") or {}).get("template") or {}
-        pod_spec = template.get("spec") or {}
-        app = ((template.get("metadata") or {}).get("labels") or {}).get("app") or w["metadata"]["name"]
-        for c in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:
-            sec = effective_security(pod_spec, c)
-            user = "" if sec["runAsUser"] is None else str(sec["runAsUser"])
-            out.append(ContainerFacts(name=f"{w['kind']}/{w['metadata']['name']}:{c.get('name', '?')}",
-                                      service=app, image=c.get("image") or "", user=user, security=sec))
-    return tuple(sorted(out, key=lambda c: c.name))
-
-
-# --- secrets in ConfigMaps, RBAC ----------------------------------------------------------------------------
-
-
-def _configmap_secrets(f: AuditFacts) -> Result:
-    if f.configmap_leaks is None:
-        return _skipped(f, "ConfigMaps", "configmaps")
-    if f.configmap_leaks:
-        where = ", ".join(f"{cm} key {key}" for cm, key in sorted(f.configmap_leaks))
-        return "fail", f"secret values found in ConfigMaps: {where}"
-    return "pass", "no ConfigMap in the namespace holds a secret value of the environment"
-
-
-def rule_grants(rules: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str, str]]:
-    """RBAC rules expanded to ``(apiGroup, resource, verb, resourceName)`` (``""`` for any name) (pure)."""
-    out = set()
-    for rule in rules or ():
-        names = rule.get("resourceNames") or [""]
-        for g in rule.get("apiGroups") or [""]:
-            for r in rule.get("resources") or []:
-                for v in rule.get("verbs") or []:
-                    for n in names:
-                        out.add((g, r, v, n))
-        for url in rule.get("nonResourceURLs") or []:
-            for v in rule.get("verbs") or []:
-                out.add(("<url>", url, v, ""))
-    return out
-
-
-def role_excess(live: Sequence[Mapping[str, Any]], allowed: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
-    """``(wildcards, beyond)``: grants of ``live`` with a ``*`` and grants ``allowed`` does not cover, as
-    ``verb group/resource[/name]`` lines (pure)."""
-    ok = rule_grants(allowed)
-    wild, beyond = set(), set()
-    for g, r, v, n in rule_grants(live):
-        line = f"{v} {(g or 'core')}/{r}" + (f"/{n}" if n else "")
-        if "*" in (g, r, v):
-            wild.add(line)
-        elif (g, r, v, n) not in ok and (g, r, v, "") not in ok:
-            beyond.add(line)
-    return sorted(wild), sorted(beyond)
-
-
-def _rbac_scope(f: AuditFacts) -> Result:
-    if f.role_rules is None or f.allowed_role_rules is None:
-        return _skipped(f, f"the Role {f.role_name}", "rbac")
-    if not f.role_rules:
-        return "fail", (f"no Role {f.role_name} (or one without rules) in the namespace: helix-ops runs with "
-                        "rights nobody reviewed")
-    wild, beyond = role_excess(f.role_rules, f.allowed_role_rules)
-    problems = []
-    if wild:
-        problems.append(f"wildcard grants: {', '.join(wild)}")
-    if beyond:
-        problems.append(f"grants beyond deployments/rbac/role.yaml: {', '.join(beyond)}")
-    if problems:
-        return "fail", f"Role {f.role_name}: " + "; ".join(problems)
-    return "pass", f"Role {f.role_name} grants nothing beyond deployments/rbac/role.yaml, no wildcard"
 
 
 class AuditFailed(ConfigError):

@@ -2,7 +2,7 @@
 live target: an engine's containers, or a Kubernetes namespace through its API server), and the gate
 deploy-helix calls in prod.
 
-Secrets are reduced to :class:`helix_ops.audit.SecretFacts` inside :func:`gather_facts`; nothing returned,
+Secrets are reduced to :class:`helix_ops.audit_facts.SecretFacts` inside :func:`gather_facts`; nothing returned,
 logged or published holds a value.
 """
 
@@ -18,17 +18,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from helix_ops.audit import (
-    DEFAULT_MAX_SECRET_AGE_DAYS,
-    AuditFacts,
-    AuditFailed,
-    AuditReport,
-    ContainerFacts,
-    evaluate,
-    secret_facts,
-    service_facts,
-    workload_container_facts,
-)
+from helix_ops.audit import DEFAULT_MAX_SECRET_AGE_DAYS, AuditFailed, AuditReport, evaluate
+from helix_ops.audit_facts import AuditFacts, ContainerFacts, secret_facts
+from helix_ops.audit_kubernetes import service_facts, workload_container_facts
 from helix_ops.descriptor import Descriptor
 from helix_ops.errors import HelixOpsError
 

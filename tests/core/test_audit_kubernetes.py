@@ -11,13 +11,12 @@ import pytest
 
 from drivers.kube_audit import allowed_role, configmap_leaks
 from helix_ops import audit
-from helix_ops.audit import (
-    AuditFacts,
+from helix_ops.audit import evaluate
+from helix_ops.audit_facts import AuditFacts, secret_facts
+from helix_ops.audit_kubernetes import (
     effective_security,
-    evaluate,
     exposed_database_ports,
     role_excess,
-    secret_facts,
     security_problems,
     service_facts,
     workload_container_facts,

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from helix_ops import audit
-from helix_ops.audit import AuditFacts, ContainerFacts, evaluate, secret_facts
+from helix_ops.audit import evaluate
+from helix_ops.audit_facts import AuditFacts, ContainerFacts, secret_facts
 from helix_ops.descriptor import load_descriptor
 from helix_ops.render.kubernetes import render_kubernetes
 from helix_ops.render.nginx import render_nginx_conf
