@@ -26,7 +26,7 @@ def bare_manifest(bid: str) -> Manifest:
                     duration_s=0.0, tool="tests", components=("redis",), objects=())
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.bed)])  # s3: a server (the bed)
 def make_store(request, tmp_path):
     if request.param == "local":
         yield lambda key=None: LocalStore(tmp_path / "backups", key=key)
