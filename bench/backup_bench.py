@@ -48,7 +48,8 @@ def _phase(name, args):  # runs in a spawned process
     import logging
 
     logging.disable(logging.WARNING)
-    from drivers import neo4j_backup as nb
+    from drivers import neo4j_export as ne
+    from drivers import neo4j_load as nl
     from drivers import redis_backup as rb
     from drivers.storage import LocalStore
     from helix_ops.backup import Manifest, new_backup_id
@@ -63,7 +64,7 @@ def _phase(name, args):  # runs in a spawned process
         bid = new_backup_id("bench", now, rand=os.urandom(3).hex())
         with store.begin(bid) as w:
             with w.object("neo4j", component="neo4j", kind=name) as obj:
-                nb.export_logical(args["uri"], args["user"], args["password"], obj.write)
+                ne.export_logical(args["uri"], args["user"], args["password"], obj.write)
             m = w.commit(Manifest(backup_id=bid, environment="bench", project="helix", created_at=now,
                                   finished_at=now, duration_s=0, tool="bench", components=("neo4j",), objects=()))
         extra = f"stored {m.objects[0].size / 2**20:.1f} MiB (raw {m.objects[0].raw_size / 2**20:.1f})"
@@ -71,7 +72,7 @@ def _phase(name, args):  # runs in a spawned process
     elif name == "logical-restore":
         store = LocalStore(args["store"])
         entry = store.read_manifest(args["bid"]).objects[0]
-        nb.load_logical(args["uri"], args["user"], args["password"], store.open_raw(args["bid"], entry), wipe=True)
+        nl.load_logical(args["uri"], args["user"], args["password"], store.open_raw(args["bid"], entry), wipe=True)
         result = {}
     elif name == "logical-convert":  # the importer restore's first half: the export as CSV (Neo4j untouched)
         from drivers import neo4j_csv as nc
@@ -106,7 +107,7 @@ def _phase(name, args):  # runs in a spawned process
     if name in ("logical-backup", "logical-convert"):  # their worker processes: counted in, each at the largest's
         from drivers import neo4j_csv as nc
 
-        role, kind, n = (("writing", "export", nb.EXPORT_WORKERS) if name == "logical-backup"
+        role, kind, n = (("writing", "export", ne.EXPORT_WORKERS) if name == "logical-backup"
                          else ("reading", "conversion", nc.CONVERT_WORKERS))
         extra += f"; peak RSS {own:.0f} MiB ({role}) + {n} {kind} workers x {kids:.0f} MiB (the largest's peak)"
         own += n * kids
@@ -190,13 +191,14 @@ class ProcPeak:
 
 def physical(name: str, server, store_root: Path, work: Path, bid: str | None = None) -> dict:
     """``dump`` / ``load`` in this process, through the storage pipeline, against the bed's ``server``."""
-    from drivers import neo4j_backup as nb
+    from drivers import neo4j_offline as no
     from drivers.storage import LocalStore
     from helix_ops.backup import Manifest, new_backup_id
+    from testbed.neo4j import HostNeo4j
 
     store = LocalStore(store_root)
     now = dt.datetime.now(dt.UTC)
-    host = nb.HostNeo4j(server, work)
+    host = HostNeo4j(server, work)
     admin_s = [0.0]
     run_admin = host._admin
 
@@ -214,7 +216,7 @@ def physical(name: str, server, store_root: Path, work: Path, bid: str | None = 
             bid = new_backup_id("bench", now, rand=os.urandom(3).hex())
             with store.begin(bid) as w:
                 with w.object("neo4j", component="neo4j", kind="dump") as obj:
-                    r = nb.dump_offline(host, obj.write)
+                    r = no.dump_offline(host, obj.write)
                 m = w.commit(Manifest(backup_id=bid, environment="bench", project="helix", created_at=now,
                                       finished_at=now, duration_s=0, tool="bench", components=("neo4j",),
                                       objects=()))
@@ -223,7 +225,7 @@ def physical(name: str, server, store_root: Path, work: Path, bid: str | None = 
                      f"(raw {m.objects[0].raw_size / 2**20:.1f})")
         else:
             entry = store.read_manifest(bid).objects[0]
-            r = nb.load_offline(host, store.raw_chunks(bid, entry), entry.raw_size)
+            r = no.load_offline(host, store.raw_chunks(bid, entry), entry.raw_size)
             extra = f"downtime {r.downtime_s:.1f}s, neo4j-admin alone {admin_s[0]:.1f}s"
     return shown({"bid": bid, "name": name, "seconds": time.monotonic() - t0, "rss": float("nan"),
                   "child_rss": peak.peak_mib, "extra": extra})
@@ -233,11 +235,11 @@ def import_window(csvs, server, work: Path) -> dict:
     """The importer restore's second half, in this process (it stops and starts the bed's ``server``):
     ``neo4j-admin database import full`` into a staging store with Neo4j serving, then stop, swap, start, counts,
     schema."""
-    from drivers import neo4j_backup as nb
     from drivers import neo4j_import as ni
+    from testbed.neo4j import HostNeo4j
 
     t0 = time.monotonic()
-    host = nb.HostNeo4j(server, work)
+    host = HostNeo4j(server, work)
     with ProcPeak(b"Neo4jAdminBoot") as peak:  # neo4j-admin's JVM
         r = ni.import_csv_set(host, csvs, server.uri, server.user, server.password)
     return shown({"name": "import window", "seconds": time.monotonic() - t0, "rss": float("nan"),
@@ -269,7 +271,7 @@ def main() -> None:
     check = a.check or ("digest" if a.nodes <= 200_000 else "counts")
 
     from bench.graphgen import content_digest, generate
-    from drivers.neo4j_backup import graph_counts
+    from drivers.neo4j_load import graph_counts
 
     def fingerprint(server):
         if check == "digest":

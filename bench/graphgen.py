@@ -11,7 +11,7 @@ import json
 
 import neo4j
 
-from drivers.neo4j_backup import encode_props
+from drivers.neo4j_values import encode_props
 
 # Constants are computed once per query (the WITH before the UNWIND), not per row; each label set and each
 # relationship type has its own statement, so no per-row subquery is needed.

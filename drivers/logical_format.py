@@ -1,10 +1,26 @@
-"""The logical export's format, without the Neo4j driver (so a conversion worker does not load it).
+"""The logical export's format: its name and version, the value tags, and reading its records (no Neo4j
+driver here, so a conversion worker does not load it).
 
-A logical export is zstd-compressed JSON lines: a header record (``format``, ``version``, server version and
-edition, database), then one record per node (``n`` id, ``l`` labels, ``p`` properties) and per relationship
-(``r`` type, ``s`` / ``e`` node ids, ``p``), the schema records (``schema``, ``name``, ``statement``) and an end
-record with the counts (``end``, ``nodes``, ``relationships``). Property values are JSON where JSON is exact
-and tagged objects otherwise (see :mod:`drivers.neo4j_backup`).
+**Format** ``helix-neo4j-logical``, version 2 (:data:`FORMAT`, :data:`FORMAT_VERSION`; versions 1 and 2 are
+read, :data:`READS_VERSIONS`): zstd-compressed JSON lines (the storage layer compresses), one record each:
+
+* ``{"format": "helix-neo4j-logical", "version": 2, "server_version": …, "edition": …, "database": …}``
+* ``{"n": <id>, "l": [labels], "p": {props}}`` for each node, then
+* ``{"r": <type>, "s": <start id>, "e": <end id>, "p": {props}}`` for each relationship, then
+* ``{"schema": "constraint"|"index", "name": …, "statement": <its createStatement>}``, then
+* ``{"end": true, "nodes": N, "relationships": M}`` (a file without it is truncated and refused).
+
+**Property values**: JSON strings, integers, booleans and finite floats as they are; anything else a one-key
+object tagged with one of the ``TAG_*`` names below: ``{"$f": "nan"}``, ``{"$b": base64}`` (byte arrays),
+``{"$date": iso}``, ``{"$time": iso}`` (with offset), ``{"$ltime": iso}``, ``{"$dt": iso with offset[zone id]}``
+(Neo4j's own text), ``{"$ldt": iso}``, ``{"$dur": [months, days, seconds, nanoseconds]}``,
+``{"$pt": srid, "c": [x, y(, z)]}``; lists element-wise. Version 1 wrote a zoned datetime as
+``{"$dt": local iso, "z": zone id}``, which loses the offset in a DST overlap; both forms are read. Temporal
+text is Neo4j's own (``toString``'s), so nanoseconds and years outside 1-9999 survive.
+
+Who writes and reads values: :mod:`drivers.neo4j_raw` (the export's text from Bolt's fields),
+:mod:`drivers.neo4j_values` (Python values and the Cypher that types or builds them on the server),
+:mod:`drivers.neo4j_csv` (the values as ``neo4j-admin database import`` columns).
 """
 
 from __future__ import annotations
@@ -20,6 +36,33 @@ from helix_ops.errors import BackupIntegrityError
 FORMAT = "helix-neo4j-logical"
 FORMAT_VERSION = 2
 READS_VERSIONS = (1, 2)  # 2: zoned datetimes as Neo4j writes them (offset and zone), temporals stringified by the server
+
+
+# --- value tags: the one table (a property value JSON cannot hold exactly is ``{tag: …}``) --------------------
+
+TAG_FLOAT = "$f"  # a float that is not finite: {"$f": "nan" | "inf" | "-inf"}
+TAG_BYTES = "$b"  # a byte array: {"$b": base64}
+TAG_DATE = "$date"
+TAG_TIME = "$time"  # with its offset
+TAG_LTIME = "$ltime"
+TAG_DT = "$dt"  # version 2: Neo4j's text, offset and optional [zone id]; version 1: local text, zone in ZONE_KEY
+TAG_LDT = "$ldt"
+TAG_DUR = "$dur"  # [months, days, seconds, nanoseconds]
+TAG_PT = "$pt"  # the srid; the coordinates in COORDS_KEY
+ZONE_KEY = "z"  # beside TAG_DT in version 1 only: the zone id
+COORDS_KEY = "c"  # beside TAG_PT: [x, y] or [x, y, z]
+
+TEMPORAL_TAGS: dict[str, tuple[str, str]] = {
+    TAG_DATE: ("date", "DATE"),
+    TAG_LTIME: ("localtime", "LOCAL TIME"),
+    TAG_TIME: ("time", "ZONED TIME"),
+    TAG_LDT: ("localdatetime", "LOCAL DATETIME"),
+    TAG_DT: ("datetime", "ZONED DATETIME"),
+}
+"""Temporal tag → (Neo4j's name of the type: its Cypher function and its ``neo4j-admin import`` column type,
+the Cypher type a value is tested for with ``IS ::``)."""
+
+VALUE_TAGS = frozenset({TAG_FLOAT, TAG_BYTES, *TEMPORAL_TAGS, TAG_DUR, TAG_PT})
 
 
 @dataclass

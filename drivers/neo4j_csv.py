@@ -18,13 +18,25 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from drivers.logical_format import LogicalStats, RecordOrder, check_end, parse_line, read_records
+from drivers.logical_format import (
+    COORDS_KEY,
+    TAG_BYTES,
+    TAG_DUR,
+    TAG_FLOAT,
+    TAG_PT,
+    TEMPORAL_TAGS,
+    ZONE_KEY,
+    LogicalStats,
+    RecordOrder,
+    check_end,
+    parse_line,
+    read_records,
+)
 from helix_ops.errors import BackupIntegrityError, DriverError
 
 ARRAY_DELIMITER = "\x1f"
 """Between list elements (``--array-delimiter=U+001F``): a control character no Helix string holds."""
 
-_TEMPORAL = {"$date": "date", "$ltime": "localtime", "$time": "time", "$ldt": "localdatetime", "$dt": "datetime"}
 _CRS = {7203: ("cartesian", ("x", "y")), 9157: ("cartesian-3d", ("x", "y", "z")),
         4326: ("wgs-84", ("longitude", "latitude")), 4979: ("wgs-84-3d", ("longitude", "latitude", "height"))}
 MAX_OPEN_FILES = 64
@@ -64,19 +76,19 @@ def point_text(srid: int, coords: list[float]) -> str:
 
 def _temporal(ctype: str) -> Callable[[dict[str, Any], str], tuple[str, str]]:
     def text(v: dict[str, Any], tag: str) -> tuple[str, str]:
-        if "z" in v:
+        if ZONE_KEY in v:
             raise ImportUnsupported("a zoned datetime of export format version 1")
         return ctype, v[tag]
     return text
 
 
 _TAGGED: dict[str, Callable[[dict[str, Any], str], tuple[str, str]]] = {
-    "$f": lambda v, tag: ("double", _float(float(v[tag]))),
-    "$dur": lambda v, tag: ("duration", duration_text(*v[tag])),
-    "$pt": lambda v, tag: ("point", point_text(v[tag], v["c"])),
-    **{tag: _temporal(ctype) for tag, ctype in _TEMPORAL.items()},
+    TAG_FLOAT: lambda v, tag: ("double", _float(float(v[tag]))),
+    TAG_DUR: lambda v, tag: ("duration", duration_text(*v[tag])),
+    TAG_PT: lambda v, tag: ("point", point_text(v[tag], v[COORDS_KEY])),
+    **{tag: _temporal(ctype) for tag, (ctype, _) in TEMPORAL_TAGS.items()},
 }
-"""A tagged value's tag → its ``(type, text)`` (the export's tags, see drivers/neo4j_backup.py)."""
+"""A tagged value's tag → its ``(type, text)`` (the format's tags, :mod:`drivers.logical_format`)."""
 
 
 def _scalar(v: Any) -> tuple[str, str]:
@@ -100,8 +112,8 @@ def _scalar(v: Any) -> tuple[str, str]:
 def csv_value(v: Any) -> tuple[str, str]:
     """``(importer type, field text)`` of one exported property value (the logical format's encoding)."""
     kind = type(v)
-    if kind is dict and "$b" in v:
-        raw = base64.b64decode(v["$b"])
+    if kind is dict and TAG_BYTES in v:
+        raw = base64.b64decode(v[TAG_BYTES])
         if not raw:
             raise ImportUnsupported("an empty byte array")
         return "byte[]", ARRAY_DELIMITER.join(str(b - 256 if b > 127 else b) for b in raw)

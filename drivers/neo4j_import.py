@@ -1,6 +1,6 @@
 """Restore a logical export through ``neo4j-admin database import full``: offline, into a stopped Neo4j.
 
-Why: :func:`drivers.neo4j_backup.load_logical` writes every node and relationship through Cypher, with two index
+Why: :func:`drivers.neo4j_load.load_logical` writes every node and relationship through Cypher, with two index
 seeks per relationship; at 200k nodes / 400k relationships that took 11x the time of a dump's load. The
 importer writes the store files directly.
 
@@ -15,7 +15,7 @@ How (:func:`import_logical`):
    tolerance into a *staging* database (``helix-restore``: Community never hosts a second user database, so the
    server ignores its folder). A failed import changes nothing.
 3. **the window**: stop Neo4j, swap the staging store and transaction logs in for the database's (the replaced
-   ones kept aside, :func:`helix_ops.backup.neo4j_store_swap_argv`), start Neo4j and check the counts; if it
+   ones kept aside, :func:`helix_ops.backup_tools.neo4j_store_swap_argv`), start Neo4j and check the counts; if it
    does not come up or the counts differ, the replaced store goes back and Neo4j starts on it. Then the
    replaced store is removed. The downtime is a stop and a start, whatever the graph's size.
 4. **schema**: the export's constraints and indexes are created over Bolt after the data, and the indexes are
@@ -24,7 +24,7 @@ How (:func:`import_logical`):
 Values CSV cannot carry exactly raise :class:`ImportUnsupported` in step 1, before anything is stopped: an empty
 list or byte array (the importer reads an empty field as "no property"), a string list holding an empty string
 or the array delimiter (U+001F), a key with ``:`` in it, a label with the delimiter, a version-1 zoned datetime.
-The caller then loads transactionally (:func:`drivers.neo4j_backup.load_logical`) instead.
+The caller then loads transactionally (:func:`drivers.neo4j_load.load_logical`) instead.
 
 Every field's text was checked against Neo4j 5.26's importer: temporal text as Neo4j writes it (zones, offsets,
 nanoseconds, years beyond 9999), durations with negative parts, ``NaN``/``Infinity``, ``-0.0``, ``5e-324``,
@@ -44,8 +44,11 @@ from typing import TYPE_CHECKING, BinaryIO
 import neo4j.exceptions as nex
 
 from drivers.logical_format import LogicalStats
-from drivers.neo4j_backup import OfflineNeo4j, PhysicalResult, _driver, _translate, apply_schema
+from drivers.neo4j_bolt import connect, translate_error
 from drivers.neo4j_csv import CONVERT_WORKERS, CsvSet, to_csv_parallel
+from drivers.neo4j_csv import ImportUnsupported  # noqa: F401 - import_logical's refusal: its callers catch it here
+from drivers.neo4j_load import apply_schema
+from drivers.neo4j_offline import OfflineNeo4j, PhysicalResult
 from helix_ops.errors import BackupIntegrityError, CommandFailed, DriverError
 
 if TYPE_CHECKING:  # not at run time: a conversion worker would carry pydantic for nothing
@@ -92,7 +95,7 @@ def import_logical(target: OfflineNeo4j, stream: BinaryIO | Iterable[bytes], wor
 
 def import_csv_set(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, password: SecretStr | str, *,
                    database: str = "neo4j", log: Callable[[str], None] = lambda m: None) -> ImportResult:
-    """Import ``csvs`` into :data:`~helix_ops.backup.STAGING_DATABASE` while Neo4j still serves ``database``
+    """Import ``csvs`` into :data:`~helix_ops.backup_tools.STAGING_DATABASE` while Neo4j still serves ``database``
     (a failed import changes nothing), then the window: stop Neo4j, swap the imported store in (the replaced
     one kept aside), start it and check its counts. If it does not come up or the counts differ, the replaced
     store is swapped back and Neo4j started on it before the error is raised. Then the replaced store is
@@ -145,10 +148,10 @@ def _import_and_swap(target: OfflineNeo4j, csvs: CsvSet, uri: str, user: str, pa
     t1 = time.monotonic()
     stats = csvs.stats
     try:
-        with _driver(uri, user, password) as drv, drv.session(database=database) as s:
+        with connect(uri, user, password) as drv, drv.session(database=database) as s:
             stats.constraints, stats.indexes = apply_schema(s, csvs.schema)
     except (nex.Neo4jError, nex.DriverError, OSError) as exc:
-        raise _translate(exc, "creating the schema after the import", uri) from exc
+        raise translate_error(exc, "creating the schema after the import", uri) from exc
     log(f"swapped in with Neo4j down for {downtime:.1f}s; schema ({stats.constraints} constraints, "
         f"{stats.indexes} indexes) online {time.monotonic() - t1:.1f}s later")
     return ImportResult(stats, PhysicalResult(downtime), csvs.stats.seconds, csvs.bytes,
@@ -176,7 +179,7 @@ def _refuse_leftover(target: OfflineNeo4j, database: str) -> None:
 
 
 def _check_counts(uri: str, user: str, password: SecretStr | str, database: str, stats: LogicalStats) -> None:
-    with _driver(uri, user, password) as drv:
+    with connect(uri, user, password) as drv:
         got = drv.execute_query("CALL { MATCH (n) RETURN count(n) AS n } CALL { MATCH ()-[r]->() RETURN count(r) AS r }"
                                 " RETURN n, r", database_=database).records[0]
     if (got["n"], got["r"]) != (stats.nodes, stats.relationships):

@@ -7,7 +7,7 @@ of ``properties(n)`` (profiled at 20k and 100k nodes). So the export reads ``pro
 length of its read transaction, replaces the connection's hydration of these structures with the functions
 here. Each one turns the structure's fields (days since the epoch, nanoseconds of the day, UTC seconds and an
 offset or a zone id, …) into exactly the text Neo4j's ``toString`` writes (tested against the server), tagged
-as :mod:`drivers.neo4j_backup` describes. The format does not change; only who writes the text.
+as :mod:`drivers.logical_format` describes. The format does not change; only who writes the text.
 
 A value this cannot write exactly (a zoned datetime outside years 1-9999 or in a zone this machine's tz
 database lacks, an offset with seconds) hydrates to :data:`NEEDS_SERVER`; the export then asks the server to
@@ -23,6 +23,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
+
+from drivers.logical_format import (
+    COORDS_KEY,
+    TAG_DATE,
+    TAG_DT,
+    TAG_DUR,
+    TAG_LDT,
+    TAG_LTIME,
+    TAG_PT,
+    TAG_TIME,
+)
 
 NEEDS_SERVER = object()
 """Hydrated in place of a value only the server can format exactly."""
@@ -98,36 +109,36 @@ def _zone_offset(utc_seconds: int, zone: str) -> int:
 # One function per Bolt 5 structure tag; fields as the protocol sends them.
 
 def _date(days: int) -> dict[str, Any]:
-    return {"$date": date_text(days)}
+    return {TAG_DATE: date_text(days)}
 
 
 def _time(nanos: int, offset: int) -> dict[str, Any]:
-    return {"$time": time_text(nanos) + offset_text(offset)}
+    return {TAG_TIME: time_text(nanos) + offset_text(offset)}
 
 
 def _local_time(nanos: int) -> dict[str, Any]:
-    return {"$ltime": time_text(nanos)}
+    return {TAG_LTIME: time_text(nanos)}
 
 
 def _datetime_offset(utc_seconds: int, nanos: int, offset: int) -> dict[str, Any]:
-    return {"$dt": _local(utc_seconds + offset, nanos) + offset_text(offset)}
+    return {TAG_DT: _local(utc_seconds + offset, nanos) + offset_text(offset)}
 
 
 def _datetime_zone(utc_seconds: int, nanos: int, zone: str) -> dict[str, Any]:
     offset = _zone_offset(utc_seconds, zone)
-    return {"$dt": f"{_local(utc_seconds + offset, nanos)}{offset_text(offset)}[{zone}]"}
+    return {TAG_DT: f"{_local(utc_seconds + offset, nanos)}{offset_text(offset)}[{zone}]"}
 
 
 def _local_datetime(seconds: int, nanos: int) -> dict[str, Any]:
-    return {"$ldt": _local(seconds, nanos)}
+    return {TAG_LDT: _local(seconds, nanos)}
 
 
 def _duration(months: int, days: int, seconds: int, nanos: int) -> dict[str, Any]:
-    return {"$dur": [months, days, seconds, nanos]}
+    return {TAG_DUR: [months, days, seconds, nanos]}
 
 
 def _point(srid: int, *coords: float) -> dict[str, Any]:
-    return {"$pt": srid, "c": [float(c) for c in coords]}
+    return {TAG_PT: srid, COORDS_KEY: [float(c) for c in coords]}
 
 
 STRUCTURES: dict[bytes, Callable[..., Any]] = {

@@ -1,5 +1,6 @@
-"""Prefect tasks of backup-helix and verify-helix-backup: thin wrappers over ``drivers/neo4j_backup.py``,
-``drivers/redis_backup.py`` and ``drivers/storage.py``.
+"""Prefect tasks of backup-helix and verify-helix-backup: thin wrappers over the Neo4j backup drivers
+(``drivers/neo4j_export.py``, ``neo4j_load.py``, ``neo4j_offline.py``, ``neo4j_import.py``),
+``drivers/redis_backup.py`` and ``drivers/storage/``.
 
 Every task loads the secrets it needs itself (from the environment's blocks), uses ``cache_policy=NO_CACHE``
 and returns no secret: only counts, versions, object entries and verdict lines.
@@ -73,7 +74,8 @@ def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupW
     it the manifest carries a warning.
     """
     from blocks.secrets import load_environment_secrets
-    from drivers.neo4j_backup import export_logical, graph_counts
+    from drivers.neo4j_export import export_logical
+    from drivers.neo4j_load import graph_counts
 
     secrets = load_environment_secrets(descriptor)
     facts = graph_counts(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password)
@@ -159,7 +161,7 @@ def restore_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, store: BackupS
     """Wipe Neo4j and load the logical export ``object_name`` of ``backup_id`` (streamed from the store; its
     checksums are checked again while it streams). Not retried: a half-done load is redone by a new run."""
     from blocks.secrets import load_environment_secrets
-    from drivers.neo4j_backup import load_logical
+    from drivers.neo4j_load import load_logical
 
     logger = get_run_logger()
     secrets = load_environment_secrets(descriptor)
@@ -235,7 +237,7 @@ def restore_redis_rdb(host: str, port: int, descriptor: Descriptor, store: Backu
 def neo4j_counts(neo4j_uri: str, descriptor: Descriptor) -> dict[str, Any]:
     """Nodes, relationships, per-label / per-type counts, constraints and indexes of the environment's Neo4j."""
     from blocks.secrets import load_environment_secrets
-    from drivers.neo4j_backup import graph_counts
+    from drivers.neo4j_load import graph_counts
 
     secrets = load_environment_secrets(descriptor)
     return graph_counts(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password)
@@ -265,10 +267,10 @@ NEO4J_DUMP_OBJECT = "neo4j.dump.zst"
 
 
 def engine_neo4j(target: EngineTarget, descriptor: Descriptor, image: str | None = None) -> Any:
-    """The environment's Neo4j container as a :class:`drivers.neo4j_backup.EngineNeo4j` (the Bolt login for the
+    """The environment's Neo4j container as a :class:`drivers.neo4j_offline.EngineNeo4j` (the Bolt login for the
     health wait comes from the environment's blocks; the one-off containers carry the target's extra labels)."""
     from blocks.secrets import load_environment_secrets
-    from drivers.neo4j_backup import EngineNeo4j
+    from drivers.neo4j_offline import EngineNeo4j
 
     secrets = load_environment_secrets(descriptor)
     return EngineNeo4j(target.driver(), secrets.neo4j_user, secrets.neo4j_password, image=image,
@@ -283,7 +285,8 @@ def backup_neo4j_dump(target: EngineTarget, neo4j_uri: str, descriptor: Descript
     wait for a Bolt login. Returns the manifest's Neo4j fields with ``downtime_s`` (stop → healthy again).
     Not retried: every attempt is a Neo4j downtime; a failed run is rerun by hand."""
     from blocks.secrets import load_environment_secrets
-    from drivers.neo4j_backup import dump_offline, graph_counts
+    from drivers.neo4j_load import graph_counts
+    from drivers.neo4j_offline import dump_offline
 
     logger = get_run_logger()
     secrets = load_environment_secrets(descriptor)
@@ -311,7 +314,7 @@ def restore_neo4j_dump(target: EngineTarget, descriptor: Descriptor, store: Back
     """Community, offline: stop the Neo4j container, ``neo4j-admin database load --overwrite-destination=true``
     from the backup's dump (streamed from the store, checksums checked while it streams) in a one-off container
     on its data volume, start Neo4j again (always) and wait for a Bolt login. Not retried."""
-    from drivers.neo4j_backup import load_offline
+    from drivers.neo4j_offline import load_offline
 
     m = store.read_manifest(backup_id)
     entry = m.object(object_name)

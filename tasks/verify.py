@@ -1,7 +1,7 @@
 """Prefect tasks of verify-helix-backup's scratch restore: the backup is loaded into throwaway Neo4j and Redis
 containers on the engine (``drivers.engine.ScratchEngine``), checked with the databases' own tools, and its
 counts compared with the manifest. A Neo4j dump (strategy ``dump``) is loaded with ``neo4j-admin database load``
-through ``drivers.neo4j_backup.EngineNeo4j`` (restore-helix's code) on the scratch data volume
+through ``drivers.neo4j_offline.EngineNeo4j`` (restore-helix's code) on the scratch data volume
 (:func:`scratch_verify_neo4j_dump`); its one-off containers are a scratch run of their own (:func:`admin_run`).
 
 Each scratch task creates its own containers and volumes with a password made for them (``secrets``, 48 hex
@@ -183,7 +183,7 @@ def start_scratch_neo4j(eng: Any, image: str, data: str, password: str, heap: st
 
 class ScratchNeo4jHost:
     """The scratch Neo4j container, seen through the small part of :class:`drivers.engine.EngineDriver` that
-    :class:`drivers.neo4j_backup.EngineNeo4j` uses (``client``, ``project``, ``containers``,
+    :class:`drivers.neo4j_offline.EngineNeo4j` uses (``client``, ``project``, ``containers``,
     ``start_containers``, ``probe_address``, ``wait_healthy``): so the dump is loaded by the same code as
     restore-helix's (``EngineNeo4j.stop`` / ``load`` / ``start``), into the scratch data volume. The scratch
     container carries no project label, so the project driver cannot find it; this does, by name."""
@@ -230,7 +230,7 @@ def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, st
     counts with the manifest, stop it and run ``neo4j-admin database check neo4j`` on its data volume in a
     one-off container. Returns the checks; the scratch containers and volume are removed before it returns."""
     from drivers.engine import ScratchEngine
-    from drivers.neo4j_backup import load_logical
+    from drivers.neo4j_load import load_logical
 
     logger = get_run_logger()
     manifest = store.read_manifest(backup_id)
@@ -273,7 +273,7 @@ def _neo4j_counts_check(manifest: Manifest, uri: str, password: str, how: str,
                         recorded_only: bool = False) -> dict[str, Any]:
     """The scratch server's counts against the manifest, as the ``neo4j-counts`` check (``how``: what the
     scratch server's note adds)."""
-    from drivers.neo4j_backup import graph_counts
+    from drivers.neo4j_load import graph_counts
 
     t0 = time.monotonic()
     counts = graph_counts(uri, "neo4j", password)
@@ -301,7 +301,7 @@ def scratch_verify_neo4j_dump(base_url: str | None, run_id: str, labels: dict[st
                               pagecache: str = "128m", start_deadline_s: float = 600,
                               admin_deadline_s: float = 3600) -> list[dict[str, Any]]:
     """Restore the backup's Neo4j dump (strategy ``dump``) into a scratch Neo4j the way restore-helix restores
-    one (``drivers.neo4j_backup.EngineNeo4j``): the scratch server (``image``: the environment's) is started on
+    one (``drivers.neo4j_offline.EngineNeo4j``): the scratch server (``image``: the environment's) is started on
     an empty volume and stopped, ``neo4j-admin database load --overwrite-destination=true`` runs in a one-off
     container on that volume with the dump streamed from the store (its checksums checked while it streams),
     ``neo4j-admin database check neo4j`` runs on the loaded store (server still stopped), then the server is
@@ -309,7 +309,7 @@ def scratch_verify_neo4j_dump(base_url: str | None, run_id: str, labels: dict[st
     or fails a check, is a failed check, not an error); the scratch containers and volume are removed before it
     returns."""
     from drivers.engine import ScratchEngine
-    from drivers.neo4j_backup import EngineNeo4j
+    from drivers.neo4j_offline import EngineNeo4j
 
     logger = get_run_logger()
     manifest = store.read_manifest(backup_id)

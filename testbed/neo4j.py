@@ -2,14 +2,21 @@
 
 The server starts through Neo4j's own launcher (``org.neo4j.server.startup.Neo4jBoot console``); the admin
 entry point (``Neo4jAdminBoot``) sets the initial password and runs ``database dump`` / ``database load``.
+:class:`HostNeo4j` is a server as the physical backup's :class:`drivers.neo4j_offline.OfflineNeo4j`.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from drivers.neo4j_offline import OfflineNeo4j
+from helix_ops.backup_tools import neo4j_dump_argv, neo4j_import_argv, neo4j_load_argv, neo4j_store_swap_argv
+from helix_ops.errors import CommandFailed
 from testbed import procs
 from testbed.paths import NEO4J_LIB
 
@@ -123,3 +130,64 @@ class Neo4jServer:
     def load(self, from_dir: Path, database: str = "neo4j") -> None:
         """``neo4j-admin database load --overwrite-destination`` into a stopped server."""
         self.admin("database", "load", database, f"--from-path={from_dir}", "--overwrite-destination=true")
+
+
+class HostNeo4j(OfflineNeo4j):
+    """:class:`Neo4jServer` (or any host process with ``stop()``, ``start()``, ``admin(*args)`` and ``home``) as
+    the physical strategy's :class:`drivers.neo4j_offline.OfflineNeo4j`: ``neo4j-admin`` runs on this machine,
+    the dump file in ``workdir`` (tests and the bench)."""
+
+    def __init__(self, server: Any, workdir: Any) -> None:
+        self.server = server
+        self.workdir = Path(workdir)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        self.server.start()
+
+    def _admin(self, argv: list[str]) -> str:
+        try:
+            return self.server.admin(*argv[1:])
+        except CommandFailed:
+            raise
+        except Exception as exc:  # the test bed's runner raises its own error type
+            raise CommandFailed(argv, getattr(exc, "rc", 1), str(exc)) from exc
+
+    def dump(self, write: Callable[[bytes], Any], database: str = "neo4j") -> int:
+        folder = self.workdir / "dump"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            self._admin(neo4j_dump_argv(database, str(folder)))
+            size = 0
+            with open(folder / f"{database}.dump", "rb") as f:
+                while chunk := f.read(1 << 20):
+                    write(chunk)
+                    size += len(chunk)
+            return size
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def load(self, chunks: Iterable[bytes], size: int, database: str = "neo4j") -> None:
+        folder = self.workdir / "load"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            with open(folder / f"{database}.dump", "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+            self._admin(neo4j_load_argv(database, str(folder)))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def import_csv(self, csvs: Any, database: str = "neo4j") -> None:
+        self._admin(neo4j_import_argv(database, str(csvs.folder), csvs.nodes, csvs.relationships,
+                                      multiline=csvs.multiline))
+
+    def swap_store(self, op: str, database: str = "neo4j") -> None:
+        argv = neo4j_store_swap_argv(op, str(self.server.home / "data"), database)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            raise CommandFailed(argv, done.returncode, done.stdout + done.stderr)

@@ -171,7 +171,7 @@ def test_restore_of_the_dump_brings_the_graph_back(deployed, engine, backup_stor
 
 
 def test_a_failing_one_off_still_restarts_neo4j_and_a_missing_image_stops_nothing(deployed, engine):
-    from drivers.neo4j_backup import EngineNeo4j, dump_offline
+    from drivers.neo4j_offline import EngineNeo4j, dump_offline
     from helix_ops.errors import CommandFailed, DriverError
 
     secrets = _secrets(deployed)

@@ -243,7 +243,7 @@ def test_restore_falls_back_to_the_transactional_load_when_the_import_cannot_run
                                                                                  monkeypatch):
     """No image for the one-off neo4j-admin container (or not exactly one running Neo4j): the import is refused
     before anything stops, and the export goes back over Bolt instead, Neo4j up throughout."""
-    from drivers.neo4j_backup import EngineNeo4j
+    from drivers.neo4j_offline import EngineNeo4j
     from helix_ops.errors import OfflineUnavailable
 
     def no_image(self):

@@ -32,22 +32,15 @@ import time
 import pytest
 
 from bench.graphgen import content_digest, generate
-from drivers.neo4j_backup import (
-    FORMAT,
-    HostNeo4j,
-    decode_value,
-    dump_offline,
-    encode_value,
-    export_logical,
-    graph_counts,
-    load_logical,
-    load_offline,
-    read_records,
-    split_props,
-)
+from drivers.logical_format import FORMAT, read_records
+from drivers.neo4j_export import export_logical
+from drivers.neo4j_load import graph_counts, load_logical
+from drivers.neo4j_offline import dump_offline, load_offline
+from drivers.neo4j_values import decode_value, encode_value, split_props
 from drivers.storage import LocalStore, S3Store, s3_client
 from helix_ops.backup import Manifest, new_backup_id
 from helix_ops.errors import BackupIntegrityError, DriverError
+from testbed.neo4j import HostNeo4j
 
 # At the size the module needs more than the suite's 600 s per test on a loaded 2-core machine (the
 # generation alone took 6-8 min there): see docs/backup.md, "Test time".
@@ -134,7 +127,7 @@ def test_logical_round_trip_through_both_storages(source, stores):
         load_logical(server.uri, server.user, server.password, io.BytesIO(b""))
     import neo4j
 
-    from drivers.neo4j_backup import wipe_database
+    from drivers.neo4j_load import wipe_database
 
     with neo4j.GraphDatabase.driver(server.uri, auth=(server.user, server.password)) as drv:
         wipe_database(drv)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.neo4j_backup import HostNeo4j, export_logical, read_records
+from drivers.logical_format import read_records
+from drivers.neo4j_export import export_logical
 from drivers.neo4j_csv import to_csv
 from drivers.neo4j_import import import_csv_set
 from helix_ops.backup_tools import BEFORE_RESTORE, STAGING_DATABASE, neo4j_store_swap_argv
 from helix_ops.errors import ConfigError, DriverError
+from testbed.neo4j import HostNeo4j
 
 pytestmark = pytest.mark.bed
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from drivers.neo4j_backup import FORMAT, read_records
+from drivers.logical_format import FORMAT, read_records
 from drivers.neo4j_csv import ARRAY_DELIMITER as US
 from drivers.neo4j_csv import ImportUnsupported, csv_value, duration_text, point_text, to_csv
 from helix_ops.errors import BackupIntegrityError

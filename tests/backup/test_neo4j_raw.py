@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from drivers import neo4j_backup as nb
+from drivers import neo4j_export as nb
 from drivers import neo4j_raw as raw
 from testbed.procs import children
 
