@@ -2,7 +2,8 @@
 #   make check       lint (ruff), import contracts, and every test that needs no server (HELIX_TIER=check: a
 #                    test that reaches a server fails there), on both cores; under a minute
 #   make test        installs what is missing, builds the images, brings the bed up (from the fixtures), runs pytest
-#   make quickstart  the local quickstart (see README)
+#   make quickstart  the local quickstart (see README): the Prefect UI on http://127.0.0.1:4200 (HELIX_UI_PORT), Helix on :8080
+#   make down        stops the quickstart and every `make bed-up` run (not the test beds of running pytest sessions)
 #   make bed-up / make bed-down   the test bed by hand
 #   make kube        builds the local Kubernetes control plane (Go modules; once per machine, see testbed/kube)
 SHELL := /bin/bash
@@ -10,7 +11,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # iptables: netavark (podman's network backend) runs it for every container on a network; Debian lists it only as a
 # suggestion, and without it a container's start fails with "netavark: No such file or directory"
-APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark iptables
+# chromium: the browser tests (tests/ui) drive it through playwright (executable_path=/usr/bin/chromium)
+APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark iptables chromium
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 

@@ -1,8 +1,9 @@
 """``python -m testbed up|down|status|build-images``: the test bed from the command line.
 
 ``up`` starts every part (or the ones named) in the background and prints where they listen; the passwords go
-only into the run's ``state.json`` (mode 0600). ``down`` stops every run this machine has. Both are safe to
-repeat, and both clean up after a crashed run.
+only into the run's ``state.json`` (mode 0600). ``down`` stops every run of ``up`` and of the quickstart (its
+Prefect server and UI included), and the leftovers of crashed runs, but not the bed of a pytest session that
+still runs (``down --all`` stops that too). Both are safe to repeat.
 """
 
 from __future__ import annotations
@@ -39,11 +40,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _owned_by_live_session(run) -> int | None:
+    """The pid of the live process (a pytest session) that owns ``run``, or None: a run of ``up`` or of the
+    quickstart (owner pid 1), or one whose owner is gone."""
+    try:
+        owner = int(json.loads((run / "owner.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return owner if owner != 1 and procs.pid_alive(owner) else None
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     from testbed.engine import Engine
 
     stopped = 0
     for run in sorted(runs_dir().iterdir()):
+        owner = None if args.all else _owned_by_live_session(run)
+        if owner is not None:  # a running `make test` elsewhere: it stops its own bed when it ends
+            print(f"left run {run.name} alone: pytest session {owner} owns it (`down --all` stops it too)")
+            continue
         state_file = run / "state.json"
         if state_file.exists():
             engine = json.loads(state_file.read_text()).get("engine")
@@ -95,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"any of {', '.join(bedmod.PARTS + bedmod.OPTIONAL_PARTS)} (default: {', '.join(bedmod.PARTS)}; "
                          "kube builds its Go binaries first, once per machine)")
     up.set_defaults(func=cmd_up)
-    sub.add_parser("down", help="stop every run of the bed and remove its containers").set_defaults(func=cmd_down)
+    down = sub.add_parser("down", help="stop the quickstart and every `up` run (the Prefect server and UI, the "
+                          "servers, the containers); the beds of running pytest sessions only with --all")
+    down.add_argument("--all", action="store_true", help="also the beds of pytest sessions that still run")
+    down.set_defaults(func=cmd_down)
     sub.add_parser("status", help="what runs, where (no passwords)").set_defaults(func=cmd_status)
     sub.add_parser("build-images", help="build the local images (cached by their inputs)").set_defaults(
         func=cmd_build_images)

@@ -1,6 +1,7 @@
 """The local quickstart: Helix deployed on this machine through Prefect, the way an operator would.
 
-Brings up the test bed's container engine, images and a Prefect server (in the background), creates the
+Starts a Prefect server with its UI on http://127.0.0.1:4200 (``HELIX_UI_PORT`` to change the port) first, so
+the UI answers while the rest comes up, then the test bed's container engine and images (in the background), creates the
 ``local`` environment's credential blocks, registers the ``local`` deployments of ``prefect.yaml`` (never
 staging's or prod's schedules) on a process work pool, starts a worker on the pool's ``local`` work queue, and
 runs ``prefect deployment run deploy-helix/local``. Everything stays up until ``make down``.
@@ -9,6 +10,7 @@ runs ``prefect deployment run deploy-helix/local``. Everything stays up until ``
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,23 +21,46 @@ from helix_ops.schedules import deployments_of
 from testbed import procs
 from testbed.bed import Bed
 from testbed.paths import REPO
-
+from testbed.prefect_server import PrefectServer
 
 ENV = "local"
+UI_PORT_ENV = "HELIX_UI_PORT"
+DEFAULT_UI_PORT = 4200
+
+
+def ui_port() -> int:
+    """The Prefect UI's port: ``$HELIX_UI_PORT`` or 4200 (Prefect's usual one)."""
+    raw = os.environ.get(UI_PORT_ENV, "").strip() or str(DEFAULT_UI_PORT)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SystemExit(f"quickstart: {UI_PORT_ENV}={raw!r} is not a TCP port (1-65535)")
+    return int(raw)
 
 
 def main() -> int:
+    t_start = time.monotonic()
     bin_dir = Path(sys.executable).parent
     descriptor = yaml.safe_load((REPO / "deployments" / "local.yaml").read_text())
     host_port = descriptor["services"]["nginx"]["host_port"]
-    if procs.port_open(host_port):
-        print(f"quickstart: port {host_port} is taken (services.nginx.host_port in deployments/local.yaml): "
-              "free it or run `make down` first", file=sys.stderr)
+    port = ui_port()
+    taken = [(p, why) for p, why in ((port, f"the Prefect UI's port ({UI_PORT_ENV}, default {DEFAULT_UI_PORT})"),
+                                     (host_port, "services.nginx.host_port in deployments/local.yaml"))
+             if procs.port_open(p)]
+    for p, why in taken:
+        print(f"quickstart: port {p} is taken ({why}): free it, run `make down` if an earlier quickstart holds it"
+              + (f", or choose another with {UI_PORT_ENV}=PORT make quickstart" if p == port else ""),
+              file=sys.stderr)
+    if taken:
         return 2
     say = lambda m: print(f"[quickstart] {m}", flush=True)  # noqa: E731
     bed = Bed.create(owner_pid=1, log=say)  # lives on after this command; `make down` ends it
     try:
-        engine, prefect = bed.engine(), bed.prefect()
+        # the UI first: it answers while the engine, the images and the deployments come up. Its pid file is in
+        # the run's folder, so `make down` stops it with the rest.
+        prefect = PrefectServer(bed.run_dir / "prefect", port, ui=True)
+        prefect.start()
+        say(f"Prefect UI: {prefect.ui_url}  (up {time.monotonic() - t_start:.0f}s after start; the deployments "
+            "appear there in a few minutes, then run deploy-helix/local from its page)")
+        engine = bed.engine()
         bed.images()
         bed.write_state()
         env = {**prefect.env(), "DOCKER_HOST": engine.base_url, "HELIX_OPS_HOME": str(REPO),
@@ -64,6 +89,7 @@ def main() -> int:
             say(f"deploy failed; logs: {bed.run_dir}/worker.log; `make down` cleans up")
             return 1
         say(f"Helix is up in {time.monotonic() - t0:.0f}s: dashboard (load balancer) on http://127.0.0.1:{host_port}/")
+        say(f"Prefect UI: {prefect.ui_url}  (Deployments → deploy-helix/local → Run → Quick run deploys again)")
         say(f"Prefect API: {prefect.api_url}  (export PREFECT_API_URL={prefect.api_url})")
         say("stop everything with `make down`")
         return 0
