@@ -159,7 +159,9 @@ class Bed:
     def prefect(self) -> PrefectServer:
         if "prefect" not in self._parts:
             def start():
-                server = PrefectServer(self.run_dir / "prefect", procs.free_port())
+                # with its UI: the browser tests use it, and restarting a server that workers and flows of the
+                # session talk to (to turn the UI on later) would cut them off
+                server = PrefectServer(self.run_dir / "prefect", procs.free_port(), ui=True)
                 server.start()
                 return server
             self._timed("prefect", start)

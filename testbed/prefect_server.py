@@ -1,7 +1,7 @@
 """A real Prefect server (``prefect server start``, SQLite) on loopback, with its own PREFECT_HOME.
 
 The UI is off unless asked for (``ui=True``): the quickstart serves it on a fixed port (4200 by default), the
-browser tests (``tests/ui``) on the test bed's random port. Then ``ui_url`` is where a browser opens it.
+test bed (for the browser tests in ``tests/ui``) on its random port. Then ``ui_url`` is where a browser opens it.
 """
 
 from __future__ import annotations
@@ -55,15 +55,6 @@ class PrefectServer:
         argv = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = procs.start("prefect-server", argv, self.home, env=env)
         procs.wait_until(f"prefect server on {self.api_url}", self._healthy, deadline_s, interval_s=0.5)
-
-    def enable_ui(self, deadline_s: float = 180) -> None:
-        """Restart the server with its UI, on the same port and database (a test that needs the UI asks for it
-        after others started the server without)."""
-        if self.ui and self.proc is not None:
-            return
-        self.stop()
-        self.ui = True
-        self.start(deadline_s)
 
     def _healthy(self) -> bool:
         import httpx

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -31,12 +33,34 @@ def latest_artifact(api: str, key: str) -> str:
     return r.json()[0]["data"]
 
 
+def client_env(prefect_server) -> dict[str, str]:
+    """The environment of a Prefect client (CLI, worker) of ``prefect_server``; workers poll every second."""
+    return {**os.environ, **prefect_server.env(), "HELIX_OPS_HOME": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+
+
+@contextmanager
+def worker_process(env: dict[str, str], queues: list[str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """A process worker of the ``helix-ops`` pool on ``queues`` for the body, its output in ``log_path``."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "helix-ops",
+                                 *[a for q in queues for a in ("--work-queue", q)]],
+                                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture
 def worker(prefect_server, bed):
     """``local``'s deployments registered on ``prefect_server`` (the one of the requesting folder: tests/ui's
     serves the UI) and a worker on the ``local`` queue; yields the environment of a Prefect client."""
-    env = {**os.environ, **prefect_server.env(), "HELIX_OPS_HOME": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+    env = client_env(prefect_server)
     sh([str(BIN / "prefect"), "work-pool", "create", "helix-ops", "--type", "process", "--overwrite"], env)
     # only local's deployments, and a worker on local's queue: nothing of staging or prod is registered or run
     names = deployments_of(yaml.safe_load((REPO / "prefect.yaml").read_text()), "local")
@@ -48,13 +72,5 @@ def worker(prefect_server, bed):
     backup = [d for d in mine if d["entrypoint"].endswith(":backup_helix")][0]["schedules"]
     assert sorted((s["schedule"]["cron"], s["active"], s["parameters"]["components"][0]) for s in backup) == \
         [("*/30 * * * *", False, "redis"), ("0 * * * *", False, "neo4j")]  # deployments/local.yaml, inactive
-    log = open(bed.run_dir / "worker.log", "ab")
-    proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "helix-ops", "--work-queue", "local"],
-                            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    yield env
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with worker_process(env, ["local"], bed.run_dir / "worker.log"):
+        yield env

@@ -12,7 +12,7 @@ import yaml
 
 from testbed.helix import container_ids, local_descriptor
 from testbed.paths import REPO
-from tests.prefect_worker import BIN, latest_artifact, sh  # sh: tests/e2e/test_scheduled_kube_e2e.py takes it from here
+from tests.prefect_worker import BIN, latest_artifact, sh
 
 pytestmark = pytest.mark.bed
 

@@ -12,7 +12,6 @@ scratch restore of verify-helix-backup.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,7 +21,8 @@ import pytest
 import yaml
 
 from testbed.paths import REPO
-from tests.e2e.test_deploy_e2e import scheduled_parameters, sh
+from tests.e2e.test_deploy_e2e import scheduled_parameters
+from tests.prefect_worker import client_env, sh, worker_process
 
 pytestmark = [pytest.mark.bed, pytest.mark.timeout(1800)]
 BIN = Path(sys.executable).parent
@@ -58,8 +58,7 @@ def kube_worker(bed, kube, images, prefect_server, tmp_path_factory):
     neo4j = bed.new_neo4j("neo4j-e2e-kube")
     redis = bed.new_redis("redis-e2e-kube")
     s3 = bed.s3()
-    env = {**os.environ, **prefect_server.env(), "HELIX_OPS_HOME": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+    env = client_env(prefect_server)
     envs = {}
     for shape in ENVS:
         environment, namespace = new_names("e")
@@ -79,20 +78,11 @@ def kube_worker(bed, kube, images, prefect_server, tmp_path_factory):
     doc = yaml.safe_load((REPO / "prefect.yaml").read_text())
     names = [n for shape in ENVS for n in deployments_of(doc, shape)]
     sh([str(BIN / "prefect"), "--no-prompt", "deploy", *[a for n in names for a in ("--name", n)]], env)
-    log = open(bed.run_dir / "worker-kube.log", "wb")
-    proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "helix-ops", "--work-queue", "staging",
-                             "--work-queue", "prod"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
     try:
-        yield {"env": env, "envs": envs, "neo4j": neo4j, "redis": redis, "s3": s3, "kubeconfig": str(kube.kubeconfig),
-               "engine_url": bed.engine().base_url, "doc": doc}
+        with worker_process(env, ["staging", "prod"], bed.run_dir / "worker-kube.log"):
+            yield {"env": env, "envs": envs, "neo4j": neo4j, "redis": redis, "s3": s3,
+                   "kubeconfig": str(kube.kubeconfig), "engine_url": bed.engine().base_url, "doc": doc}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         for e in envs.values():
             e["admin"].delete_namespace()
 

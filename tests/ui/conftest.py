@@ -1,5 +1,5 @@
 """Browser tests: Debian's chromium (``/usr/bin/chromium``, the Makefile's APT_PACKAGES) driven by playwright,
-against the test bed's Prefect server with its UI on (restarted with it when another test started it without).
+against the test bed's Prefect server, which serves its UI (``testbed/bed.py``).
 
 Playwright's own browser download is never used (no ``playwright install``): the browser is the system one,
 headless, with ``--no-sandbox`` (the tests run as root, where chromium's sandbox refuses to start). When a test
@@ -22,7 +22,7 @@ CHROMIUM = os.environ.get("HELIX_CHROMIUM", "/usr/bin/chromium")
 def prefect_server(bed):
     """The session's Prefect server (tests/conftest.py's), serving its UI at ``.ui_url``."""
     server = bed.prefect()
-    server.enable_ui()
+    assert server.ui, "the test bed's Prefect server serves its UI (testbed/bed.py)"
     return server
 
 
