@@ -11,7 +11,7 @@ window. ``pause_writer=False`` exports online with the writer running (the manif
 A run killed mid-backup (SIGKILL, OOM) skips its ``finally``: the pause is therefore recorded durably before
 the writer stops (``tasks/writer_pause.py``, a Prefect Variable), and every run starts, inside the environment
 lease and before anything else, the writers a killed run left stopped. A killed run's environment lease is
-released by the next run when the holder is provably gone (``tasks/lease.py``), else it expires.
+released by the next run when the holder is provably gone (``flows/lease.py``), else it expires.
 
 Orchestration only: the work is in ``tasks/backup.py``. Any failing step raises (callers such as an upgrade
 must not proceed without a backup); a backup without a manifest does not exist.
@@ -47,7 +47,7 @@ from tasks.backup import (
     record_verification,
     verify_backup,
 )
-from tasks.lease import environment_lease
+from flows.lease import environment_lease
 from tasks.target import connect_target, target_for
 from tasks.writer_pause import resume_paused_writers, writer_window
 

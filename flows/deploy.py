@@ -22,7 +22,7 @@ from drivers.target import Connection
 from helix_ops.guide import NEO4J_BOLT_PORT
 from helix_ops.plan import Plan
 from flows.init_db import init_helix_db
-from tasks.lease import environment_lease
+from flows.lease import environment_lease
 from tasks.target import open_environment
 
 

@@ -26,7 +26,7 @@ from helix_ops.descriptor import descriptor_file
 from helix_ops import preflight
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import ConfigError
-from tasks.lease import environment_lease
+from flows.lease import environment_lease
 from tasks.provision import preflight_checks, provision_objects, provision_secrets, summary
 from tasks.target import target_for
 

@@ -63,7 +63,7 @@ from tasks.backup import (
 from drivers.target import OFFLINE_NEO4J_TOOLS, Connection, require
 from helix_ops.guide import NEO4J_BOLT_PORT, REDIS_PORT
 from tasks.target import connect_target, target_for
-from tasks.lease import environment_lease
+from flows.lease import environment_lease
 from tasks.writer_pause import resume_paused_writers, writer_window
 
 TOOL = "helix-ops restore-helix"

@@ -29,7 +29,7 @@ from helix_ops.backup_plan import BackupSummary, plan_retention
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import PlanError
 from tasks.backup import delete_backup, open_store
-from tasks.lease import environment_lease
+from flows.lease import environment_lease
 
 
 def retention_markdown(env: str, plan_lines: list[str], orphans: list[str], dry_run: bool,

@@ -1,7 +1,7 @@
 """``rotate-helix-secrets``: zero-downtime rotation of the Redis password, the Neo4j login and NEXTAUTH_SECRET.
 
 Load the descriptor → hold the environment lease → find the live Redis and Neo4j → run (or resume) the
-staged protocol of ``helix_ops.rotation`` (``tasks/rotate.drive_rotation``), whose consumer rolls go through
+staged protocol of ``helix_ops.rotation`` (:func:`drive_rotation`, over the step tasks of ``tasks/rotate.py``), whose consumer rolls go through
 deploy's and upgrade's rolling machinery → publish a summary artifact (no secret) as the audit record.
 
 On every target (``drivers/target.py``; the per-target steps are ``rotation_access`` and ``roll_consumers`` of
@@ -23,6 +23,9 @@ Crash safety: the protocol state lives in a Prefect block, written after every s
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -30,9 +33,99 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from drivers.target import Connection
-from tasks.lease import environment_lease
-from tasks.rotate import RotationTarget, drive_rotation
+from flows.lease import environment_lease
+from helix_ops import rotation
+from helix_ops.errors import HelixOpsError
+from helix_ops.rotation import CRASH_ENV, parse_crash_point
+from tasks.rotate import RotationTarget, cred_state, now, roll_followers, rotation_step, write_env
 from tasks.target import open_environment
+
+
+class InjectedCrash(HelixOpsError):
+    """Raised where ``HELIX_ROTATE_CRASH_AFTER`` asks (tests of crash-resume)."""
+
+
+def drive_rotation(t: RotationTarget, credentials: Sequence[str] | None,
+                   roll: Callable[[tuple[str, ...], str], Any]) -> dict[str, Any]:
+    """Run (or resume) the rotation of ``credentials`` to the end; returns what happened (no secret).
+
+    A rotation found in progress is finished first, whatever ``credentials`` says (the credentials it has
+    already finished are not started over). ``roll(services, roll_id)`` restarts those services so they read
+    the blocks; it is called once per roll batch (two for a full rotation), and again with the same
+    ``roll_id`` when a resumed run finds that roll done but not recorded (its replicas are then kept).
+    """
+    from blocks.rotation_state import load_rotation_state, save_rotation_state
+
+    d = t.descriptor
+    crash = parse_crash_point(os.environ.get(CRASH_ENV))
+    state = load_rotation_state(d)
+    resumed = state.in_progress()
+    wanted = rotation.parse_credentials(credentials)
+    done = state.done() if resumed else []
+    todo = [c for c in rotation.CREDENTIALS if c in resumed or (c in wanted and c not in done)]
+    if state.rotation_id is None:
+        state = state.updated(rotation_id=uuid.uuid4().hex[:12], started_at=now())
+    rid = state.rotation_id
+    done_log: list[str] = []
+    rolls: list[dict[str, Any]] = []
+
+    def crash_check(cred: str, step: str, before: bool) -> None:
+        if crash and crash.credential == cred and crash.step == step and crash.before_record == before:
+            raise InjectedCrash(f"injected crash {'before recording' if before else 'after'} {cred}:{step}")
+
+    def run_step(cred: str, step: str) -> None:
+        nonlocal state
+        state = rotation_step(t, state, cred, step)
+        crash_check(cred, step, True)
+        cs = rotation.record(cred_state(state, cred), step, now())
+        state = state.updated(**{f"{cred}_step": cs.done})
+        save_rotation_state(d, state)
+        done_log.append(f"{cred}:{step}")
+        t.log(f"rotation {rid}: {cred} {step} done")
+        crash_check(cred, step, False)
+
+    finished: list[str] = []
+    while True:
+        for cred in todo:
+            if cred in finished:
+                continue
+            for step in rotation.steps_before_roll(cred_state(state, cred)):
+                run_step(cred, step)
+            if cred_state(state, cred).finished and cred not in finished:
+                state = state.cleared(cred)
+                save_rotation_state(d, state)
+                finished.append(cred)
+        open_states = [cred_state(state, c) for c in todo if c not in finished]
+        followers = {}
+        if any(rotation.FOLLOWER_ROLLS.get(s.credential) == rotation.pending_roll(s) for s in open_states):
+            followers = {"redis": roll_followers(t, [state.redis_new, state.redis_old])}
+        batch = rotation.roll_batch(open_states, followers)
+        if batch is None:
+            break
+        for cred, step in batch.steps.items():  # the block switch, idempotent
+            state = rotation_step(t, state, cred, step)
+        write_env(t)
+        served = state.rolled()
+        if state.roll_id and all(served.get(c) == s for c, s in batch.steps.items()):
+            roll_id = state.roll_id  # a crash split the recording of that roll: its replicas are current
+        else:
+            roll_id, served = rotation.batch_roll_id(rid, batch.steps), dict(batch.steps)
+        t.log(f"rotation {rid}: rolling {', '.join(batch.services)} ({roll_id})")
+        roll(batch.services, roll_id)
+        if t.refresh is not None:  # re-created Redis replicas and Sentinels have new addresses
+            t = t.refresh()
+        state = state.updated(roll_id=roll_id, roll_steps=",".join(f"{c}={s}" for c, s in served.items()))
+        save_rotation_state(d, state)
+        rolls.append({"services": list(batch.services), "completes": dict(batch.steps)})
+        for cred, step in batch.steps.items():
+            crash_check(cred, step, True)
+            cs = rotation.record(cred_state(state, cred), step, now())
+            state = state.updated(**{f"{cred}_step": cs.done})
+            save_rotation_state(d, state)
+            done_log.append(f"{cred}:{step}")
+            crash_check(cred, step, False)
+    write_env(t)
+    return {"rotation_id": rid, "resumed": resumed, "rotated": finished, "steps": done_log, "rolls": rolls}
 
 
 def summary_markdown(env: str, result: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ from helix_ops.changes import DATA_SERVICES, AuditRecord, with_images, with_repl
 from helix_ops.descriptor import Descriptor, load_descriptor
 from helix_ops.errors import HelixOpsError
 from helix_ops.stack import build_stack
-from tasks.lease import break_lease, environment_lease
+from flows.lease import break_lease, environment_lease
 from tasks.records import record_change
 from tasks.target import open_environment
 

@@ -2,7 +2,7 @@
 namespace a pid belongs to.
 
 A pid alone is no identity (pids are reused); the pid plus the kernel's start time of the process is. Used by
-the environment lease (``tasks/lease.py``: is a recorded lease holder gone?) and by the test bed
+the environment lease (``flows/lease.py``: is a recorded lease holder gone?) and by the test bed
 (``testbed/procs.py``: is a pid file's process still that process?). Linux only; reads ``/proc`` and nothing
 else (no Prefect, no subprocess, no network).
 """

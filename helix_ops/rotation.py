@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -221,3 +222,10 @@ def parse_crash_point(text: str | None) -> CrashPoint | None:
 def all_crash_points() -> list[str]:
     """Every ``credential:step`` (what the crash-resume tests iterate over)."""
     return [f"{c}:{s}" for c in CREDENTIALS for s in STEPS[c]]
+
+
+def batch_roll_id(rotation_id: str, steps: dict[str, str]) -> str:
+    """The id of the roll that completes ``steps`` in rotation ``rotation_id``: the same for a rerun of that
+    roll (a resumed run keeps the replicas the crashed one already re-created), another for the next roll."""
+    key = ",".join(f"{c}={s}" for c, s in sorted(steps.items()))
+    return f"r{rotation_id[:6]}{hashlib.sha256(key.encode()).hexdigest()[:4]}"

@@ -1,35 +1,28 @@
-"""The steps of rotate-helix-secrets, each idempotent, and the driver loop that resumes from recorded state.
+"""The steps of rotate-helix-secrets, each idempotent, as Prefect tasks (``rotation-step``, one run per
+``credential:step``); the loop that drives them from the recorded state is the flow's (``flows/rotate.py``).
 
 Every step reads what it needs from the rotation-state block (``blocks.rotation_state``) and the credential
 blocks, acts on the servers, then records itself; see ``helix_ops.rotation`` for the protocol. Passwords
 travel only inside these functions: nothing returned or logged holds one.
 
-``drive_rotation(target, credentials, roll)`` is the whole protocol; ``roll(services, roll_id)`` restarts
-consumers so they read the blocks' current values (the flow passes a health-gated rolling restart on the
-engine; tests may pass any consumer that re-reads the blocks).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
 from helix_ops import rotation
 from helix_ops.descriptor import Descriptor
-from helix_ops.errors import DriverError, HelixOpsError
-from helix_ops.rotation import CRASH_ENV, CredentialState, parse_crash_point
+from helix_ops.errors import DriverError
+from helix_ops.rotation import CredentialState
 from helix_ops.wait import Deadline
-
-
-class InjectedCrash(HelixOpsError):
-    """Raised where ``HELIX_ROTATE_CRASH_AFTER`` asks (tests of crash-resume)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +45,7 @@ class RotationTarget:
     refresh: Callable[[], RotationTarget] | None = field(default=None, compare=False)
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -75,8 +68,8 @@ def _save_block(block, name: str, **changes: Any) -> None:
     type(block)(**data).save(name, overwrite=True)
 
 
-def _cred_state(state, credential: str) -> CredentialState:
-    started = state.started_at or _now()
+def cred_state(state, credential: str) -> CredentialState:
+    started = state.started_at or now()
     return CredentialState(credential, state.rotation_id or "", state.step(credential), started, state.updated_at)
 
 
@@ -153,7 +146,7 @@ def redis_step(t: RotationTarget, state, step: str):
             t.log(f"sentinel {sentinel.host}:{sentinel.port}: auth-pass of {sentinel.master} set to the new password")
     elif step == "current":
         if not _same(redis_block.password, new):
-            _save_block(redis_block, d.credentials.redis, password=new, rotated_at=_now())
+            _save_block(redis_block, d.credentials.redis, password=new, rotated_at=now())
     elif step == "retired":
         for acl in nodes:
             with acl.login([new]) as conn:
@@ -225,7 +218,7 @@ def neo4j_step(t: RotationTarget, state, step: str):
     elif step == "primary-current":
         if neo4j_block.user != primary or not _same(neo4j_block.password, new):
             _save_block(neo4j_block, d.credentials.neo4j, user=primary, password=new, alternate_user=bridge,
-                        alternate_password=bridge_pw, rotated_at=_now())
+                        alternate_password=bridge_pw, rotated_at=now())
     elif step == "retired":
         with nu.admin(uri, [(primary, new)]) as drv:
             t.log(f"neo4j: {nu.drop_user(drv, bridge)}")
@@ -245,108 +238,33 @@ def nextauth_step(t: RotationTarget, state, step: str):
     if step == "pending":
         return state.updated(nextauth_new=_new_secret())
     if step == "current" and not _same(app.nextauth_secret, state.nextauth_new):
-        _save_block(app, d.credentials.dashboard, nextauth_secret=state.nextauth_new, rotated_at=_now())
+        _save_block(app, d.credentials.dashboard, nextauth_secret=state.nextauth_new, rotated_at=now())
     return state
 
 
 STEP_FUNCTIONS = {"redis": redis_step, "neo4j": neo4j_step, "nextauth": nextauth_step}
 
 
-# --- the loop ---------------------------------------------------------------------------------------------
+# --- the tasks the flow's loop calls (flows/rotate.py drive_rotation) ---------------------------------------
 
 
-def _write_env(t: RotationTarget) -> None:
+@task(name="rotation-step", task_run_name="{credential}:{step}", timeout_seconds=900, cache_policy=NO_CACHE)
+def rotation_step(t: RotationTarget, state, credential: str, step: str):
+    """One step of one credential (``redis:auth-set``…); returns the state with the step's data. Not retried
+    here: the next run resumes the protocol from its recorded state."""
+    return STEP_FUNCTIONS[credential](t, state, step)
+
+
+@task(name="redis-roll-followers", retries=2, retry_delay_seconds=2, timeout_seconds=120, cache_policy=NO_CACHE)
+def roll_followers(t: RotationTarget, candidates: Sequence[SecretStr | None]) -> tuple[str, ...]:
+    """:func:`redis_followers` as a task."""
+    return redis_followers(t, candidates)
+
+
+@task(name="write-env-file", retries=1, timeout_seconds=60, cache_policy=NO_CACHE)
+def write_env(t: RotationTarget) -> None:
+    """Keep the Compose ``.env`` (mode 0600) in step with the blocks, when the run keeps one."""
     if t.env_file:
         from blocks.secrets import compose_env, load_environment_secrets, write_env_file
 
         write_env_file(t.env_file, compose_env(load_environment_secrets(t.descriptor)))
-
-
-def batch_roll_id(rotation_id: str, steps: dict[str, str]) -> str:
-    """The id of the roll that completes ``steps`` in rotation ``rotation_id``: the same for a rerun of that
-    roll (a resumed run keeps the replicas the crashed one already re-created), another for the next roll."""
-    key = ",".join(f"{c}={s}" for c, s in sorted(steps.items()))
-    return f"r{rotation_id[:6]}{hashlib.sha256(key.encode()).hexdigest()[:4]}"
-
-
-def drive_rotation(t: RotationTarget, credentials: Sequence[str] | None,
-                   roll: Callable[[tuple[str, ...], str], Any]) -> dict[str, Any]:
-    """Run (or resume) the rotation of ``credentials`` to the end; returns what happened (no secret).
-
-    A rotation found in progress is finished first, whatever ``credentials`` says (the credentials it has
-    already finished are not started over). ``roll(services, roll_id)`` restarts those services so they read
-    the blocks; it is called once per roll batch (two for a full rotation), and again with the same
-    ``roll_id`` when a resumed run finds that roll done but not recorded (its replicas are then kept).
-    """
-    from blocks.rotation_state import load_rotation_state, save_rotation_state
-
-    d = t.descriptor
-    crash = parse_crash_point(os.environ.get(CRASH_ENV))
-    state = load_rotation_state(d)
-    resumed = state.in_progress()
-    wanted = rotation.parse_credentials(credentials)
-    done = state.done() if resumed else []
-    todo = [c for c in rotation.CREDENTIALS if c in resumed or (c in wanted and c not in done)]
-    if state.rotation_id is None:
-        state = state.updated(rotation_id=uuid.uuid4().hex[:12], started_at=_now())
-    rid = state.rotation_id
-    done_log: list[str] = []
-    rolls: list[dict[str, Any]] = []
-
-    def crash_check(cred: str, step: str, before: bool) -> None:
-        if crash and crash.credential == cred and crash.step == step and crash.before_record == before:
-            raise InjectedCrash(f"injected crash {'before recording' if before else 'after'} {cred}:{step}")
-
-    def run_step(cred: str, step: str) -> None:
-        nonlocal state
-        state = STEP_FUNCTIONS[cred](t, state, step)
-        crash_check(cred, step, True)
-        cs = rotation.record(_cred_state(state, cred), step, _now())
-        state = state.updated(**{f"{cred}_step": cs.done})
-        save_rotation_state(d, state)
-        done_log.append(f"{cred}:{step}")
-        t.log(f"rotation {rid}: {cred} {step} done")
-        crash_check(cred, step, False)
-
-    finished: list[str] = []
-    while True:
-        for cred in todo:
-            if cred in finished:
-                continue
-            for step in rotation.steps_before_roll(_cred_state(state, cred)):
-                run_step(cred, step)
-            if _cred_state(state, cred).finished and cred not in finished:
-                state = state.cleared(cred)
-                save_rotation_state(d, state)
-                finished.append(cred)
-        open_states = [_cred_state(state, c) for c in todo if c not in finished]
-        followers = {}
-        if any(rotation.FOLLOWER_ROLLS.get(s.credential) == rotation.pending_roll(s) for s in open_states):
-            followers = {"redis": redis_followers(t, [state.redis_new, state.redis_old])}
-        batch = rotation.roll_batch(open_states, followers)
-        if batch is None:
-            break
-        for cred, step in batch.steps.items():  # the block switch, idempotent
-            state = STEP_FUNCTIONS[cred](t, state, step)
-        _write_env(t)
-        served = state.rolled()
-        if state.roll_id and all(served.get(c) == s for c, s in batch.steps.items()):
-            roll_id = state.roll_id  # a crash split the recording of that roll: its replicas are current
-        else:
-            roll_id, served = batch_roll_id(rid, batch.steps), dict(batch.steps)
-        t.log(f"rotation {rid}: rolling {', '.join(batch.services)} ({roll_id})")
-        roll(batch.services, roll_id)
-        if t.refresh is not None:  # re-created Redis replicas and Sentinels have new addresses
-            t = t.refresh()
-        state = state.updated(roll_id=roll_id, roll_steps=",".join(f"{c}={s}" for c, s in served.items()))
-        save_rotation_state(d, state)
-        rolls.append({"services": list(batch.services), "completes": dict(batch.steps)})
-        for cred, step in batch.steps.items():
-            crash_check(cred, step, True)
-            cs = rotation.record(_cred_state(state, cred), step, _now())
-            state = state.updated(**{f"{cred}_step": cs.done})
-            save_rotation_state(d, state)
-            done_log.append(f"{cred}:{step}")
-            crash_check(cred, step, False)
-    _write_env(t)
-    return {"rotation_id": rid, "resumed": resumed, "rotated": finished, "steps": done_log, "rolls": rolls}

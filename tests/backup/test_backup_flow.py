@@ -171,7 +171,7 @@ def test_a_bad_strategy_or_load_is_refused_before_anything(deployed, engine, bac
 
 def test_restore_waits_for_the_environment_lease(deployed, engine, backup_store):
     from helix_ops.errors import LockHeld
-    from tasks.lease import environment_lease
+    from flows.lease import environment_lease
 
     with environment_lease("local", "a backup holding the lease"):
         with pytest.raises(LockHeld):

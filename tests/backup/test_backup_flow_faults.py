@@ -124,7 +124,7 @@ class RetryLog(logging.Handler):
 
 
 def _no_prefect_records():
-    from tasks.lease import holder_variable
+    from flows.lease import holder_variable
     from tasks.writer_pause import read_pause
     from prefect.variables import Variable
 
@@ -151,7 +151,7 @@ def test_flow_killed_mid_backup_leaves_no_manifest_and_the_next_run_recovers(dep
     from prefect.settings import PREFECT_API_URL
     from prefect.variables import Variable
 
-    from tasks.lease import holder_variable
+    from flows.lease import holder_variable
     from tasks.writer_pause import read_pause
 
     root = tmp_path / "backups"

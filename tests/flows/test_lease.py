@@ -1,4 +1,4 @@
-"""The environment lease (``tasks/lease.py``) against Prefect's test harness (no repossessor runs there, so a
+"""The environment lease (``flows/lease.py``) against Prefect's test harness (no repossessor runs there, so a
 killed holder's slot is never freed by the server): a holder that is alive is waited for, a holder that was
 SIGKILLed is released by the next holder at once, by every flow that takes the lease (not only backup-helix);
 a holder whose run is already Cancelled but whose process still runs (cleaning up) is waited for until that
@@ -27,7 +27,7 @@ HOLDER = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from prefect import flow
-from tasks.lease import environment_lease
+from flows.lease import environment_lease
 
 @flow(name="lease-holder")
 def hold(environment: str) -> None:
@@ -42,7 +42,7 @@ hold(sys.argv[1])
 def _active_slots(environment: str) -> int:
     from prefect import get_client
 
-    from tasks.lease import lease_name
+    from flows.lease import lease_name
 
     with get_client(sync_client=True) as client:
         return int(client.read_global_concurrency_limit_by_name(lease_name(environment)).active_slots)
@@ -73,7 +73,7 @@ def test_a_killed_flows_lease_is_released_by_the_next_holder_without_waiting(pre
     from prefect.variables import Variable
 
     from helix_ops.errors import LockHeld
-    from tasks.lease import environment_lease, holder_variable
+    from flows.lease import environment_lease, holder_variable
 
     environment = f"lease-{secrets.token_hex(3)}"
     victim = _start_holder(environment, tmp_path / "holder.log")
@@ -111,7 +111,7 @@ def test_a_killed_flows_lease_is_released_by_the_next_holder_without_waiting(pre
 def test_a_timeout_error_from_the_body_propagates_unchanged_and_the_lease_is_released(prefect_harness):
     from prefect.variables import Variable
 
-    from tasks.lease import environment_lease, holder_variable
+    from flows.lease import environment_lease, holder_variable
 
     environment = f"lease-{secrets.token_hex(3)}"
     own = TimeoutError("the caller's own wait ran out")
@@ -130,7 +130,7 @@ def test_a_cancelled_holder_whose_process_still_cleans_up_is_waited_for_until_it
     from prefect.variables import Variable
 
     from helix_ops.errors import LockHeld
-    from tasks.lease import environment_lease, holder_variable
+    from flows.lease import environment_lease, holder_variable
 
     environment = f"lease-{secrets.token_hex(3)}"
     victim = _start_holder(environment, tmp_path / "holder.log")

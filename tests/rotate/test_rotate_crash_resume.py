@@ -132,7 +132,7 @@ def assert_working(rig):
 
 
 def crash_at(rig, point: str) -> None:
-    from tasks.rotate import InjectedCrash
+    from flows.rotate import InjectedCrash
 
     for _ in range(2):
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 
 from blocks.rotation_state import RotationState
-from tasks.rotate import batch_roll_id
+from helix_ops.rotation import batch_roll_id
 
 
 def test_a_finished_credential_is_remembered_until_the_rotation_ends():
