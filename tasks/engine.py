@@ -23,7 +23,7 @@ from helix_ops.descriptor import Descriptor
 from helix_ops.errors import DriverError
 from helix_ops.plan import CurrentState, compose_objects, template_hash
 from helix_ops.render.compose import member_names, render_compose
-from helix_ops.stack import build_stack
+from helix_ops.stack import build_stack, dependency_waves
 
 
 def secret_env(descriptor: Descriptor) -> Mapping[str, str]:
@@ -353,18 +353,6 @@ def roll_back(target: EngineTarget, previous: Descriptor, config_text: str | Non
     """Roll the services done and the failing ones back to what ``previous`` renders; what could not be."""
     _, _, failed = _apply_services(target, previous, [*done, *failures], health_timeout_s, drain_s)
     return [f"{name}: {exc}" for name, exc in sorted(failed.items())]
-
-
-def dependency_waves(stack: Any, names: list[str]) -> list[list[str]]:
-    """``names`` grouped into waves: a service's wave is one more than that of its deepest dependency, so a
-    wave only depends on earlier ones (dashboard and mcp-graph together, then the other MCP servers)."""
-    depth: dict[str, int] = {}
-    for svc in stack.services:  # apply order: dependencies come first
-        depth[svc.name] = 1 + max((depth[d] for d in svc.depends_on), default=-1)
-    waves: dict[int, list[str]] = {}
-    for name in [s for s in stack.names() if s in names]:
-        waves.setdefault(depth[name], []).append(name)
-    return [waves[k] for k in sorted(waves)]
 
 
 def _apply_services(target: EngineTarget, desc: Descriptor, names: list[str], health_timeout_s: float,
