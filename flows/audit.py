@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.params import EnvName, run_name
 from drivers.target import Connection
 from tasks.target import target_for
 from helix_ops.descriptor import descriptor_file
@@ -19,8 +20,8 @@ from helix_ops.descriptor import load_descriptor
 from tasks.audit import audit_environment, publish
 
 
-@flow(name="audit-helix", log_prints=False)
-def audit_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
+@flow(name="audit-helix", log_prints=False, flow_run_name=run_name("audit-{env}"))
+def audit_helix(env: EnvName = "local", descriptor: str | None = None, engine_url: str | None = None,
                 exceptions: dict[str, str] | None = None, max_secret_age_days: int = DEFAULT_MAX_SECRET_AGE_DAYS,
                 fail_on_findings: bool = False, container_labels: dict[str, str] | None = None,
                 kubeconfig: str | None = None, kube_context: str | None = None, cluster_block: str | None = None,

@@ -28,6 +28,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.params import COMPONENTS, NEO4J_STRATEGIES, Component, EnvName, Neo4jStrategy, run_name
 from drivers.storage import BackupStore
 from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import Manifest, Neo4jInfo, RedisInfo, manifest_markdown, new_backup_id
@@ -53,8 +54,6 @@ from tasks.writer_pause import resume_paused_writers, writer_window
 
 TOOL = "helix-ops backup-helix"
 WRITERS = (SINGLE_WRITER,)
-NEO4J_STRATEGIES = ("auto", "logical", "dump")
-COMPONENTS = ("neo4j", "redis")
 
 
 def requested_strategy(desc: Descriptor, requested: str | None) -> str:
@@ -179,12 +178,13 @@ def window_markdown(window: dict[str, Any]) -> str:
             f"for {window['seconds']:.1f}s, then started and health-checked again")
 
 
-@flow(name="backup-helix", log_prints=False)
-def backup_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
+@flow(name="backup-helix", log_prints=False,
+      flow_run_name=run_name("backup-{env}-{components}", components="neo4j+redis"))
+def backup_helix(env: EnvName = "local", descriptor: str | None = None, engine_url: str | None = None,
                  storage_path: str | None = None, pause_writer: bool = True,
-                 neo4j_strategy: str | None = None, kubeconfig: str | None = None, kube_context: str | None = None,
+                 neo4j_strategy: Neo4jStrategy | None = None, kubeconfig: str | None = None, kube_context: str | None = None,
                  cluster_block: str | None = None, docker_host_block: str | None = None,
-                 components: list[str] | None = None) -> dict[str, Any]:
+                 components: list[Component] | None = None) -> dict[str, Any]:
     """Back up one Helix environment's Neo4j and Redis into one backup.
 
     Args:

@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
+from flows.params import EnvName, run_name
 from drivers.target import Connection
 from helix_ops.guide import NEO4J_BOLT_PORT
 from helix_ops.plan import Plan
@@ -47,8 +48,8 @@ def status_markdown(env: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-@flow(name="deploy-helix", log_prints=False)
-def deploy_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
+@flow(name="deploy-helix", log_prints=False, flow_run_name=run_name("deploy-{env}"))
+def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_url: str | None = None,
                  health_timeout_s: float = 180, lease_ttl_s: float = 120, lease_wait_s: float = 1800,
                  run_init_db: bool = True, container_labels: dict[str, str] | None = None,
                  audit_override: str = "", kubeconfig: str | None = None, kube_context: str | None = None,

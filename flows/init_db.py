@@ -21,6 +21,7 @@ from prefect.blocks.core import Block
 from prefect.runtime import flow_run
 from pydantic import SecretStr
 
+from flows.params import EnvName, run_name
 from helix_ops import migrations as mig
 from tasks.db import apply_migration, check_uid_prefix, read_applied_migrations, record_uid_prefix, wait_for_neo4j
 
@@ -94,8 +95,8 @@ def run_init_db(uri: str, user: str, password: SecretStr | str, uid_prefix: str 
     }
 
 
-@flow(name="init-helix-db")
-def init_helix_db(env: str | None = None, descriptor: str | None = None, neo4j_uri: str | None = None,
+@flow(name="init-helix-db", flow_run_name=run_name("init-db-{env}", env="descriptor"))
+def init_helix_db(env: EnvName | None = None, descriptor: str | None = None, neo4j_uri: str | None = None,
                   credentials_block: str | None = None, uid_prefix: str = "cpe", engine_url: str | None = None,
                   kubeconfig: str | None = None, kube_context: str | None = None, cluster_block: str | None = None,
                   docker_host_block: str | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.params import EnvName, run_name
 from drivers.target import Connection
 from helix_ops.descriptor import descriptor_file
 from helix_ops import preflight
@@ -43,8 +44,8 @@ class PreflightFailed(ConfigError):
         return (type(self), (self.environment, self.checks))
 
 
-@flow(name="provision-helix", log_prints=False)
-def provision_helix(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
+@flow(name="provision-helix", log_prints=False, flow_run_name=run_name("provision-{env}"))
+def provision_helix(env: EnvName = "local", descriptor: str | None = None, engine_url: str | None = None,
                     env_file: str | None = None, memory_available: int | None = None,
                     lease_ttl_s: float = 120, lease_wait_s: float = 600,
                     container_labels: dict[str, str] | None = None, docker_host_block: str | None = None,

@@ -42,6 +42,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
+from flows.params import NEO4J_LOADS, BackupId, Component, EnvName, Neo4jLoad, run_name
 from flows.backup import WRITERS, take_backup, window_markdown
 from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import Manifest, validate_backup_id
@@ -67,7 +68,6 @@ from flows.lease import environment_lease
 from tasks.writer_pause import resume_paused_writers, writer_window
 
 TOOL = "helix-ops restore-helix"
-NEO4J_LOADS = ("import", "transactional")
 
 
 class RestoreApproval(RunInput):
@@ -140,11 +140,12 @@ def compare_counts(m: Manifest, neo4j: dict[str, Any] | None, redis: dict[str, A
     return problems
 
 
-@flow(name="restore-helix", log_prints=False)
-def restore_helix(env: str = "local", backup_id: str | None = None, descriptor: str | None = None,
-                  engine_url: str | None = None, storage_path: str | None = None, components: list[str] | None = None,
+@flow(name="restore-helix", log_prints=False,
+      flow_run_name=run_name("restore-{env}-{backup_id}", backup_id="newest"))
+def restore_helix(env: EnvName = "local", backup_id: BackupId | None = None, descriptor: str | None = None,
+                  engine_url: str | None = None, storage_path: str | None = None, components: list[Component] | None = None,
                   safety_backup: bool = True, approval_timeout_s: int = 3600, lease_wait_s: float = 1800,
-                  neo4j_load: str = "import", kubeconfig: str | None = None, kube_context: str | None = None,
+                  neo4j_load: Neo4jLoad = "import", kubeconfig: str | None = None, kube_context: str | None = None,
                   cluster_block: str | None = None, docker_host_block: str | None = None) -> dict[str, Any]:
     """Restore one backup into one Helix environment (see the module docstring for the steps).
 

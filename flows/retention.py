@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.params import EnvName, KeepCount, run_name
 from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import backup_environment, backup_time
 from helix_ops.backup_plan import BackupSummary, plan_retention
@@ -48,10 +49,10 @@ def retention_markdown(env: str, plan_lines: list[str], orphans: list[str], dry_
     return "\n".join(lines)
 
 
-@flow(name="prune-helix-backups", log_prints=False)
-def prune_helix_backups(env: str = "local", descriptor: str | None = None, storage_path: str | None = None,
-                        dry_run: bool = True, daily: int | None = None, weekly: int | None = None,
-                        monthly: int | None = None, orphan_min_age_h: float = 24,
+@flow(name="prune-helix-backups", log_prints=False, flow_run_name=run_name("prune-{env}"))
+def prune_helix_backups(env: EnvName = "local", descriptor: str | None = None, storage_path: str | None = None,
+                        dry_run: bool = True, daily: KeepCount | None = None, weekly: KeepCount | None = None,
+                        monthly: KeepCount | None = None, orphan_min_age_h: float = 24,
                         now: dt.datetime | None = None) -> dict[str, Any]:
     """Apply GFS retention to ``env``'s backups (see the module docstring).
 

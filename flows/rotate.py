@@ -32,6 +32,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.params import Credential, EnvName, Parallelism, run_name
 from drivers.target import Connection
 from flows.lease import environment_lease
 from helix_ops import rotation
@@ -139,11 +140,12 @@ def summary_markdown(env: str, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@flow(name="rotate-helix-secrets", log_prints=False)
-def rotate_helix_secrets(env: str = "local", descriptor: str | None = None, engine_url: str | None = None,
-                         credentials: list[str] | None = None, env_file: str | None = None,
+@flow(name="rotate-helix-secrets", log_prints=False,
+      flow_run_name=run_name("rotate-{env}-{credentials}", credentials="all"))
+def rotate_helix_secrets(env: EnvName = "local", descriptor: str | None = None, engine_url: str | None = None,
+                         credentials: list[Credential] | None = None, env_file: str | None = None,
                          health_timeout_s: float = 180, lease_ttl_s: float = 120, lease_wait_s: float = 1800,
-                         container_labels: dict[str, str] | None = None, roll_parallelism: int = 1,
+                         container_labels: dict[str, str] | None = None, roll_parallelism: Parallelism = 1,
                          kubeconfig: str | None = None, kube_context: str | None = None,
                          cluster_block: str | None = None, docker_host_block: str | None = None) -> dict[str, Any]:
     """Rotate ``credentials`` (default: redis, neo4j, nextauth) of one environment with no downtime.

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger, pause_flow_run
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from flows.params import AppService, EnvName, ImageRef, Replicas, ServiceName, run_name
 from drivers.target import Connection
 from flows.deploy import Approval, plan_markdown
 from helix_ops.descriptor import descriptor_file
@@ -137,8 +138,8 @@ def _pre_upgrade_backup(env: str, descriptor: str | None, conn: Connection) -> N
                  docker_host_block=conn.docker_host_block)
 
 
-@flow(name="upgrade-helix")
-def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, descriptor: str | None = None,
+@flow(name="upgrade-helix", flow_run_name=run_name("upgrade-{env}-{images}", images="descriptor-tags"))
+def upgrade_helix(env: EnvName = "local", images: dict[ServiceName, ImageRef] | None = None, descriptor: str | None = None,
                   engine_url: str | None = None, include_data_services: bool = False, backup_first: bool = True,
                   health_timeout_s: float = 120, drain_s: float = 1.0, lease_ttl_s: float = 120,
                   lease_wait_s: float = 600, break_stale_lease: str | None = None,
@@ -174,8 +175,8 @@ def upgrade_helix(env: str = "local", images: dict[str, str] | None = None, desc
                    triggered_by, backup_first, current_desc, parallel)
 
 
-@flow(name="scale-helix")
-def scale_helix(service: str, replicas: int, env: str = "local", descriptor: str | None = None,
+@flow(name="scale-helix", flow_run_name=run_name("scale-{env}-{service}-{replicas}"))
+def scale_helix(service: AppService, replicas: Replicas, env: EnvName = "local", descriptor: str | None = None,
                 engine_url: str | None = None, health_timeout_s: float = 120, drain_s: float = 1.0,
                 lease_ttl_s: float = 120, lease_wait_s: float = 600, break_stale_lease: str | None = None,
                 container_labels: dict[str, str] | None = None, triggered_by: str | None = None,

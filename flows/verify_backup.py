@@ -37,6 +37,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.params import BackupId, EnvName, run_name
 from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import validate_backup_id
 from helix_ops.descriptor import load_descriptor
@@ -79,8 +80,9 @@ def report_markdown(backup_id: str, rows: list[dict[str, Any]], verdict: str, le
     return "\n".join(lines)
 
 
-@flow(name="verify-helix-backup", log_prints=False)
-def verify_helix_backup(env: str = "local", descriptor: str | None = None, backup_id: str | None = None,
+@flow(name="verify-helix-backup", log_prints=False,
+      flow_run_name=run_name("verify-{env}-{backup_id}", backup_id="newest"))
+def verify_helix_backup(env: EnvName = "local", descriptor: str | None = None, backup_id: BackupId | None = None,
                         storage_path: str | None = None, deep: bool = False, restore: bool = True,
                         engine_url: str | None = None, container_labels: dict[str, str] | None = None,
                         scratch_neo4j_heap: str = "512m", scratch_neo4j_pagecache: str = "128m",

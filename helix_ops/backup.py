@@ -35,9 +35,15 @@ MANIFEST_NAME = "manifest.json"
 
 MANIFEST_VERSION = 1
 
-_ID = re.compile(r"^(?P<env>[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?)-(?P<ts>\d{8}T\d{6}Z)-(?P<rand>[0-9a-f]{6})\Z")
+_ENV_PART = r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?"
+_TS_PART = r"[0-9]{8}T[0-9]{6}Z"
+_RAND_PART = r"[0-9a-f]{6}"
+BACKUP_ID_PATTERN = rf"^{_ENV_PART}-{_TS_PART}-{_RAND_PART}$"
+"""The backup id's shape as a portable regex (JSON schema, the Prefect UI's JavaScript, Python): the flows'
+``backup_id`` parameters carry it; :func:`validate_backup_id` also checks the time and refuses a final newline."""
+_ID = re.compile(rf"^(?P<env>{_ENV_PART})-(?P<ts>{_TS_PART})-(?P<rand>{_RAND_PART})\Z")
 _OBJECT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}\Z")
-_ENV = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?\Z")
+_ENV = re.compile(rf"^{_ENV_PART}\Z")
 
 Component = Literal["neo4j", "redis"]
 Neo4jStrategy = Literal["logical", "dump", "online-backup"]

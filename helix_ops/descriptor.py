@@ -24,6 +24,11 @@ Name = Annotated[StrictStr, Field(pattern=r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
 BlockName = Annotated[StrictStr, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,98}[a-z0-9])?$")]
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 
+ENV_NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
+"""An environment's name (``deployments/<env>.yaml``; also the flows' ``env`` parameter's pattern)."""
+MAX_APP_REPLICAS = 50
+"""The most replicas an app service may run (``services.<name>.replicas``; scale-helix's bound too)."""
+
 
 def _check_memory(value: str) -> str:
     memory_bytes(value)
@@ -80,7 +85,7 @@ class AppService(_Model):
     """A Node service: the dashboard or one of the MCP servers."""
 
     image: Image
-    replicas: Annotated[StrictInt, Field(ge=1, le=50)] = 1
+    replicas: Annotated[StrictInt, Field(ge=1, le=MAX_APP_REPLICAS)] = 1
     port: Port = 3000
     resources: Resources = Resources()
 
@@ -338,7 +343,7 @@ def load_descriptor(path: str | Path) -> Descriptor:
 
 def descriptor_path(env: str, root: str | Path = ".") -> Path:
     """Where the descriptor of environment ``env`` lives: ``<root>/deployments/<env>.yaml``."""
-    if not re.fullmatch(r"[a-z][a-z0-9-]*", env):
+    if not re.fullmatch(ENV_NAME_PATTERN, env):
         raise ConfigError("--env", f"{env!r} is not an environment name (lowercase letters, digits, dashes)")
     return Path(root) / "deployments" / f"{env}.yaml"
 
