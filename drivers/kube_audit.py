@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 from lightkube.core.resource_registry import resource_registry
 
-from drivers.kube import ROLE_FILE, KubeApiError, KubeDriver
+from drivers.kube import KubeApiError, KubeDriver
+from drivers.kube_errors import ROLE_FILE
 
 MIN_SECRET_LENGTH = 8
 """Shorter values are not searched for (a short value would match ordinary text; the strong-passwords item
