@@ -30,7 +30,8 @@ def naive_recreate(engine_url: str, descriptor_path: Path, labels: dict) -> None
     """What `compose up -d` does for a changed tag: per service, stop and remove the old containers, then
     create the new ones (no surge, no load-balancer hand-over); health is awaited only so the next service
     starts on a ready one, like depends_on: service_healthy."""
-    from drivers.engine import EngineDriver, container_plans, http_check
+    from drivers.engine import EngineDriver, container_plans
+    from drivers.engine_health import http_check
     from helix_ops.changes import with_images
     from helix_ops.descriptor import load_descriptor
     from helix_ops.plan import compose_objects, template_hash

@@ -116,7 +116,7 @@ class EngineNeo4j(OfflineNeo4j):
     ``dump`` / ``load``: a one-off container of the same image (or ``image``) mounts the stopped container's
     data volume at ``/data`` and runs ``neo4j-admin database dump`` / ``load --overwrite-destination=true``
     with the dump file in its own ``/backups`` (streamed out / in through the engine's archive API: nothing is
-    held in memory). The one-off container is a :class:`drivers.engine.ScratchEngine` run (no project labels)
+    held in memory). The one-off container is a :class:`drivers.engine_scratch.ScratchEngine` run (no project labels)
     and is removed in a ``finally``, also on failure or timeout.
     ``start``: start the remembered containers and wait for a Bolt login (``start_deadline_s``).
 
@@ -160,7 +160,7 @@ class EngineNeo4j(OfflineNeo4j):
         self.run_id = run_id or f"{base}-admin-{_secrets.token_hex(3)}"
 
     def scratch(self) -> Any:
-        from drivers.engine import ScratchEngine
+        from drivers.engine_scratch import ScratchEngine
 
         return ScratchEngine(self.driver.client, self.run_id, self.scratch_labels)
 
@@ -184,7 +184,7 @@ class EngineNeo4j(OfflineNeo4j):
             raise
 
     def start(self) -> None:
-        from drivers.engine import bolt_check
+        from drivers.engine_health import bolt_check
 
         self.driver.start_containers(self.stopped or [self.container.name])
         host, port = self.driver.probe_address(self.container, 7687)

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from drivers.engine import EngineDriver, http_check
+from drivers.engine import EngineDriver
+from drivers.engine_health import http_check
 from drivers.target import OFFLINE_NEO4J_TOOLS
 from helix_ops.errors import DriverError
 

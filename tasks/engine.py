@@ -16,7 +16,8 @@ from prefect.cache_policies import NO_CACHE
 
 from prefect.futures import wait
 
-from drivers.engine import EngineDriver, bolt_check, http_check, redis_check
+from drivers.engine import EngineDriver
+from drivers.engine_health import bolt_check, http_check, redis_check
 from drivers.target_engine import EngineTarget
 from helix_ops import guide
 from helix_ops.descriptor import Descriptor
@@ -68,7 +69,7 @@ def apply_volume(target: EngineTarget, name: str, spec_hash: str) -> str:
 
 
 def health_check(driver: EngineDriver, container, probe: ProbeSpec, secrets: Mapping[str, str]):
-    """The check of ``container``'s health (``drivers.engine.http_check`` / ``bolt_check`` / ``redis_check``)
+    """The check of ``container``'s health (``drivers.engine_health.http_check`` / ``bolt_check`` / ``redis_check``)
     through its loopback probe port; ``secrets`` is :func:`secret_env`'s mapping (the Bolt login is the
     blocks' user and password, the bridge user's during a rotation)."""
     host, port = driver.probe_address(container, probe.port)

@@ -1,5 +1,5 @@
 """Prefect tasks of verify-helix-backup's scratch restore: the backup is loaded into throwaway Neo4j and Redis
-containers on the engine (``drivers.engine.ScratchEngine``), checked with the databases' own tools, and its
+containers on the engine (``drivers.engine_scratch.ScratchEngine``), checked with the databases' own tools, and its
 counts compared with the manifest. A Neo4j dump (strategy ``dump``) is loaded with ``neo4j-admin database load``
 through ``drivers.neo4j_offline.EngineNeo4j`` (restore-helix's code) on the scratch data volume
 (:func:`scratch_verify_neo4j_dump`); its one-off containers are a scratch run of their own (:func:`admin_run`).
@@ -171,7 +171,7 @@ def start_scratch_neo4j(eng: Any, image: str, data: str, password: str, heap: st
                         start_deadline_s: float, edition: str = "community") -> tuple[Any, str, int]:
     """Start the scratch Neo4j (``image``) on the scratch volume ``data`` and wait for a Bolt login;
     ``(container, host, port)``. ``edition``: the backed-up server's (Enterprise: the licence is accepted)."""
-    from drivers.engine import bolt_check, wait_container_healthy
+    from drivers.engine_health import bolt_check, wait_container_healthy
 
     container = eng.start("neo4j", image, volumes={data: NEO4J_DATA}, ports=[7687],
                           environment=scratch_neo4j_environment(password, heap, pagecache, edition))
@@ -212,7 +212,7 @@ class ScratchNeo4jHost:
 
     def wait_healthy(self, container: Any, check_fn: Any, what: str, deadline_s: float, interval_s: float = 0.5,
                      recheck: Any = None) -> str:
-        from drivers.engine import wait_container_healthy
+        from drivers.engine_health import wait_container_healthy
 
         return wait_container_healthy(container, check_fn, what, deadline_s, interval_s)
 
@@ -229,7 +229,7 @@ def scratch_verify_neo4j(base_url: str | None, run_id: str, labels: dict[str, st
     """Load the backup's logical Neo4j export into a scratch Neo4j (``image``: the environment's), compare its
     counts with the manifest, stop it and run ``neo4j-admin database check neo4j`` on its data volume in a
     one-off container. Returns the checks; the scratch containers and volume are removed before it returns."""
-    from drivers.engine import ScratchEngine
+    from drivers.engine_scratch import ScratchEngine
     from drivers.neo4j_load import load_logical
 
     logger = get_run_logger()
@@ -308,7 +308,7 @@ def scratch_verify_neo4j_dump(base_url: str | None, run_id: str, labels: dict[st
     started on it and its counts are compared with the manifest. Returns the checks (a dump that does not load,
     or fails a check, is a failed check, not an error); the scratch containers and volume are removed before it
     returns."""
-    from drivers.engine import ScratchEngine
+    from drivers.engine_scratch import ScratchEngine
     from drivers.neo4j_offline import EngineNeo4j
 
     logger = get_run_logger()
@@ -376,7 +376,8 @@ def scratch_verify_redis(base_url: str | None, run_id: str, labels: dict[str, st
     manifest. Returns the checks; the scratch container and volume are removed before it returns."""
     import redis as redislib
 
-    from drivers.engine import ScratchEngine, ScratchFile, redis_check, wait_container_healthy
+    from drivers.engine_health import redis_check, wait_container_healthy
+    from drivers.engine_scratch import ScratchEngine, ScratchFile
 
     logger = get_run_logger()
     manifest = store.read_manifest(backup_id)
@@ -426,7 +427,7 @@ def scratch_cleanup(base_url: str | None, run_id: str, labels: dict[str, str]) -
     """Remove whatever of scratch run ``run_id`` (and of its neo4j-admin one-offs, :func:`admin_run`) is left
     (the tasks remove their own; this is the safety net after a crash or timeout) and return what is left
     afterwards (empty lists)."""
-    from drivers.engine import ScratchEngine
+    from drivers.engine_scratch import ScratchEngine
 
     eng = ScratchEngine.connect(base_url, run_id, labels)
     left: dict[str, list[str]] = {"containers": [], "volumes": []}
@@ -442,7 +443,7 @@ def scratch_cleanup(base_url: str | None, run_id: str, labels: dict[str, str]) -
 @task(name="scratch-preflight", timeout_seconds=120, cache_policy=NO_CACHE)
 def scratch_preflight(base_url: str | None, run_id: str, labels: dict[str, str], images: list[str]) -> list[str]:
     """The engine answers and has every image the scratch restore needs (nothing is created yet)."""
-    from drivers.engine import ScratchEngine
+    from drivers.engine_scratch import ScratchEngine
 
     return ScratchEngine.connect(base_url, run_id, labels).require_images(images)
 

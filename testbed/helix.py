@@ -88,7 +88,7 @@ class HealthSampler:
                 continue
             bindings = (c.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
             try:
-                # the same 3 s the deploy health gate allows (drivers.engine.http_check)
+                # the same 3 s the deploy health gate allows (drivers.engine_health.http_check)
                 if bindings and httpx.get(f"http://127.0.0.1:{bindings[0]['HostPort']}/api/health",
                                           timeout=3).status_code == 200:
                     return True

@@ -67,7 +67,7 @@ def _running(engine, deployed, service):
 
 def _one_offs(engine, deployed) -> list[str]:
     """Every one-off (scratch) container of this project's Neo4j dump/load runs still on the engine."""
-    from drivers.engine import SCRATCH_LABEL, SCRATCH_PREFIX
+    from drivers.engine_scratch import SCRATCH_LABEL, SCRATCH_PREFIX
 
     client = _engine_driver(engine, deployed).client
     return sorted(c.name for c in client.containers.list(all=True, filters={"label": [SCRATCH_LABEL]})

@@ -84,7 +84,8 @@ def _writer_containers(engine, deployed):
 
 def _writer_healthy(engine, deployed) -> list[str]:
     """The mcp-graph health probe, answered by every replica (raises otherwise)."""
-    from drivers.engine import EngineDriver, http_check
+    from drivers.engine import EngineDriver
+    from drivers.engine_health import http_check
     from helix_ops.descriptor import load_descriptor
     from helix_ops.stack import build_stack
 

@@ -12,7 +12,7 @@ import shutil
 import pytest
 import yaml
 
-from drivers.engine import SCRATCH_LABEL, ScratchEngine, scratch_leftovers
+from drivers.engine_scratch import SCRATCH_LABEL, ScratchEngine, scratch_leftovers
 from drivers.storage import LocalStore
 from flows.backup import backup_helix
 from flows.verify_backup import TOOL, verify_helix_backup

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.engine import EngineDriver, container_plans, http_check, interpolate
+from drivers.engine import EngineDriver, container_plans, interpolate
+from drivers.engine_health import http_check
 from helix_ops.errors import ConfigError, DriverError, WaitTimeout
 from helix_ops.plan import HASH_LABEL, engine_service_hash, spec_hash
 

@@ -1,4 +1,4 @@
-"""``drivers.engine.wait_container_healthy``: a running container whose port refuses every connection for the
+"""``drivers.engine_health.wait_container_healthy``: a running container whose port refuses every connection for the
 restart threshold is restarted once (the engine lost its port forwarding; seen on the test bed), and only then.
 Fakes stand in for the container: what is tested is the waiting logic, not the engine."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.engine import wait_container_healthy
+from drivers.engine_health import wait_container_healthy
 from helix_ops.errors import WaitTimeout
 
 
