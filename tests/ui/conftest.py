@@ -26,8 +26,8 @@ def prefect_server(bed):
     return server
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="module")  # not longer: playwright's sync API keeps an event loop running in this thread
+def browser():                   # while it lives, and later tests' asyncio.run() (Prefect, kr8s) would then fail
     if not Path(CHROMIUM).exists():
         pytest.fail(f"no chromium at {CHROMIUM}: `make deps` installs Debian's chromium package "
                     f"(found on PATH: {shutil.which('chromium')})", pytrace=False)
