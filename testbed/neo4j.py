@@ -34,6 +34,10 @@ def render_conf(home: Path, bolt_port: int, heap: str = "512m", pagecache: str =
         "server.http.enabled": "false",
         "server.https.enabled": "false",
         "dbms.security.auth_enabled": "true",
+        # one server and one user serve the whole session: the audits' wrong-password checks (through
+        # port-forwards too) would otherwise lock that user for 5 s after 3 failures (Neo4j's default), failing
+        # whichever test logs in next with AuthenticationRateLimit
+        "dbms.security.auth_max_failed_attempts": "0",
         "dbms.usage_report.enabled": "false",
         "server.directories.data": str(home / "data"),
         "server.directories.logs": str(home / "logs"),
