@@ -102,7 +102,7 @@ def _ns_of(identity: str) -> tuple[str, str | None, str]:
     return parts[0], parts[1], parts[2]
 
 
-def _plain(obj: Any) -> dict[str, Any]:
+def plain_object(obj: Any) -> dict[str, Any]:
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
 
 
@@ -161,7 +161,7 @@ class KubeDriver:
         res = self._res(kind)
         try:
             with self._api("get", api_info(res).plural, namespace):
-                return _plain(self.client.get(res, name, namespace=namespace))
+                return plain_object(self.client.get(res, name, namespace=namespace))
         except KubeApiError as exc:
             if exc.code == 404:
                 return None
@@ -199,7 +199,7 @@ class KubeDriver:
                 continue
             res = self._res(kind)
             with self._api("list", api_info(res).plural, self.namespace):
-                items = [_plain(o) for o in self.client.list(res, namespace=self.namespace, labels=self.labels())]
+                items = [plain_object(o) for o in self.client.list(res, namespace=self.namespace, labels=self.labels())]
             for obj in items:
                 objects.append(CurrentObject(f"{kind}/{self.namespace}/{obj['metadata']['name']}", _hash_of(obj),
                                              _fields(obj)))
@@ -222,7 +222,7 @@ class KubeDriver:
         before = self._get(kind, name, ns)
         verb = "patch" if before is not None else "create"
         with self._api(verb, api_info(res).plural, ns):
-            after = _plain(self.client.patch(res, name, body, namespace=ns, patch_type=PatchType.APPLY,
+            after = plain_object(self.client.patch(res, name, body, namespace=ns, patch_type=PatchType.APPLY,
                                              field_manager=FIELD_MANAGER, force=True))
         if before is None:
             return "created"
@@ -322,7 +322,7 @@ class KubeDriver:
         res = self._res("Pod", "v1")
         labels = {"app": app} if app else None
         with self._api("list", "pods", self.namespace):
-            items = [_plain(p) for p in self.client.list(res, namespace=self.namespace, labels=labels)]
+            items = [plain_object(p) for p in self.client.list(res, namespace=self.namespace, labels=labels)]
         out = []
         for p in items:
             meta, status = p["metadata"], p.get("status") or {}

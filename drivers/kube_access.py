@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from lightkube.core.resource import api_info
 from lightkube.types import PatchType
 
-from drivers.kube import ENV_LABEL, NAME_LABEL, WORKLOADS, _plain
+from drivers.kube import ENV_LABEL, NAME_LABEL, WORKLOADS, plain_object
 from drivers.kube_errors import KubeApiError, KubeForbidden, KubeUnreachable
 from helix_ops.errors import ConfigError, DriverError, WaitTimeout
 from helix_ops.wait import Deadline
@@ -212,7 +212,7 @@ class KubeAccess:
 
     def _pods_matching(self, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         with self.driver._api("list", "pods", self.namespace):
-            return [_plain(p) for p in self.driver.client.list(self.driver._res("Pod", "v1"),
+            return [plain_object(p) for p in self.driver.client.list(self.driver._res("Pod", "v1"),
                                                                 namespace=self.namespace, labels=dict(labels))]
 
     def _ready_pod(self, service: str, deadline_s: float) -> dict[str, Any]:

@@ -60,8 +60,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed import procs
-from testbed.kube_setup import (ADMIN_USER, CA, KWOK_CRDS, KWOK_GROUP, SERVICE_CIDR, _pem_cert, _pem_key,
-                                 _write_secret, kwok_config, kwok_crds, render_kubeconfig)
+from testbed.kube_setup import (ADMIN_USER, CA, KWOK_CRDS, KWOK_GROUP, SERVICE_CIDR, pem_cert, pem_key,
+                                 write_secret, kwok_config, kwok_crds, render_kubeconfig)
 # the bed and the tests reach these as testbed.kube.<name>
 from testbed.kube_setup import BUILD_DEADLINE_S as BUILD_DEADLINE_S
 from testbed.kube_setup import NEVER_READY as NEVER_READY
@@ -112,7 +112,7 @@ class KubeCluster:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
         path = self.home / "kubeconfigs" / f"{safe}.yaml"
         cert, key = self._ca.issue(user, groups)
-        _write_secret(path, render_kubeconfig(self.server, _pem_cert(self._ca.cert), user, cert, key))
+        write_secret(path, render_kubeconfig(self.server, pem_cert(self._ca.cert), user, cert, key))
         return path
 
     def grant(self, user: str, namespace: str, rules: list[dict], name: str | None = None) -> None:
@@ -232,13 +232,13 @@ class KubeCluster:
         self._start_apiserver_process(deadline_s=120)
         for name in ("kube-controller-manager", "kube-scheduler"):
             cert, key = self._ca.issue(f"system:{name}")
-            _write_secret(self.home / "kubeconfigs" / f"{name}.yaml",
-                          render_kubeconfig(self.server, _pem_cert(self._ca.cert), name, cert, key))
+            write_secret(self.home / "kubeconfigs" / f"{name}.yaml",
+                          render_kubeconfig(self.server, pem_cert(self._ca.cert), name, cert, key))
         self._start("kube-controller-manager", self._kcm_argv())
         self._start("kube-scheduler", self._scheduler_argv())
         cert, key = self._ca.issue("kwok", ["system:masters"])
-        _write_secret(self.home / "kubeconfigs" / "kwok.yaml",
-                      render_kubeconfig(self.server, _pem_cert(self._ca.cert), "kwok", cert, key))
+        write_secret(self.home / "kubeconfigs" / "kwok.yaml",
+                      render_kubeconfig(self.server, pem_cert(self._ca.cert), "kwok", cert, key))
         (self.home / "kwok.yaml").write_text(kwok_config("127.0.0.1", self.kwok_port))
         self._create_kwok_crds()
         self._start("kwok", self._kwok_argv())
@@ -261,33 +261,33 @@ class KubeCluster:
 
     def _make_pki(self) -> None:
         self._ca = CA.create("helix-testbed-ca")
-        _write_secret(self.ca_file, _pem_cert(self._ca.cert))
-        _write_secret(self.pki / "ca.key", _pem_key(self._ca.key))
+        write_secret(self.ca_file, pem_cert(self._ca.cert))
+        write_secret(self.pki / "ca.key", pem_key(self._ca.key))
         cert, key = self._ca.issue(
             "kube-apiserver", server=True, ips=["127.0.0.1", "10.96.0.1"],
             dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                  "kubernetes.default.svc.cluster.local"])
-        _write_secret(self.pki / "apiserver.crt", cert)
-        _write_secret(self.pki / "apiserver.key", key)
+        write_secret(self.pki / "apiserver.crt", cert)
+        write_secret(self.pki / "apiserver.key", key)
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        _write_secret(self.pki / "sa.key", _pem_key(sa))
-        _write_secret(self.pki / "sa.pub", sa.public_key().public_bytes(
+        write_secret(self.pki / "sa.key", pem_key(sa))
+        write_secret(self.pki / "sa.pub", sa.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         # kwok's kubelet server (the fake nodes' InternalIP is 127.0.0.1) and kube-apiserver's client identity
         # towards it (kwok does not check client certificates; a real kubelet would)
         cert, key = self._ca.issue("kwok-kubelet", server=True, ips=["127.0.0.1"], dns=["localhost"])
-        _write_secret(self.pki / "kwok-serving.crt", cert)
-        _write_secret(self.pki / "kwok-serving.key", key)
+        write_secret(self.pki / "kwok-serving.crt", cert)
+        write_secret(self.pki / "kwok-serving.key", key)
         cert, key = self._ca.issue("kube-apiserver-kubelet-client")
-        _write_secret(self.pki / "apiserver-kubelet-client.crt", cert)
-        _write_secret(self.pki / "apiserver-kubelet-client.key", key)
+        write_secret(self.pki / "apiserver-kubelet-client.crt", cert)
+        write_secret(self.pki / "apiserver-kubelet-client.key", key)
         cert, key = self._ca.issue(ADMIN_USER, ["system:masters"])
-        self._admin_cert = _write_secret(self.pki / "admin.crt", cert)
-        self._admin_key = _write_secret(self.pki / "admin.key", key)
-        _write_secret(self.kubeconfig, render_kubeconfig(self.server, _pem_cert(self._ca.cert), ADMIN_USER,
+        self._admin_cert = write_secret(self.pki / "admin.crt", cert)
+        self._admin_key = write_secret(self.pki / "admin.key", key)
+        write_secret(self.kubeconfig, render_kubeconfig(self.server, pem_cert(self._ca.cert), ADMIN_USER,
                                                          cert, key))
 
     def _ssl_context(self) -> ssl.SSLContext:

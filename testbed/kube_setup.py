@@ -85,14 +85,14 @@ def _key():
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _pem_key(key) -> bytes:
+def pem_key(key) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
-def _pem_cert(cert) -> bytes:
+def pem_cert(cert) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return cert.public_bytes(serialization.Encoding.PEM)
@@ -144,10 +144,10 @@ class CA:
         if server:
             sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return _pem_cert(builder.sign(self.key, hashes.SHA256())), _pem_key(key)
+        return pem_cert(builder.sign(self.key, hashes.SHA256())), pem_key(key)
 
 
-def _write_secret(path: Path, data: bytes | str) -> Path:
+def write_secret(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     os.chmod(path, 0o600)
