@@ -2,12 +2,21 @@
 
 An object is written to ``<object>.partial`` and renamed on commit; the manifest and other small objects are
 written to a temporary file, fsynced and renamed, and the folder is fsynced after.
+
+**Owner-only at rest.** A backup holds the whole graph and the Redis dataset, so everything this store creates
+is its owner's alone: every file 0600, every folder it makes (the root and its missing parents included) 0700.
+The store sets these modes itself on each file and folder it creates (:data:`FILE_MODE`, :data:`DIR_MODE`,
+applied with ``fchmod``/``chmod`` after creation): the result is what a ``077`` umask gives, whatever umask the
+caller runs under, without changing the process's umask (shared by every thread of a worker). It refuses to
+write into a folder (the root or a backup's folder) that its group or others can write to: they could replace
+or plant a backup (even with the sticky bit, a planted ``<id>/manifest.json`` would be listed and restored).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,17 +24,46 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from drivers.storage.store import BackupStore, Sink
-from drivers.storage.streams import read_chunks
+from drivers.storage.streams import DIR_MODE, FILE_MODE, open_private, read_chunks
 from helix_ops.backup import MANIFEST_NAME, validate_backup_id, validate_object_name
 from helix_ops.errors import ConfigError, DriverError
+
+__all__ = ["DIR_MODE", "FILE_MODE", "LocalStore", "private_dir", "refuse_shared_folder"]
+
+
+def refuse_shared_folder(folder: Path, field: str = "backup.storage.path") -> None:
+    """Raise :class:`ConfigError` when ``folder``'s group or others can write to it (naming the fix)."""
+    mode = folder.stat().st_mode
+    who = [w for bit, w in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "every user")) if mode & bit]
+    if who:
+        raise ConfigError(field, f"refusing to write backups into {folder}: {' and '.join(who)} can write to it "
+                                 f"(mode {stat.S_IMODE(mode):04o}); fix: chmod go-w {folder} (or use a folder only "
+                                 "this worker's user can write)")
+
+
+def private_dir(folder: Path) -> Path:
+    """Create ``folder`` and its missing parents with mode 0700 (set explicitly, whatever the umask)."""
+    missing = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:  # made by another process in between: checked by the caller
+            continue
+        os.chmod(d, DIR_MODE)
+    return folder
 
 
 class _FileSink(Sink):
     def __init__(self, final: Path) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
         self.final = final
         self.tmp = final.with_name(final.name + ".partial")
-        self.f = open(self.tmp, "wb")  # noqa: SIM115
+        self.f = open_private(self.tmp)
 
     def write(self, data: bytes) -> None:
         self.f.write(data)
@@ -42,7 +80,7 @@ class _FileSink(Sink):
 
 
 class LocalStore(BackupStore):
-    """Backups in ``root/<backup id>/<object>``."""
+    """Backups in ``root/<backup id>/<object>``, owner-only (files 0600, folders 0700; see the module)."""
 
     def __init__(self, root: str | os.PathLike[str], key: SecretStr | bytes | str | None = None,
                  level: int = 3) -> None:
@@ -55,9 +93,17 @@ class LocalStore(BackupStore):
     def _dir(self, backup_id: str) -> Path:
         return self.root / validate_backup_id(backup_id)
 
+    def _writable_dir(self, backup_id: str) -> Path:
+        """The backup's folder, made 0700 (with the root) when missing; refused when others can write to the
+        root or to it."""
+        refuse_shared_folder(private_dir(self.root))
+        folder = self._dir(backup_id)
+        refuse_shared_folder(private_dir(folder))
+        return folder
+
     def _sink(self, backup_id: str, name: str) -> Sink:
         try:
-            return _FileSink(self._dir(backup_id) / name)
+            return _FileSink(self._writable_dir(backup_id) / name)
         except OSError as exc:
             raise DriverError(f"cannot write to {self.root}: {exc.strerror}", hint="check the folder and its "
                                                                                     "permissions") from exc
@@ -68,14 +114,18 @@ class LocalStore(BackupStore):
             yield from read_chunks(f)
 
     def _put_small(self, backup_id: str, name: str, data: bytes) -> None:
-        folder = self._dir(backup_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / name)
+        folder = self._writable_dir(backup_id)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")  # created 0600
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         dfd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dfd)

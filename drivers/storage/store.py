@@ -21,7 +21,7 @@ import zstandard
 from pydantic import SecretStr
 
 from drivers.storage.crypto import Encryptor, decrypt, key_fingerprint, parse_key
-from drivers.storage.streams import CHUNK, IterStream, read_chunks
+from drivers.storage.streams import CHUNK, IterStream, open_private, read_chunks
 from helix_ops.backup import MANIFEST_NAME, Manifest, ObjectEntry, validate_backup_id, validate_object_name
 from helix_ops.errors import BackupIntegrityError, ConfigError, DriverError
 
@@ -269,7 +269,7 @@ class BackupStore:
         return io.BufferedReader(IterStream(self.raw_chunks(backup_id, entry)), buffer_size=CHUNK)
 
     def fetch_to_file(self, backup_id: str, entry: ObjectEntry, path: str | os.PathLike[str]) -> Path:
-        with open(path, "wb") as f:
+        with open_private(path) as f:  # the backup's content: owner-only here too
             for chunk in self.raw_chunks(backup_id, entry):
                 f.write(chunk)
         return Path(path)
