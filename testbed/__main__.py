@@ -3,7 +3,9 @@
 ``up`` starts every part (or the ones named) in the background and prints where they listen; the passwords go
 only into the run's ``state.json`` (mode 0600). ``down`` stops every run of ``up`` and of the quickstart (its
 Prefect server and UI included), and the leftovers of crashed runs, but not the bed of a pytest session that
-still runs (``down --all`` stops that too). Both are safe to repeat.
+still runs (``down --all`` stops that too). The quickstart's Helix environment goes whole: every container,
+network and volume of the project it recorded, also those a flow started by hand (without the bed's labels)
+created. Both are safe to repeat.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from testbed import bed as bedmod
 from testbed import procs
@@ -43,34 +47,91 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _owned_by_live_session(run) -> int | None:
     """The pid of the live process (a pytest session) that owns ``run``, or None: a run of ``up`` or of the
     quickstart (owner pid 1), or one whose owner is gone."""
+    return bedmod.live_owner(run.name)
+
+
+def _engine_of(run):
+    """The run's container engine (from its state.json), started again for the clean-up when it was a Podman
+    service that is gone (its containers outlive it); ``(engine, started_here)`` or ``(None, False)``."""
+    from testbed.engine import Engine, _answers
+
+    state_file = run / "state.json"
     try:
-        owner = int(json.loads((run / "owner.json").read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return owner if owner != 1 and procs.pid_alive(owner) else None
+        engine = json.loads(state_file.read_text()).get("engine")
+    except (OSError, ValueError):
+        engine = None
+    if not engine:
+        return None, False
+    eng = Engine(run / "engine", kind=engine["kind"], base_url=engine["base_url"])
+    if eng.kind == "podman" and not _answers(eng.base_url):
+        (run / "engine" / "podman.sock").unlink(missing_ok=True)
+        # a short folder of its own: a unix socket's path is limited to 107 bytes
+        eng = Engine(Path(tempfile.mkdtemp(prefix="hx-down-")))
+        try:
+            eng.start()
+        except BaseException:
+            eng.stop()
+            shutil.rmtree(eng.home, ignore_errors=True)
+            raise
+        return eng, True
+    return eng, False
+
+
+def _says(removed: dict[str, list[str]]) -> str:
+    return ", ".join(f"{len(names)} {kind} ({' '.join(sorted(names))})" if names else f"0 {kind}"
+                     for kind, names in removed.items())
+
+
+def remove_run(run, spare_live: bool = True) -> int:
+    """Stop everything of one run and delete its folder; returns the server processes stopped.
+
+    In order: the processes other than the container engine (the worker and the Prefect server first, so no flow
+    starts another container meanwhile), then every container, network and volume of the Helix projects it
+    recorded (:data:`testbed.bed.PROJECTS_FILE`: the quickstart's environment, whoever started them; a live
+    pytest session's are spared unless ``spare_live`` is False), then the other containers labelled as the
+    run's, then the engine. Says what it removed."""
+    pidfiles = sorted(run.rglob("*.pid"), key=lambda p: p.stem == "podman")
+    stopped = sum(procs.reap_stale(p) for p in pidfiles if p.stem != "podman")
+    projects = bedmod.recorded_projects(run)
+    try:
+        engine, started_here = _engine_of(run)
+        if engine is None and projects:
+            print(f"could not remove project(s) {', '.join(p['project'] for p in projects)} of {run.name}: no "
+                  "container engine recorded (state.json)", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001
+        print(f"could not reach the container engine of {run.name} (its containers stay): {exc}", file=sys.stderr)
+        engine, started_here = None, False
+    if engine is not None:
+        try:
+            spare = bedmod.owned_by_live_session if spare_live else (lambda labels: False)
+            for p in projects:
+                removed = engine.remove_project(p["project"], p.get("environment"), spare=spare)
+                print(f"removed project {p['project']} (environment {p.get('environment')}) of {run.name}: "
+                      f"{_says(removed)}")
+            gone = engine.remove_labelled(owner=run.name)
+            if gone:
+                print(f"removed {gone} other container(s) of test-bed run {run.name}")
+        except Exception as exc:  # noqa: BLE001
+            print(f"could not remove containers of {run.name}: {exc}", file=sys.stderr)
+        finally:
+            if started_here:
+                engine.stop()
+                shutil.rmtree(engine.home, ignore_errors=True)
+    for pidfile in pidfiles:
+        if pidfile.stem == "podman":
+            stopped += procs.reap_stale(pidfile)
+    shutil.rmtree(run, ignore_errors=True)
+    return stopped
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from testbed.engine import Engine
-
     stopped = 0
     for run in sorted(runs_dir().iterdir()):
         owner = None if args.all else _owned_by_live_session(run)
         if owner is not None:  # a running `make test` elsewhere: it stops its own bed when it ends
             print(f"left run {run.name} alone: pytest session {owner} owns it (`down --all` stops it too)")
             continue
-        state_file = run / "state.json"
-        if state_file.exists():
-            engine = json.loads(state_file.read_text()).get("engine")
-            if engine:
-                eng = Engine(run / "engine", kind=engine["kind"], base_url=engine["base_url"])
-                try:
-                    eng.remove_labelled(owner=run.name)
-                except Exception as exc:  # noqa: BLE001
-                    print(f"could not remove containers of {run.name}: {exc}", file=sys.stderr)
-        for pidfile in sorted(run.rglob("*.pid"), key=lambda p: p.stem == "podman"):
-            stopped += procs.reap_stale(pidfile)
-        shutil.rmtree(run, ignore_errors=True)
+        stopped += remove_run(run, spare_live=not args.all)
     print(f"stopped {stopped} server process(es)")
     return 0
 

@@ -30,6 +30,10 @@ from testbed.s3proxy import S3Server
 from testbed.tier import refuse_servers
 
 PARTS = ("redis", "neo4j", "s3", "engine", "images", "prefect")
+PROJECTS_FILE = "projects.json"
+"""In a run's folder: the Helix projects (``[{"project", "environment"}]``) deployed on the run's engine that
+``python -m testbed down`` removes whole (every container, network and volume with their labels, whoever
+started them: a flow run by hand passes no bed label). The quickstart records its environment there."""
 # Started only when named (``python -m testbed up kube``) or used: its first build takes tens of minutes.
 OPTIONAL_PARTS = ("kube",)
 
@@ -37,6 +41,38 @@ OPTIONAL_PARTS = ("kube",)
 def new_password() -> str:
     # never a leading '-': neo4j-admin set-initial-password would read it as an option (exit 64, seen in CI)
     return "p" + secrets.token_urlsafe(24)
+
+
+def live_owner(run_id: str) -> int | None:
+    """The pid of the live process that owns test-bed run ``run_id`` (a pytest session), or None: a run of
+    ``up`` or of the quickstart (owner pid 1), one whose owner is gone, or one with no folder here whose id's
+    pid (``<date>-<time>-<pid>``, the creating process) is gone."""
+    run = runs_dir() / run_id
+    try:
+        owner = int(json.loads((run / "owner.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        if run.exists():
+            return None
+        tail = run_id.rsplit("-", 1)[-1]  # a run of another HELIX_TESTBED_HOME: its creator's pid, to be safe
+        owner = int(tail) if tail.isdigit() else 1
+    return owner if owner != 1 and procs.pid_alive(owner) else None
+
+
+def owned_by_live_session(labels: dict[str, str]) -> bool:
+    """True for an object (container, network, volume) labelled by the bed of a pytest session that still
+    runs: ``down`` spares it (that session removes it when it ends)."""
+    owner = labels.get(f"{TESTBED_LABEL}.owner")
+    return bool(owner) and live_owner(owner) is not None
+
+
+def recorded_projects(run_dir: Path) -> list[dict[str, str]]:
+    """The projects a run recorded (:data:`PROJECTS_FILE`), ``[]`` when none or unreadable."""
+    try:
+        rows = json.loads((run_dir / PROJECTS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("project"), str)] \
+        if isinstance(rows, list) else []
 
 
 def reap_stale_runs(log=print) -> list[str]:
@@ -182,6 +218,15 @@ class Bed:
                 return cluster
             self._timed("kube", start)
         return self._parts["kube"]
+
+    def record_project(self, project: str, environment: str) -> Path:
+        """Record that ``project`` (environment ``environment``) lives on this run's engine: ``down`` removes
+        all of it, also what flows started by hand (without :meth:`container_labels`) created."""
+        rows = [r for r in recorded_projects(self.run_dir)
+                if (r["project"], r.get("environment")) != (project, environment)]
+        path = self.run_dir / PROJECTS_FILE
+        path.write_text(json.dumps([*rows, {"project": project, "environment": environment}], indent=2))
+        return path
 
     def container_labels(self) -> dict[str, str]:
         """Labels for every container a test starts, so ``down()`` (or the next run) removes it."""

@@ -107,6 +107,40 @@ class Engine:
         finally:
             client.close()
 
+    def remove_project(self, project: str, environment: str | None = None,
+                       spare=lambda labels: False) -> dict[str, list[str]]:
+        """Remove every container, then network and volume, labelled ``helix-ops.project=<project>`` (and
+        ``helix-ops.environment=<environment>`` when given), whoever started them, except those for which
+        ``spare(labels)`` is true (a live pytest session's). Returns the names removed, by kind."""
+        from drivers.engine import ENV_LABEL, PROJECT_LABEL
+
+        # One label filter, the rest checked here: Podman's Docker API ORs several label filters (Docker ANDs them)
+        wanted = {PROJECT_LABEL: project, **({ENV_LABEL: environment} if environment else {})}
+        filters = {"label": f"{PROJECT_LABEL}={project}"}
+
+        def ours(labels: dict[str, str] | None) -> bool:
+            labels = labels or {}
+            return all(labels.get(k) == v for k, v in wanted.items()) and not spare(labels)
+
+        removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": []}
+        client = self.client()
+        try:
+            for c in client.containers.list(all=True, filters=filters):
+                if ours(c.labels):
+                    c.remove(force=True, v=True)
+                    removed["containers"].append(c.name)
+            for net in client.networks.list(filters=filters):
+                if ours(net.attrs.get("Labels")):
+                    net.remove()
+                    removed["networks"].append(net.name)
+            for vol in client.volumes.list(filters=filters):
+                if ours(vol.attrs.get("Labels")):
+                    vol.remove(force=True)
+                    removed["volumes"].append(vol.name)
+            return removed
+        finally:
+            client.close()
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()

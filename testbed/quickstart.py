@@ -4,7 +4,9 @@ Starts a Prefect server with its UI on http://127.0.0.1:4200 (``HELIX_UI_PORT`` 
 the UI answers while the rest comes up, then the test bed's container engine and images (in the background), creates the
 ``local`` environment's credential blocks, registers the ``local`` deployments of ``prefect.yaml`` (never
 staging's or prod's schedules) on a process work pool, starts a worker on the pool's ``local`` work queue, and
-runs ``prefect deployment run deploy-helix/local``. Everything stays up until ``make down``.
+runs ``prefect deployment run deploy-helix/local``. Everything stays up until ``make down``, which removes the
+``local`` environment's project whole (recorded in the run's folder, ``testbed.bed.PROJECTS_FILE``), whoever
+started its containers.
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ def main() -> int:
         prefect.start()
         say(f"Prefect UI: {prefect.ui_url}  (up {time.monotonic() - t_start:.0f}s after start; the deployments "
             "appear there in a few minutes, then run deploy-helix/local from its page)")
+        # `make down` removes this environment whole (containers, networks, volumes), also what a flow run by
+        # hand (`prefect deployment run upgrade-helix/local`, without the bed's labels) created
+        bed.record_project(descriptor["project"], descriptor["environment"])
         engine = bed.engine()
+        bed.write_state()  # the engine, for `make down`, before the minutes of the images
         bed.images()
         bed.write_state()
         env = {**prefect.env(), "DOCKER_HOST": engine.base_url, "HELIX_OPS_HOME": str(REPO),
