@@ -1,10 +1,10 @@
-"""``deploy-helix``: load the descriptor → render → read the live state → plan (published) → approval in prod →
-apply in dependency order with health gates → ``init-helix-db`` → status (published).
+"""``deploy-helix``: load the descriptor → render → read the live state → plan (published) → approval by the
+environment's policy → apply in dependency order with health gates → ``init-helix-db`` → status (published).
 
 The same flow serves every target (``drivers/target.py``): on the engine, containers rolled with health gates
 (``tasks/engine.py``); on Kubernetes, server-side apply with workloads gated on their rollouts and objects the
-rendering no longer has pruned by label (``tasks/kube.py``); under one lease, plan artifact, approval, audit
-gate and change record.
+rendering no longer has pruned by label (``tasks/kube.py``); plan artifact, approval, lease, audit gate and
+change record are the change gate's (``flows/gate.py``).
 
 Orchestration only: every side effect is a task in ``tasks/``; every decision comes from the pure core.
 """
@@ -13,25 +13,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, pause_flow_run
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.input import RunInput
 from prefect.runtime import flow_run
 
 from flows.params import EnvName, run_name
 from drivers.target import Connection
 from helix_ops.guide import NEO4J_BOLT_PORT
 from helix_ops.plan import Plan
+from flows.gate import Applied, Change, Proposal, run_change, who_asked
 from flows.init_db import init_helix_db
-from flows.lease import environment_lease
 from tasks.target import open_environment
-
-
-class Approval(RunInput):
-    """What an operator answers at the prod approval gate."""
-
-    approve: bool
-    reason: str = ""
 
 
 def plan_markdown(env: str, plan: Plan) -> str:
@@ -70,8 +62,8 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
         run_init_db: run ``init-helix-db`` after the services are healthy (Neo4j reached through the target:
             a published port, or a port-forward through the API server).
         container_labels: extra labels on every container (the test bed uses them for clean-up).
-        audit_override: in prod, apply even though a required security-checklist item fails; the reason is
-            recorded in the audit artifact.
+        audit_override: where the approval policy says ``audit: true``, ask for approval even though a
+            required security-checklist item fails; the reason is recorded in the audit artifact.
         kubeconfig / kube_context / cluster_block (target ``kubernetes``): the cluster, from a kubeconfig file
             (and context) or a prefect-kubernetes ``KubernetesClusterConfig`` block; none: ``$KUBECONFIG``,
             ``~/.kube/config`` or, inside a pod, its service account.
@@ -84,62 +76,45 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
         engine_url=engine_url, docker_host_block=docker_host_block, container_labels=container_labels or {},
         kubeconfig=kubeconfig, kube_context=kube_context, cluster_block=cluster_block))
 
-    owner = f"flow-run/{flow_run.get_id() or 'local'}"
-    with environment_lease(desc.environment, owner, ttl_s=lease_ttl_s, wait_s=lease_wait_s):
-        plan = steps.plan_deploy(target, desc, config_text)
-        for line in plan.lines():
-            logger.info("plan: %s", line)
-        create_markdown_artifact(plan_markdown(desc.environment, plan), key=f"deploy-plan-{desc.environment}",
-                                 description=f"deploy-helix plan for {desc.environment}")
-        if not _approved(desc, target, plan, audit_override):
-            return {"environment": desc.environment, "applied": False, "plan": plan.to_dict()}
-        changed = _apply_recorded(target, steps, desc, config_text, plan, health_timeout_s, owner)
+    def plan() -> Proposal:
+        p = steps.plan_deploy(target, desc, config_text)
+        return Proposal(markdown=plan_markdown(desc.environment, p), lines=tuple(p.lines()), is_noop=p.is_noop,
+                        identity=p.to_dict(), change={"plan": {k: v for k, v in p.counts().items() if k != "noop"}},
+                        data=p)
+
+    def apply(proposal: Proposal) -> Applied:
+        p: Plan = proposal.data
+        changed = steps.apply_deploy(target, desc, config_text, p, health_timeout_s, log=logger.info)
+        images = {c.identity: next((d.new for d in c.diff if d.path == "image"), None) for c in p.changes
+                  if c.action != "noop"}
+        return Applied(after={i: v for i, v in images.items() if v}, detail=f"{len(changed)} object(s) changed",
+                       value=changed)
+
+    def audit(_proposal: Proposal) -> None:
+        if desc.approval.audit:
+            from tasks.audit import require_audit_pass
+
+            require_audit_pass(desc, target, override_reason=audit_override or None)
+
+    def settle(_proposal: Proposal) -> list[dict[str, Any]]:
         if run_init_db:
             if neo4j_uri:
                 init_helix_db(neo4j_uri=neo4j_uri, credentials_block=desc.credentials.neo4j)
             else:
                 with target.endpoint("neo4j", NEO4J_BOLT_PORT) as (host, port):
                     init_helix_db(neo4j_uri=f"bolt://{host}:{port}", credentials_block=desc.credentials.neo4j)
-        rows = steps.deploy_status(target, desc)
+        return steps.deploy_status(target, desc)
+
+    outcome = run_change(Change(desc, "deploy", who_asked(), plan, apply, before_question=audit, settle=settle,
+                                lease_ttl_s=lease_ttl_s, lease_wait_s=lease_wait_s))
+    result: dict[str, Any] = {"environment": desc.environment, "flow_run_id": str(flow_run.get_id()),
+                              "applied": outcome.status == "applied", "plan": outcome.proposal.data.to_dict(),
+                              "approval": outcome.decision.line()}
+    if outcome.status == "refused":
+        return result
+    rows = outcome.settled
     create_markdown_artifact(status_markdown(desc.environment, rows), key=f"helix-status-{desc.environment}",
                              description=f"Helix {desc.environment} after deploy")
     unhealthy = [r["service"] for r in rows if not r.pop("healthy")]
-    return {"environment": desc.environment, "flow_run_id": str(flow_run.get_id()), "applied": not plan.is_noop,
-            "plan": plan.to_dict(), "changed": changed, "status": rows, "unhealthy": unhealthy}
-
-
-def _approved(desc, target, plan: Plan, audit_override: str) -> bool:
-    """The prod gate: the security audit, then an operator's answer (a no-op plan needs neither)."""
-    if desc.environment != "prod" or plan.is_noop:
-        return True
-    from tasks.audit import require_audit_pass
-
-    require_audit_pass(desc, target, override_reason=audit_override or None)
-    answer = pause_flow_run(wait_for_input=Approval, timeout=3600)
-    if not answer.approve:
-        get_run_logger().warning("deploy of prod not approved: %s", answer.reason or "(no reason)")
-    return answer.approve
-
-
-def _apply_recorded(target, steps, desc, config_text, plan: Plan, deadline_s: float, who: str) -> list[str]:
-    """Apply ``plan`` on the target and append an audit record of what happened (a no-op plan records none)."""
-    from helix_ops.changes import AuditRecord
-    from tasks.records import record_change
-
-    if plan.is_noop:
-        return []
-    counts = plan.counts()
-    images = {c.identity: next((d.new for d in c.diff if d.path == "image"), None) for c in plan.changes
-              if c.action != "noop"}
-    change = {"plan": {k: v for k, v in counts.items() if k != "noop"}}
-    try:
-        changed = steps.apply_deploy(target, desc, config_text, plan, deadline_s, log=get_run_logger().info)
-    except Exception as exc:
-        record_change(AuditRecord.now(environment=desc.environment, action="deploy", triggered_by=who,
-                                      change=change, before={}, after={}, result="failed", detail=str(exc)))
-        raise
-    after = {i: v for i, v in images.items() if v}
-    record_change(AuditRecord.now(environment=desc.environment, action="deploy", triggered_by=who, change=change,
-                                  before={}, after=after, result="succeeded",
-                                  detail=f"{len(changed)} object(s) changed"))
-    return changed
+    changed = outcome.applied.value if outcome.applied else []
+    return {**result, "changed": changed, "status": rows, "unhealthy": unhealthy}

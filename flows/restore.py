@@ -4,8 +4,10 @@ Steps, in order (nothing is touched before step 3):
 
 1. **Choose** the backup: ``backup_id``, or the newest *verified* backup of the environment (safety backups
    are never chosen automatically). A backup without a manifest does not exist.
-2. **Prod**: publish the plan, then pause for a typed approval (:class:`RestoreApproval`: the operator types
-   the backup id back); anything else stops the run with nothing touched.
+2. **Approval**, when the environment's policy asks for one (``approval`` in the descriptor): publish the plan,
+   then wait for a typed answer (``flows.gate.RestoreApproval``: the operator types the backup id back);
+   anything else stops the run with nothing touched. The change gate (``flows/gate.py``) does this, the lease,
+   and the change record.
 3. Under the **environment lease** (backup-helix and restore-helix of one environment never overlap; a killed
    run's lease is released when its holder is provably gone, and the writers it left stopped are started first):
    **verify** every object's stored size and sha256 against the manifest. One flipped byte → refuse
@@ -37,13 +39,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, pause_flow_run
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.input import RunInput
-from prefect.runtime import flow_run
 
 from flows.params import NEO4J_LOADS, BackupId, Component, EnvName, Neo4jLoad, run_name
 from flows.backup import WRITERS, take_backup, window_markdown
+from flows.gate import Applied, Change, Proposal, RestoreApproval, run_change, who_asked
 from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import Manifest, validate_backup_id
 from helix_ops.backup_plan import choose_restore_candidate
@@ -64,18 +65,9 @@ from tasks.backup import (
 from drivers.target import OFFLINE_NEO4J_TOOLS, Connection, require
 from helix_ops.guide import NEO4J_BOLT_PORT, REDIS_PORT
 from tasks.target import connect_target, target_for
-from flows.lease import environment_lease
 from tasks.writer_pause import resume_paused_writers, writer_window
 
 TOOL = "helix-ops restore-helix"
-
-
-class RestoreApproval(RunInput):
-    """The prod gate of restore-helix: ``approve`` and the backup id typed back (``confirm_backup_id``)."""
-
-    approve: bool
-    confirm_backup_id: str = ""
-    reason: str = ""
 
 
 class RestoreRefused(HelixOpsError):
@@ -88,22 +80,6 @@ class RestoreVerificationFailed(HelixOpsError):
 
 def bolt_uri(address: tuple[str, int]) -> str:
     return f"bolt://{address[0]}:{address[1]}"
-
-
-def approval_gate(environment: str, backup_id: str, timeout_s: int = 3600) -> str:
-    """In prod, pause for a :class:`RestoreApproval`; the typed id must equal ``backup_id``. Returns a line
-    for the report; raises :class:`RestoreRefused` otherwise. Other environments pass without a pause."""
-    if environment != "prod":
-        return f"no approval needed in {environment}"
-    answer = pause_flow_run(wait_for_input=RestoreApproval.with_initial_data(
-        description=f"Restore backup `{backup_id}` into **prod**? Type the backup id into confirm_backup_id.",
-        approve=False), timeout=timeout_s)
-    if not answer.approve:
-        raise RestoreRefused(f"restore of {backup_id} into prod not approved: {answer.reason or '(no reason)'}")
-    if answer.confirm_backup_id.strip() != backup_id:
-        raise RestoreRefused(f"restore into prod refused: the typed id {answer.confirm_backup_id!r} is not "
-                             f"{backup_id}")
-    return f"approved in prod{': ' + answer.reason if answer.reason else ''}"
 
 
 def plan_markdown(m: Manifest, safety: bool) -> str:
@@ -144,7 +120,7 @@ def compare_counts(m: Manifest, neo4j: dict[str, Any] | None, redis: dict[str, A
       flow_run_name=run_name("restore-{env}-{backup_id}", backup_id="newest"))
 def restore_helix(env: EnvName = "local", backup_id: BackupId | None = None, descriptor: str | None = None,
                   engine_url: str | None = None, storage_path: str | None = None, components: list[Component] | None = None,
-                  safety_backup: bool = True, approval_timeout_s: int = 3600, lease_wait_s: float = 1800,
+                  safety_backup: bool = True, approval_timeout_s: int | None = None, lease_wait_s: float = 1800,
                   neo4j_load: Neo4jLoad = "import", kubeconfig: str | None = None, kube_context: str | None = None,
                   cluster_block: str | None = None, docker_host_block: str | None = None) -> dict[str, Any]:
     """Restore one backup into one Helix environment (see the module docstring for the steps).
@@ -158,7 +134,7 @@ def restore_helix(env: EnvName = "local", backup_id: BackupId | None = None, des
         storage_path: a local backup folder (overrides the descriptor's storage).
         components: restore only these (``["neo4j"]``, ``["redis"]``); default: every component of the backup.
         safety_backup: take a backup of the current state first (default; turn off only for a scratch target).
-        approval_timeout_s: how long the prod approval waits.
+        approval_timeout_s: how long an approval waits (default: the descriptor's ``approval.timeout``).
         neo4j_load: how a logical export goes back: ``import`` (default: ``neo4j-admin database import`` with the
             Neo4j container stopped for the import; much faster on large graphs) or ``transactional`` (batched
             Cypher writes, Neo4j stays up). A target without one-off containers on Neo4j's data volume
@@ -166,8 +142,8 @@ def restore_helix(env: EnvName = "local", backup_id: BackupId | None = None, des
 
     Returns ``{backup_id, safety_backup_id, restored, counts, writer_window, duration, neo4j_downtime_s}``
     (the downtime of a load or an import; None for a transactional load); raises
-    ``BackupIntegrityError`` (nothing touched) on a checksum mismatch, :class:`RestoreRefused` when prod's
-    approval is not given, :class:`RestoreVerificationFailed` when the counts differ after the restore.
+    ``BackupIntegrityError`` (nothing touched) on a checksum mismatch, :class:`RestoreRefused` when the
+    approval the environment's policy asks for is not given, :class:`RestoreVerificationFailed` when the counts differ after the restore.
     Example: ``prefect deployment run restore-helix/staging -p backup_id=staging-20250102T020000Z-a1b2c3``.
     """
     logger = get_run_logger()
@@ -178,7 +154,56 @@ def restore_helix(env: EnvName = "local", backup_id: BackupId | None = None, des
     store = open_store(desc, storage_path)
     if backup_id:
         validate_backup_id(backup_id)
-    mine = [m for m in store.list() if m.environment == desc.environment]
+    target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
+                                         kubeconfig=kubeconfig, kube_context=kube_context,
+                                         cluster_block=cluster_block))
+    if neo4j_load == "import" and OFFLINE_NEO4J_TOOLS not in target.capabilities:
+        logger.info("neo4j_load: import needs one-off containers on Neo4j's data volume, which %s has not: "
+                    "loading transactionally (Neo4j stays up)", target.where())
+        neo4j_load = "transactional"
+
+    def plan() -> Proposal:
+        chosen, wanted = _choose(desc.environment, store, backup_id, components, target)
+        return Proposal(markdown=plan_markdown(chosen, safety_backup), lines=_plan_lines(chosen, wanted),
+                        is_noop=False, data=(chosen, wanted),
+                        identity={"backup_id": chosen.backup_id, "components": list(wanted),
+                                  "safety_backup": safety_backup, "neo4j_load": neo4j_load},
+                        change={"backup_id": chosen.backup_id, "components": list(wanted)})
+
+    def apply(proposal: Proposal) -> Applied:
+        chosen, wanted = proposal.data
+        logger.info("restoring %s (%s) into %s", chosen.backup_id, ", ".join(wanted), desc.environment)
+        connect_target(target)
+        report, neo4j_result, redis_result = _restore(desc, target, store, chosen, wanted, safety_backup,
+                                                      neo4j_load, who)
+        report.update(approval=proposal.approval, duration=round(time.monotonic() - t0, 3))
+        create_markdown_artifact(report_markdown(desc.environment, chosen, report, neo4j_result, redis_result),
+                                 key=f"helix-restore-{desc.environment}", description=f"restore-helix {chosen.backup_id}")
+        if report["problems"]:
+            raise RestoreVerificationFailed("restore of {} into {}: {} (the state before it is safety backup {})"
+                                            .format(chosen.backup_id, desc.environment,
+                                                    "; ".join(report["problems"]), report["safety_backup_id"]))
+        return Applied(after={"backup_id": chosen.backup_id, "safety_backup_id": report["safety_backup_id"]},
+                       detail=f"restored {', '.join(wanted)} from {chosen.backup_id}", value=report)
+
+    def typed_back(answer: RestoreApproval, proposal: Proposal) -> str | None:
+        typed, chosen = answer.confirm_backup_id.strip(), proposal.identity["backup_id"]
+        return None if typed == chosen else f"the typed id {typed!r} is not {chosen}"
+
+    who = who_asked()
+    outcome = run_change(Change(desc, "restore", who, plan, apply, form=RestoreApproval, check_answer=typed_back,
+                                question=f"restore into `{desc.environment}`", lease_wait_s=lease_wait_s,
+                                timeout_s=approval_timeout_s))
+    if outcome.status == "refused":
+        raise RestoreRefused(f"restore into {desc.environment} refused: {outcome.decision.line()}; nothing touched")
+    assert outcome.applied is not None
+    return outcome.applied.value
+
+
+def _choose(environment: str, store: Any, backup_id: str | None, components: list[str] | None,
+            target: Any) -> tuple[Manifest, tuple[str, ...]]:
+    """The backup to restore and the components of it that go back; refuses what this flow cannot restore."""
+    mine = [m for m in store.list() if m.environment == environment]
     chosen = choose_restore_candidate(mine, backup_id)
     wanted = tuple(c for c in chosen.components if components is None or c in components)
     if not wanted:
@@ -186,72 +211,67 @@ def restore_helix(env: EnvName = "local", backup_id: BackupId | None = None, des
     if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy not in ("logical", "dump"):
         raise PlanError(f"backup {chosen.backup_id} is a Neo4j {chosen.neo4j.strategy}: restore-helix restores "
                         "logical exports and Community dumps (see docs/backup.md)")
-    logger.info("restoring %s (%s) into %s", chosen.backup_id, ", ".join(wanted), desc.environment)
-    create_markdown_artifact(plan_markdown(chosen, safety_backup), key=f"helix-restore-plan-{desc.environment}",
-                             description=f"restore-helix plan {chosen.backup_id}")
-    target = target_for(desc, Connection(engine_url=engine_url, docker_host_block=docker_host_block,
-                                         kubeconfig=kubeconfig, kube_context=kube_context,
-                                         cluster_block=cluster_block))
     if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy == "dump":
         require(target, OFFLINE_NEO4J_TOOLS, "backup_id", f"{chosen.backup_id} is a neo4j-admin dump, which only "
                                                           "loads on the engine; restore a logical backup instead")
-    if neo4j_load == "import" and OFFLINE_NEO4J_TOOLS not in target.capabilities:
-        logger.info("neo4j_load: import needs one-off containers on Neo4j's data volume, which %s has not: "
-                    "loading transactionally (Neo4j stays up)", target.where())
-        neo4j_load = "transactional"
-    approval = approval_gate(desc.environment, chosen.backup_id, approval_timeout_s)
-    connect_target(target)
-    owner = f"flow-run/{flow_run.get_id() or 'local'}"
-    report: dict[str, Any] = {"backup_id": chosen.backup_id, "approval": approval, "restored": list(wanted)}
-    with environment_lease(desc.environment, owner, wait_s=lease_wait_s):
-        # writers a killed backup or restore left stopped (its finally never ran) run again first
-        resume_paused_writers(target, desc, list(WRITERS))
-        # Before anything is touched: every stored object must match the manifest.
-        checks = verify_backup(store, chosen.backup_id)
-        report["checks"] = checks
-        neo4j_result = redis_result = None
-        safety: Manifest | None = None
-        # One writer window for the safety backup and the restore: nothing written in between is lost.
-        # Recorded durably before the stop (a killed restore's writers are started by the next run); the writers
-        # are started again and health-checked also when a step fails.
-        with writer_window(target, desc, list(WRITERS), f"{TOOL} {owner}") as window:
-            if safety_backup:
-                safety, _ = take_backup(desc, target, store, pause_writer=False, writers_stopped=True,
-                                        safety_for=chosen.backup_id, tool=f"{TOOL} (safety)")
-                logger.info("safety backup %s taken", safety.backup_id)
-            report["safety_backup_id"] = safety.backup_id if safety else None
-            if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy == "dump":
-                neo4j_result = restore_neo4j_dump(target, desc, store, chosen.backup_id, NEO4J_DUMP_OBJECT)
-            elif "neo4j" in wanted:
-                # a fresh endpoint per step: an import restarts Neo4j (its published port may change)
-                with target.endpoint("neo4j", NEO4J_BOLT_PORT) as bolt:
-                    if neo4j_load == "import":
-                        neo4j_result = restore_neo4j_import(target, bolt_uri(bolt), desc, store, chosen.backup_id,
-                                                            NEO4J_OBJECT)
-                    else:
-                        neo4j_result = restore_neo4j_logical(bolt_uri(bolt), desc, store, chosen.backup_id,
-                                                             NEO4J_OBJECT)
-            if "redis" in wanted:
-                with target.endpoint("redis", REDIS_PORT) as (redis_host, redis_port):
-                    redis_result = restore_redis_rdb(redis_host, redis_port, desc, store, chosen.backup_id,
-                                                     REDIS_OBJECT)
-        counts = None
-        if "neo4j" in wanted:
+    return chosen, wanted
+
+
+def _plan_lines(m: Manifest, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    lines = [f"restore backup {m.backup_id} ({', '.join(wanted)}) from {m.created_at.isoformat()}"]
+    if "neo4j" in wanted and m.neo4j:
+        lines.append(f"neo4j: wipe, then load {m.neo4j.nodes} nodes and {m.neo4j.relationships} relationships")
+    if "redis" in wanted and m.redis:
+        lines.append(f"redis: FLUSHALL, then load {m.redis.keys} keys")
+    return tuple(lines)
+
+
+def _restore(desc: Any, target: Any, store: Any, chosen: Manifest, wanted: tuple[str, ...], safety_backup: bool,
+             neo4j_load: str, owner: str) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """Steps 3-7 of the module docstring, under the lease the change gate holds; returns the report and what
+    the Neo4j and Redis restores returned."""
+    logger = get_run_logger()
+    report: dict[str, Any] = {"backup_id": chosen.backup_id, "restored": list(wanted)}
+    # writers a killed backup or restore left stopped (its finally never ran) run again first
+    resume_paused_writers(target, desc, list(WRITERS))
+    # Before anything is touched: every stored object must match the manifest.
+    report["checks"] = verify_backup(store, chosen.backup_id)
+    neo4j_result = redis_result = None
+    safety: Manifest | None = None
+    # One writer window for the safety backup and the restore: nothing written in between is lost.
+    # Recorded durably before the stop (a killed restore's writers are started by the next run); the writers
+    # are started again and health-checked also when a step fails.
+    with writer_window(target, desc, list(WRITERS), f"{TOOL} {owner}") as window:
+        if safety_backup:
+            safety, _ = take_backup(desc, target, store, pause_writer=False, writers_stopped=True,
+                                    safety_for=chosen.backup_id, tool=f"{TOOL} (safety)")
+            logger.info("safety backup %s taken", safety.backup_id)
+        report["safety_backup_id"] = safety.backup_id if safety else None
+        if "neo4j" in wanted and chosen.neo4j is not None and chosen.neo4j.strategy == "dump":
+            neo4j_result = restore_neo4j_dump(target, desc, store, chosen.backup_id, NEO4J_DUMP_OBJECT)
+        elif "neo4j" in wanted:
+            # a fresh endpoint per step: an import restarts Neo4j (its published port may change)
             with target.endpoint("neo4j", NEO4J_BOLT_PORT) as bolt:
-                counts = neo4j_counts(bolt_uri(bolt), desc)
-    problems = compare_counts(chosen, counts, redis_result)
-    report.update(writer_window=window, duration=round(time.monotonic() - t0, 3),
-                  neo4j_downtime_s=neo4j_result.get("downtime_s") if neo4j_result else None,
+                if neo4j_load == "import":
+                    neo4j_result = restore_neo4j_import(target, bolt_uri(bolt), desc, store, chosen.backup_id,
+                                                        NEO4J_OBJECT)
+                else:
+                    neo4j_result = restore_neo4j_logical(bolt_uri(bolt), desc, store, chosen.backup_id,
+                                                         NEO4J_OBJECT)
+        if "redis" in wanted:
+            with target.endpoint("redis", REDIS_PORT) as (redis_host, redis_port):
+                redis_result = restore_redis_rdb(redis_host, redis_port, desc, store, chosen.backup_id,
+                                                 REDIS_OBJECT)
+    counts = None
+    if "neo4j" in wanted:
+        with target.endpoint("neo4j", NEO4J_BOLT_PORT) as bolt:
+            counts = neo4j_counts(bolt_uri(bolt), desc)
+    report.update(writer_window=window, neo4j_downtime_s=neo4j_result.get("downtime_s") if neo4j_result else None,
                   counts={"neo4j": {k: counts[k] for k in ("nodes", "relationships", "constraints", "indexes")}
                           if counts else None,
                           "redis": redis_result["restored"] if redis_result else None},
-                  problems=problems)
-    create_markdown_artifact(report_markdown(desc.environment, chosen, report, neo4j_result, redis_result),
-                             key=f"helix-restore-{desc.environment}", description=f"restore-helix {chosen.backup_id}")
-    if problems:
-        raise RestoreVerificationFailed("restore of {} into {}: {}".format(chosen.backup_id, desc.environment,
-                                                                          "; ".join(problems)))
-    return report
+                  problems=compare_counts(chosen, counts, redis_result))
+    return report, neo4j_result, redis_result
 
 
 def report_markdown(env: str, m: Manifest, report: dict[str, Any], neo4j: dict[str, Any] | None,

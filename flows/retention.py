@@ -21,7 +21,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
 from flows.params import EnvName, KeepCount, run_name
 from helix_ops.descriptor import descriptor_file
@@ -30,7 +29,7 @@ from helix_ops.backup_plan import BackupSummary, plan_retention
 from helix_ops.descriptor import load_descriptor
 from helix_ops.errors import PlanError
 from tasks.backup import delete_backup, open_store
-from flows.lease import environment_lease
+from flows.gate import Applied, Change, Proposal, run_change, who_asked
 
 
 def retention_markdown(env: str, plan_lines: list[str], orphans: list[str], dry_run: bool,
@@ -75,31 +74,44 @@ def prune_helix_backups(env: EnvName = "local", descriptor: str | None = None, s
     mo = policy.monthly if monthly is None else monthly
     store = open_store(desc, storage_path)
     now = now or dt.datetime.now(dt.UTC)
-    owner = f"flow-run/{flow_run.get_id() or 'local'}"
-    with environment_lease(desc.environment, owner):
+    policy_args = {"daily": d, "weekly": w, "monthly": mo, "timezone": desc.backup.timezone,
+                   "orphan_min_age_h": orphan_min_age_h}
+
+    def plan() -> Proposal:
         manifests = [m for m in store.list() if m.environment == desc.environment]
-        plan = plan_retention([BackupSummary(m.backup_id, m.created_at, tuple(m.components), m.verified)
-                               for m in manifests], d, w, mo, tz=desc.backup.timezone)
+        p = plan_retention([BackupSummary(m.backup_id, m.created_at, tuple(m.components), m.verified)
+                            for m in manifests], d, w, mo, tz=desc.backup.timezone)
         verified = [m for m in manifests if m.verified]
         if verified:
             newest_verified = max(verified, key=lambda m: (m.created_at, m.backup_id)).backup_id
-            if newest_verified in plan.delete:  # plan_retention guarantees this; a second guard before deleting
+            if newest_verified in p.delete:  # plan_retention guarantees this; a second guard before deleting
                 raise PlanError(f"retention would delete the newest verified backup {newest_verified}")
-        orphans = []
-        for bid in store.orphans():
-            if backup_environment(bid) == desc.environment and \
-                    now - backup_time(bid) > dt.timedelta(hours=orphan_min_age_h):
-                orphans.append(bid)
-        for line in plan.lines():
-            logger.info("retention: %s", line)
-        deleted: list[str] = []
-        if not dry_run:
-            for bid in [*plan.delete, *orphans]:
-                deleted.append(delete_backup(store, bid))
-    create_markdown_artifact(
-        retention_markdown(desc.environment, plan.lines(), orphans, dry_run,
-                           {"daily": d, "weekly": w, "monthly": mo, "timezone": desc.backup.timezone,
-                            "orphan_min_age_h": orphan_min_age_h}),
-        key=f"helix-retention-{desc.environment}", description=f"prune-helix-backups of {desc.environment}")
-    return {"keep": list(plan.keep), "delete": list(plan.delete), "orphans": orphans, "deleted": deleted,
+        orphans = [bid for bid in store.orphans() if backup_environment(bid) == desc.environment
+                   and now - backup_time(bid) > dt.timedelta(hours=orphan_min_age_h)]
+        return Proposal(markdown=retention_markdown(desc.environment, p.lines(), orphans, True, policy_args),
+                        lines=tuple(p.lines()), is_noop=not p.delete and not orphans, data=(p, orphans),
+                        identity={"delete": list(p.delete), "orphans": orphans},
+                        change={"delete": list(p.delete), "orphans": orphans})
+
+    def apply(proposal: Proposal) -> Applied:
+        p, orphans = proposal.data
+        deleted = [delete_backup(store, bid) for bid in [*p.delete, *orphans]]
+        return Applied(after={"deleted": deleted}, detail=f"deleted {len(deleted)} backup(s) and orphan(s)",
+                       value=deleted)
+
+    if dry_run:  # nothing changes: no lease, no approval, no record
+        proposal = plan()
+    else:
+        outcome = run_change(Change(desc, "prune", who_asked(), plan, apply))
+        if outcome.status == "refused":
+            raise PlanError(f"pruning of {desc.environment} refused: {outcome.decision.line()}; nothing deleted")
+        proposal = outcome.proposal
+    p, orphans = proposal.data
+    for line in p.lines():
+        logger.info("retention: %s", line)
+    deleted = outcome.applied.value if not dry_run and outcome.applied else []
+    create_markdown_artifact(retention_markdown(desc.environment, p.lines(), orphans, dry_run, policy_args),
+                             key=f"helix-retention-{desc.environment}",
+                             description=f"prune-helix-backups of {desc.environment}")
+    return {"keep": list(p.keep), "delete": list(p.delete), "orphans": orphans, "deleted": deleted,
             "dry_run": dry_run}

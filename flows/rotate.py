@@ -1,6 +1,7 @@
 """``rotate-helix-secrets``: zero-downtime rotation of the Redis password, the Neo4j login and NEXTAUTH_SECRET.
 
-Load the descriptor → hold the environment lease → find the live Redis and Neo4j → run (or resume) the
+Load the descriptor → the change gate (``flows/gate.py``: plan, approval by the environment's policy, the
+environment lease, the change record) → find the live Redis and Neo4j → run (or resume) the
 staged protocol of ``helix_ops.rotation`` (:func:`drive_rotation`, over the step tasks of ``tasks/rotate.py``), whose consumer rolls go through
 deploy's and upgrade's rolling machinery → publish a summary artifact (no secret) as the audit record.
 
@@ -30,16 +31,19 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
 from flows.params import Credential, EnvName, Parallelism, run_name
 from drivers.target import Connection
-from flows.lease import environment_lease
+from flows.gate import Applied, Change, Proposal, run_change, who_asked
 from helix_ops import rotation
 from helix_ops.errors import HelixOpsError
 from helix_ops.rotation import CRASH_ENV, parse_crash_point
 from tasks.rotate import RotationTarget, cred_state, now, roll_followers, rotation_step, write_env
 from tasks.target import open_environment
+
+
+class RotationRefused(HelixOpsError):
+    """The approval the environment's policy asks for was not given: nothing rotated."""
 
 
 class InjectedCrash(HelixOpsError):
@@ -169,22 +173,46 @@ def rotate_helix_secrets(env: EnvName = "local", descriptor: str | None = None, 
     desc, config_text, target, steps = open_environment(env, descriptor, Connection(
         engine_url=engine_url, docker_host_block=docker_host_block, container_labels=container_labels or {},
         kubeconfig=kubeconfig, kube_context=kube_context, cluster_block=cluster_block))
-    owner = f"flow-run/{flow_run.get_id() or 'local'}"
-    with environment_lease(desc.environment, owner, ttl_s=lease_ttl_s, wait_s=lease_wait_s), \
-            steps.rotation_access(target) as find_endpoints:
-        def find_target() -> RotationTarget:
-            endpoints = find_endpoints()
-            return RotationTarget(desc, tuple(tuple(e) for e in endpoints["redis"]), endpoints["neo4j"], env_file,
-                                  log=logger.info, redis_services=tuple(endpoints["redis_services"]),
-                                  sentinel_endpoints=tuple(tuple(e) for e in endpoints["sentinels"]),
-                                  sentinel_services=tuple(endpoints["sentinel_services"]), refresh=find_target)
 
-        rt = find_target()
+    def plan() -> Proposal:
+        from blocks.rotation_state import load_rotation_state
 
-        def roll(services: tuple[str, ...], roll_id: str) -> None:
-            steps.roll_consumers(target, desc, config_text, services, roll_id, health_timeout_s, roll_parallelism)
+        state = load_rotation_state(desc)
+        resumed = state.in_progress()
+        wanted = rotation.parse_credentials(credentials)
+        done = state.done() if resumed else []
+        todo = [c for c in rotation.CREDENTIALS if c in resumed or (c in wanted and c not in done)]
+        lines = [f"rotate {c}" + (" (resuming an unfinished rotation)" if c in resumed else "") for c in todo]
+        return Proposal(markdown="\n".join([f"# Secret rotation plan for `{desc.environment}`", "",
+                                             *[f"- {line}" for line in lines or ["nothing to rotate"]]]),
+                        lines=tuple(lines), is_noop=False, identity={"rotate": todo, "resumed": resumed},
+                        change={"credentials": todo})
 
-        result = drive_rotation(rt, credentials, roll)
+    def apply(_proposal: Proposal) -> Applied:
+        with steps.rotation_access(target) as find_endpoints:
+            def find_target() -> RotationTarget:
+                endpoints = find_endpoints()
+                return RotationTarget(desc, tuple(tuple(e) for e in endpoints["redis"]), endpoints["neo4j"],
+                                      env_file, log=logger.info, redis_services=tuple(endpoints["redis_services"]),
+                                      sentinel_endpoints=tuple(tuple(e) for e in endpoints["sentinels"]),
+                                      sentinel_services=tuple(endpoints["sentinel_services"]), refresh=find_target)
+
+            def roll(services: tuple[str, ...], roll_id: str) -> None:
+                steps.roll_consumers(target, desc, config_text, services, roll_id, health_timeout_s,
+                                     roll_parallelism)
+
+            result = drive_rotation(find_target(), credentials, roll)
+        # no secret: the ids, the steps and the services rolled
+        return Applied(after={"rotated": result["rotated"], "rotation_id": result["rotation_id"]},
+                       detail=f"rotated {', '.join(result['rotated']) or 'nothing'}; steps {len(result['steps'])}",
+                       value=result)
+
+    outcome = run_change(Change(desc, "rotate", who_asked(), plan, apply, lease_ttl_s=lease_ttl_s,
+                                lease_wait_s=lease_wait_s))
+    if outcome.status == "refused":
+        raise RotationRefused(f"rotation of {desc.environment} refused: {outcome.decision.line()}; nothing rotated")
+    assert outcome.applied is not None
+    result = outcome.applied.value
     create_markdown_artifact(summary_markdown(desc.environment, result), key=f"rotation-{desc.environment}",
                              description=f"rotate-helix-secrets for {desc.environment}")
     return {"environment": desc.environment, **result}

@@ -1,9 +1,10 @@
 """``upgrade-helix`` and ``scale-helix``: change a running environment without taking it down.
 
 upgrade-helix: new image tags (parameters, or what the descriptor says) → plan against the live state
-(published) → approval in prod → a verified pre-upgrade backup (if it fails, nothing is upgraded) → each
+(published) → approval by the environment's policy → a verified pre-upgrade backup (if it fails, nothing is upgraded) → each
 changed service rolled in dependency order with health gates (``drivers.rollout``) → on any failure, every
-service already changed (and the failing one) rolled back to its previous image → audit record.
+service already changed (and the failing one) rolled back to its previous image → change record (the change
+gate of ``flows/gate.py``).
 
 scale-helix: a new replica count within the scaling rules, through the same rollout and gates.
 
@@ -13,23 +14,21 @@ rolls and rolls back) are ``tasks.engine``'s and ``tasks.kube``'s, picked by ``t
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable
 from typing import Any
 
-from prefect import flow, get_run_logger, pause_flow_run
-from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
+from prefect import flow, get_run_logger
 
 from flows.params import AppService, EnvName, ImageRef, Replicas, ServiceName, run_name
 from drivers.target import Connection
-from flows.deploy import Approval, plan_markdown
+from flows.deploy import plan_markdown
+from flows.gate import Applied, Change, Proposal, RolledBack, run_change, who_asked
 from helix_ops.descriptor import descriptor_file
 from helix_ops.changes import DATA_SERVICES, AuditRecord, with_images, with_replicas
 from helix_ops.descriptor import Descriptor, load_descriptor
 from helix_ops.errors import HelixOpsError
 from helix_ops.stack import build_stack
-from flows.lease import break_lease, environment_lease
+from flows.lease import break_lease
 from tasks.records import record_change
 from tasks.target import open_environment
 
@@ -38,11 +37,12 @@ class UpgradeRolledBack(HelixOpsError):
     """A step failed its health gate; every changed service was rolled back to its previous image."""
 
 
-def _who(triggered_by: str | None) -> str:
-    if triggered_by:
-        return triggered_by
-    run = flow_run.get_id()
-    return f"flow-run/{run}" if run else f"user/{getpass.getuser()}"
+class _RollFailed(Exception):
+    """Some services failed to roll: which ones were done and which failed (for the gate's rollback)."""
+
+    def __init__(self, done: list[str], failures: dict[str, Exception]):
+        super().__init__(", ".join(sorted(failures)))
+        self.done, self.failures = done, failures
 
 
 def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], action: str, change: dict[str, Any],
@@ -50,11 +50,12 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
             drain_s: float, lease_ttl_s: float, lease_wait_s: float, break_stale_lease: str | None,
             triggered_by: str | None, backup_first: bool, current_desc: Descriptor,
             parallel: bool = False) -> dict[str, Any]:
-    """Plan against the live state → approval in prod → (a verified backup first) → roll each changed service
-    with health gates → on a failure, roll back what changed → audit record. The same on every target; the
-    steps that differ are ``tasks.engine`` / ``tasks.kube``'s (``tasks.target.deployer_for``)."""
+    """Plan against the live state → approval by the policy → (a verified backup first) → roll each changed
+    service with health gates → on a failure, roll back what changed → record: the change gate
+    (``flows/gate.py``) with this plan, apply and rollback. The steps that differ per target are
+    ``tasks.engine`` / ``tasks.kube``'s (``tasks.target.deployer_for``)."""
     logger = get_run_logger()
-    who = _who(triggered_by)
+    who = who_asked(triggered_by)
     _, config_text, target, steps = open_environment(env, descriptor, conn)
     if break_stale_lease:
         taken = break_lease(current_desc.environment)
@@ -62,65 +63,68 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
                                       change={"reason": break_stale_lease, "slots_freed": taken}, before={},
                                       after={}, result="succeeded", detail=break_stale_lease))
 
-    def planned(running: dict[str, str]) -> tuple[Descriptor, Any, list[Any]]:
-        desired = desired_for(running)
-        plan = steps.plan_deploy(target, desired, config_text)
-        todo = [c for c in plan.changes if c.action in ("create", "update") and steps.service_of(c.identity)
-                and (scope is None or steps.service_of(c.identity) in scope)]
-        return desired, plan, todo
-
-    if backup_first and planned(steps.running_images(target))[2]:
-        # Before taking the lease (a preview): backup-helix holds the same environment lease while it runs.
-        _pre_upgrade_backup(env, descriptor, conn)
-    with environment_lease(current_desc.environment, who, ttl_s=lease_ttl_s, wait_s=lease_wait_s):
+    def plan() -> Proposal:
         before = steps.running_images(target)
-        desired, plan, todo = planned(before)
+        desired = desired_for(before)
+        p = steps.plan_deploy(target, desired, config_text)
+        todo = [c for c in p.changes if c.action in ("create", "update") and steps.service_of(c.identity)
+                and (scope is None or steps.service_of(c.identity) in scope)]
         names = [steps.service_of(c.identity) for c in todo]
-        for line in plan.lines():
-            logger.info("plan: %s", line)
-        create_markdown_artifact(plan_markdown(desired.environment, plan), key=f"{action}-plan-{desired.environment}",
-                                 description=f"{action}-helix plan for {desired.environment}")
-        if not names:
-            logger.info("nothing to %s: every service already matches", action)
-            return {"environment": desired.environment, "changed": [], "result": "noop", "plan": plan.to_dict()}
-        if desired.environment == "prod":
-            answer = pause_flow_run(wait_for_input=Approval, timeout=3600)
-            if not answer.approve:
-                record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
-                                              change=change, before=before, after=before, result="refused",
-                                              detail=answer.reason))
-                return {"environment": desired.environment, "changed": [], "result": "refused"}
+        return Proposal(markdown=plan_markdown(desired.environment, p), lines=tuple(p.lines()), is_noop=not names,
+                        identity={"services": names, "plan": p.to_dict()}, change=change, before=before,
+                        data=(desired, p, todo))
+
+    def apply(proposal: Proposal) -> Applied:
+        desired, _, todo = proposal.data
         reports, done, failures = steps.roll_services(target, desired, config_text, todo, health_timeout_s,
                                                       drain_s, parallel)
         if failures:
-            failed = sorted(failures)
-            exc = failures[failed[0]]
-            logger.error("%s failed at %s: %s; rolling back %s", action, ", ".join(failed), exc,
-                         ", ".join([*done, *failed]))
-            previous = with_images(current_desc, {n: before[n] for n in [*done, *failed] if n in before},
-                                   include_data_services=True)
-            problems = steps.roll_back(target, previous, config_text, done, failures, health_timeout_s, drain_s)
-            after = steps.running_images(target)
-            rollout = steps.is_rollout_failure(exc)
-            detail = (f"{', '.join(failed)} failed its health gate: {exc}" if rollout
-                      else f"{', '.join(failed)} could not be applied: {exc}")
-            if problems:
-                detail += "; the rollback failed for " + "; ".join(problems)
-            record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
-                                          change=change, before=before, after=after,
-                                          result="rolled-back" if rollout and not problems else "failed",
-                                          detail=detail))
-            if not rollout:
-                raise exc  # e.g. forbidden or unreachable: the service itself was not changed
-            outcome = "and was rolled back" if not problems else "and the rollback did not complete (see audit)"
-            raise UpgradeRolledBack(f"{action} of {desired.environment} failed at {', '.join(failed)} {outcome}: "
-                                    f"{exc}") from exc
-        after = steps.running_images(target)
-        record_change(AuditRecord.now(environment=desired.environment, action=action, triggered_by=who,
-                                      change=change, before=before, after=after, result="succeeded",
-                                      detail=", ".join(_report_line(r) for r in reports) or ", ".join(done)))
-    return {"environment": desired.environment, "changed": names, "result": "succeeded", "before": before,
-            "after": after, "reports": reports, "plan": plan.to_dict()}
+            raise _RollFailed(done, failures)
+        return Applied(after=steps.running_images(target),
+                       detail=", ".join(_report_line(r) for r in reports) or ", ".join(done), value=reports)
+
+    def rollback(proposal: Proposal, error: Exception) -> RolledBack | None:
+        if not isinstance(error, _RollFailed):
+            return None
+        before, done, failures = proposal.before, error.done, error.failures
+        failed = sorted(failures)
+        exc = failures[failed[0]]
+        logger.error("%s failed at %s: %s; rolling back %s", action, ", ".join(failed), exc,
+                     ", ".join([*done, *failed]))
+        previous = with_images(current_desc, {n: before[n] for n in [*done, *failed] if n in before},
+                               include_data_services=True)
+        problems = steps.roll_back(target, previous, config_text, done, failures, health_timeout_s, drain_s)
+        rollout = steps.is_rollout_failure(exc)
+        detail = (f"{', '.join(failed)} failed its health gate: {exc}" if rollout
+                  else f"{', '.join(failed)} could not be applied: {exc}")
+        if problems:
+            detail += "; the rollback failed for " + "; ".join(problems)
+        outcome = "and was rolled back" if not problems else "and the rollback did not complete (see audit)"
+        raised = (UpgradeRolledBack(f"{action} of {current_desc.environment} failed at {', '.join(failed)} "
+                                    f"{outcome}: {exc}") if rollout else exc)  # not a rollout: e.g. forbidden
+        return RolledBack(after=steps.running_images(target), complete=rollout and not problems, detail=detail,
+                          error=raised)
+
+    def backup(_proposal: Proposal) -> None:
+        # after the answer, before the lease: backup-helix holds the same environment lease while it runs
+        _pre_upgrade_backup(env, descriptor, conn)
+
+    outcome = run_change(Change(current_desc, action, who, plan, apply, rollback=rollback,
+                                prepare=backup if backup_first else None, lease_ttl_s=lease_ttl_s,
+                                lease_wait_s=lease_wait_s))
+    proposal = outcome.proposal
+    desired = proposal.data[0]
+    if outcome.status == "refused":
+        return {"environment": desired.environment, "changed": [], "result": "refused",
+                "approval": outcome.decision.line()}
+    if outcome.status == "noop":
+        logger.info("nothing to %s: every service already matches", action)
+        return {"environment": desired.environment, "changed": [], "result": "noop",
+                "plan": proposal.data[1].to_dict()}
+    assert outcome.applied is not None
+    return {"environment": desired.environment, "changed": proposal.identity["services"], "result": "succeeded",
+            "before": proposal.before, "after": outcome.applied.after, "reports": outcome.applied.value,
+            "plan": proposal.data[1].to_dict(), "approval": outcome.decision.line()}
 
 
 def _report_line(report: dict[str, Any]) -> str:

@@ -98,7 +98,7 @@ class AuditRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     environment: str
-    action: Literal["deploy", "upgrade", "scale", "rollback", "rotate", "restore", "break-lease"]
+    action: Literal["deploy", "upgrade", "scale", "rollback", "rotate", "restore", "prune", "break-lease"]
     at: str
     triggered_by: str
     change: dict[str, Any]
@@ -106,10 +106,18 @@ class AuditRecord(BaseModel):
     after: dict[str, Any]
     result: Literal["succeeded", "rolled-back", "failed", "refused"]
     detail: str = ""
+    approval: dict[str, Any] | None = None
+    """The operator's answer when one was asked: approved, approver, reason, the question's key."""
 
     @classmethod
     def now(cls, **fields: Any) -> AuditRecord:
         return cls(at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **fields)
+
+    def _approval_lines(self) -> list[str]:
+        if not self.approval:
+            return []
+        verdict = "approved" if self.approval.get("approved") else "refused"
+        return [f"{verdict} by {self.approval.get('approver')}: {self.approval.get('reason')}", ""]
 
     def line(self) -> str:
         """The record as one JSON line (the audit log's format)."""
@@ -120,4 +128,5 @@ class AuditRecord(BaseModel):
                 for k in sorted(set(self.before) | set(self.after))]
         return "\n".join([f"# {self.action} of `{self.environment}`: {self.result}", "",
                           f"at {self.at}, triggered by {self.triggered_by}", "", self.detail, "",
+                          *self._approval_lines(),
                           "| service | before | after |", "|---|---|---|", *rows])

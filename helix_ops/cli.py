@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--write", action="store_true", help="rewrite the generated blocks (nothing else)")
     schedules.add_argument("--prefect-file", metavar="PATH", default="prefect.yaml",
                            help="default: prefect.yaml in the cwd (descriptors: deployments/ next to it)")
+    for verb, what in (("approve", "Approve"), ("reject", "Reject")):
+        text = (f"{what} a change waiting for an approval (the run's Resume form in the Prefect UI does the same). "
+                "The Prefect API is PREFECT_API_URL's.")
+        answer = commands.add_parser(verb, help=text, description=text)
+        answer.add_argument("run_id", metavar="RUN_ID", help="the waiting flow run's id")
+        answer.add_argument("--reason", required=True, help="why (recorded with the change)")
+        answer.add_argument("--approver", help="who decides (recorded); default: the local user name")
+        if verb == "approve":
+            answer.add_argument("--confirm-backup-id", metavar="ID",
+                                help="a restore's approval: the backup id typed back")
     return parser
 
 
@@ -106,11 +116,13 @@ def _load_stack(args: argparse.Namespace) -> Stack:
 def _helix_config_text(descriptor: Descriptor, path: Path) -> str | None:
     if not descriptor.helix_config:
         return None
+    from helix_ops.config import read_helix_config_text
+
     config = path.parent / descriptor.helix_config
     try:
-        return config.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("helix_config", f"cannot read {config}: {exc.strerror}", str(path)) from None
+        return read_helix_config_text(config)  # bounded, UTF-8 checked
+    except ConfigError as exc:
+        raise ConfigError("helix_config", f"{exc.message} ({config})", str(path)) from None
 
 
 def _target(args: argparse.Namespace, stack: Stack) -> str:
@@ -140,14 +152,9 @@ def cmd_validate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     target = _target(args, stack)
     _render(stack, target)
     if args.helix_config:
-        from helix_ops.config import parse_helix_config
+        from helix_ops.config import load_helix_config
 
-        path = Path(args.helix_config)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError("(file)", f"cannot read: {exc.strerror}", str(path)) from None
-        parse_helix_config(text, env, str(path))
+        load_helix_config(Path(args.helix_config), env)  # bounded read; invalid UTF-8 is a ConfigError
     print(f"ok: {stack.environment} ({target}), {len(stack.services)} services valid")
     return EXIT_OK
 
@@ -201,14 +208,12 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_schedules(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """``helix-ops schedules --check | --write``: prefect.yaml's generated schedules against the descriptors."""
     from helix_ops._validation import load_yaml_mapping
+    from helix_ops.safe_load import PREFECT_FILE_LIMIT, read_text
     from helix_ops.schedules import all_schedules, check_schedules, environment_of, write_schedules
 
     path = Path(args.prefect_file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("(file)", f"cannot read: {exc.strerror}", str(path)) from None
-    doc = load_yaml_mapping(text, str(path))
+    text = read_text(path, what="prefect.yaml", limit=PREFECT_FILE_LIMIT)
+    doc = load_yaml_mapping(text, str(path), aliases=True)  # prefect.yaml shares work pools by alias: bounded
     envs = sorted({e for d in doc.get("deployments") or [] if (e := environment_of(d))})
     wanted = all_schedules([load_descriptor(descriptor_path(e, path.parent)) for e in envs])
     written = write_schedules(text, wanted, str(path))
@@ -218,7 +223,7 @@ def cmd_schedules(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"{'wrote' if written != text else 'up to date:'} {path}: schedules of {len(wanted)} deployments "
               f"from {len(envs)} descriptors")
         return EXIT_OK
-    problems = check_schedules(load_yaml_mapping(text, str(path)), wanted)
+    problems = check_schedules(load_yaml_mapping(text, str(path), aliases=True), wanted)
     if written != text and not problems:
         problems.append("the generated blocks' text is not as `helix-ops schedules --write` writes it")
     for line in problems:
@@ -232,12 +237,10 @@ def cmd_schedules(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError("(file)", f"cannot read state: {exc.strerror}", str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"line {exc.lineno}", f"malformed JSON: {exc.msg}", str(path)) from None
+    """The ``--state`` file: bounded size, UTF-8, depth and no duplicate keys; each failure is a ConfigError."""
+    from helix_ops.safe_load import STATE_LIMIT, load_json_file
+
+    return load_json_file(path, what="state", limit=STATE_LIMIT)
 
 
 def dump_yaml(data: Any) -> str:
@@ -255,7 +258,20 @@ class _NoAliasDumper(yaml.SafeDumper):
         return True
 
 
-_COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan, "schedules": cmd_schedules}
+def cmd_answer(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``approve`` / ``reject``: resume a run waiting at the change gate with an answer."""
+    import getpass
+
+    from flows.gate import answer_run  # the orchestration side (Prefect's client), loaded only for these verbs
+
+    approver = args.approver or env.get("USER") or getpass.getuser()
+    print(answer_run(args.run_id, args.command == "approve", args.reason, approver,
+                     getattr(args, "confirm_backup_id", None)))
+    return EXIT_OK
+
+
+_COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan, "schedules": cmd_schedules,
+             "approve": cmd_answer, "reject": cmd_answer}
 
 if __name__ == "__main__":
     sys.exit(main())

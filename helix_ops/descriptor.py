@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+from helix_ops.approval import ApprovalPolicy
 from helix_ops._validation import load_yaml_mapping, validate_model
 from helix_ops.errors import ConfigError
 from helix_ops.inline_secrets import find_inline_secret
@@ -309,6 +310,8 @@ class Descriptor(_Model):
     backup: Backup
     rotation: Rotation | None = None
     credentials: Credentials
+    approval: ApprovalPolicy = ApprovalPolicy()
+    """Who must approve a change of this environment, and for which flows (``helix_ops.approval``)."""
 
 
 def parse_descriptor(text: str, source: str | None = None) -> Descriptor:
@@ -333,11 +336,10 @@ def parse_descriptor(text: str, source: str | None = None) -> Descriptor:
 
 def load_descriptor(path: str | Path) -> Descriptor:
     """Read and validate the descriptor file at ``path``."""
+    from helix_ops.safe_load import DESCRIPTOR_LIMIT, read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("(file)", f"cannot read descriptor: {exc.strerror or exc}", str(path)) from None
+    text = read_text(path, what="descriptor", limit=DESCRIPTOR_LIMIT)  # bounded; invalid UTF-8 is a ConfigError
     return parse_descriptor(text, str(path))
 
 

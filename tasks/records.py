@@ -25,6 +25,6 @@ def record_change(record: AuditRecord) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as f:
         f.write(record.line() + "\n")
-    create_markdown_artifact(record.markdown(), key=f"audit-{record.environment}",
+    create_markdown_artifact(record.markdown(), key=f"changes-{record.environment}",
                              description=f"{record.action} of {record.environment}: {record.result}")
     return str(path)

@@ -4,6 +4,7 @@ deployed local stack (deployed once for the module; the tests run in file order 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -272,18 +273,73 @@ def _started_at(engine, deployed, service):
     return {c.name: c.attrs["State"]["StartedAt"] for c in d.containers(service) if c.status == "running"}
 
 
-def test_prod_restore_needs_the_backup_id_typed_back(monkeypatch):
-    import flows.restore as fr
+def test_a_restore_the_policy_guards_waits_for_the_backup_id_typed_back(deployed, engine, backup_store, tmp_path,
+                                                                         monkeypatch, capsys):
+    """An environment whose descriptor says ``approval: {when: on-change, actions: [restore]}``: the restore waits
+    (paused: a flow called from Python has no deployment to be rescheduled by) with nothing touched; an approval
+    with another backup id typed back is refused and touches nothing; the right id restores, and the change
+    record names the approver and the reason."""
+    import threading
+    import time
 
-    answers = iter([fr.RestoreApproval(approve=True, confirm_backup_id="prod-20250102T020000Z-a1b2c3"),
-                    fr.RestoreApproval(approve=True, confirm_backup_id="prod-20250102T020000Z-ffffff"),
-                    fr.RestoreApproval(approve=False, reason="wrong day")])
-    seen = []
-    monkeypatch.setattr(fr, "pause_flow_run", lambda **kw: seen.append(kw) or next(answers))
-    bid = "prod-20250102T020000Z-a1b2c3"
-    assert fr.approval_gate("prod", bid).startswith("approved")
-    with pytest.raises(fr.RestoreRefused, match="typed id"):
-        fr.approval_gate("prod", bid)
-    with pytest.raises(fr.RestoreRefused, match="wrong day"):
-        fr.approval_gate("prod", bid)
-    assert fr.approval_gate("staging", bid) == "no approval needed in staging" and len(seen) == 3
+    import yaml
+    from prefect.client.orchestration import get_client
+
+    from flows.restore import RestoreRefused
+    from helix_ops.cli import main as cli
+
+    monkeypatch.setenv("HELIX_OPS_AUDIT_DIR", str(tmp_path / "audit"))
+    data = yaml.safe_load(Path(deployed["path"]).read_text())
+    data["approval"] = {"when": "on-change", "timeout": "5m", "actions": ["restore"]}
+    guarded = tmp_path / "guarded.yaml"
+    guarded.write_text(yaml.safe_dump(data, sort_keys=False))
+    bid = deployed["backup_id"]
+    drv, r = _counts(deployed)
+    with drv, r:
+        drv.execute_query("CREATE (:AfterApproval {x: 1})")
+
+    def restore(box):
+        try:
+            box["value"] = restore_helix(env="local", descriptor=str(guarded), engine_url=engine.base_url,
+                                         storage_path=str(backup_store), backup_id=bid, neo4j_load="transactional",
+                                         safety_backup=False)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    def waiting_run() -> str:
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            with get_client(sync_client=True) as client:
+                for run in client.read_flow_runs():
+                    if run.state and run.state.is_paused() and run.state.state_details.run_input_keyset:
+                        return str(run.id)
+            time.sleep(0.5)
+        raise AssertionError("the restore did not wait for an approval")
+
+    def after_approval_nodes() -> int:
+        drv, _ = _counts(deployed)
+        with drv:
+            return drv.execute_query("MATCH (n:AfterApproval) RETURN count(n) AS c").records[0]["c"]
+
+    for typed, outcome in (("local-20250102T020000Z-ffffff", "refused"), (bid, "restored")):
+        box: dict = {}
+        t = threading.Thread(target=restore, args=(box,), daemon=True)
+        t.start()
+        run_id = waiting_run()
+        assert after_approval_nodes() == 1, "nothing is touched while the restore waits"
+        assert cli(["approve", run_id, "--reason", f"ticket {outcome}", "--approver", "grace",
+                    "--confirm-backup-id", typed]) == 0
+        t.join(300)
+        assert not t.is_alive()
+        if outcome == "refused":
+            assert isinstance(box.get("error"), RestoreRefused), box
+            assert "is not " + bid in str(box["error"]) and after_approval_nodes() == 1
+        else:
+            assert "error" not in box, box.get("error")
+            assert box["value"]["problems"] == [] and after_approval_nodes() == 0
+            assert box["value"]["approval"] == f"approved by grace: ticket {outcome}"
+    capsys.readouterr()
+    records = [json.loads(line) for line in (tmp_path / "audit" / "local.jsonl").read_text().splitlines()]
+    assert [(x["action"], x["result"], x["approval"]["approver"]) for x in records] == \
+        [("restore", "refused", "grace"), ("restore", "succeeded", "grace")]
+    assert records[1]["approval"]["reason"] == "ticket restored" and records[1]["change"]["backup_id"] == bid
