@@ -11,10 +11,10 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from helix_ops.errors import ConfigError
+from helix_ops.safe_load import load_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,15 +46,11 @@ def format_path(loc: Sequence[str | int]) -> str:
     return out
 
 
-def load_yaml_mapping(text: str, source: str | None = None) -> dict[str, Any]:
-    """Parse YAML text that must hold one mapping; malformed YAML is a :class:`ConfigError` with a line."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "document"
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(where, f"malformed YAML: {problem}", source) from None
+def load_yaml_mapping(text: str, source: str | None = None, *, aliases: bool = False) -> dict[str, Any]:
+    """Parse YAML text that must hold one mapping, through :func:`helix_ops.safe_load.load_yaml` (bounded size,
+    depth and node count; no duplicate keys; anchors and aliases refused unless ``aliases``). Malformed YAML is a
+    :class:`ConfigError` with a line."""
+    data = load_yaml(text, source, aliases=aliases)
     if not isinstance(data, dict):
         raise ConfigError("(top level)", f"expected a mapping, got {_kind(data)}", source)
     return data

@@ -238,7 +238,15 @@ class Manifest(_Frozen):
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Manifest:
-        """Parse a manifest; an unreadable one is a :class:`BackupIntegrityError`-worthy ConfigError."""
+        """Parse a manifest; an unreadable one is a :class:`BackupIntegrityError`-worthy ConfigError.
+
+        The bytes pass :func:`helix_ops.safe_load.load_json` first (size, UTF-8, depth, duplicate keys)."""
+        from helix_ops.safe_load import MANIFEST_LIMIT, load_json
+
+        try:
+            load_json(data, limit=MANIFEST_LIMIT, what="manifest")
+        except ConfigError as exc:
+            raise ConfigError("manifest", f"not a readable helix-ops manifest: {exc.one_line()}") from None
         try:
             return cls.model_validate_json(data)
         except ValueError as exc:

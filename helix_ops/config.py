@@ -7,6 +7,7 @@ validates it by interpolating with an explicit environment mapping and checking 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from helix_ops._validation import load_yaml_mapping, validate_model
 from helix_ops.errors import ConfigError
 from helix_ops.interpolate import interpolate_tree
+from helix_ops.safe_load import HELIX_CONFIG_LIMIT, read_text
 
 
 
@@ -82,12 +84,23 @@ class HelixConfig(_Model):
         return gates
 
 
+def read_helix_config_text(path: str | Path) -> str:
+    """The text of the helix.config.yaml at ``path``: at most :data:`~helix_ops.safe_load.HELIX_CONFIG_LIMIT`
+    bytes of UTF-8 (else one :class:`ConfigError` line naming the file)."""
+    return read_text(path, what="helix.config.yaml", limit=HELIX_CONFIG_LIMIT)
+
+
+def load_helix_config(path: str | Path, env: Mapping[str, str]) -> HelixConfig:
+    """Read (bounded) and validate the helix.config.yaml at ``path``: :func:`parse_helix_config` of the file."""
+    return parse_helix_config(read_helix_config_text(path), env, str(path))
+
+
 def parse_helix_config(text: str, env: Mapping[str, str], source: str | None = None) -> HelixConfig:
     """Parse, interpolate (with ``env``, never os.environ here) and validate a helix.config.yaml text.
 
     >>> cfg = parse_helix_config(open("deployments/helix.config.yaml").read(), my_env)  # doctest: +SKIP
     """
-    raw = load_yaml_mapping(text, source)
+    raw = load_yaml_mapping(text, source)  # bounded: no aliases, no duplicate keys, at most 64 levels
     try:
         data = interpolate_tree(raw, env)
     except ConfigError as exc:
