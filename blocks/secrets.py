@@ -274,10 +274,9 @@ def read_env_file(path: str | os.PathLike[str]) -> SecretEnv:
     """Parse a ``.env`` written by :func:`write_env_file` (``KEY='value'`` lines; blank lines and ``#``
     comments skipped). Raises :class:`ConfigError` naming the line number on anything else."""
     out = SecretEnv()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read the .env file: {exc.strerror}") from None
+    from helix_ops.safe_load import read_text
+
+    text = read_text(path, what=".env file", limit=1 << 20)  # bounded, UTF-8 checked: one ConfigError line
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue

@@ -34,6 +34,16 @@ def plan_markdown(env: str, plan: Plan) -> str:
                       "| action | object | reason | changes |", "|---|---|---|---|", *rows])
 
 
+def plan_lines(plan: Plan) -> tuple[str, ...]:
+    """What changes, one line per change and per changed field, then the counts (no-op objects left out)."""
+    out = []
+    for c in plan.changes:
+        if c.action != "noop":
+            out.append(f"{c.action} {c.identity}: {c.reason}")
+            out += [f"  {d.path}: {d.old!r} -> {d.new!r}" for d in c.diff]
+    return (*out, ", ".join(f"{n} {a}" for a, n in plan.counts().items()))
+
+
 def status_markdown(env: str, rows: list[dict[str, Any]]) -> str:
     lines = [f"# Helix `{env}` status", "", "| service | image | replicas | health | endpoint |", "|---|---|---|---|---|"]
     lines += [f"| {r['service']} | `{r['image']}` | {r['replicas']} | {r['health']} | {r['endpoint']} |" for r in rows]
@@ -78,7 +88,7 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
 
     def plan() -> Proposal:
         p = steps.plan_deploy(target, desc, config_text)
-        return Proposal(markdown=plan_markdown(desc.environment, p), lines=tuple(p.lines()), is_noop=p.is_noop,
+        return Proposal(markdown=plan_markdown(desc.environment, p), lines=plan_lines(p), is_noop=p.is_noop,
                         identity=p.to_dict(), change={"plan": {k: v for k, v in p.counts().items() if k != "noop"}},
                         data=p)
 

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from helix_ops import guide
 from helix_ops.backup import BACKUP_ID_PATTERN
-from helix_ops.descriptor import ENV_NAME_PATTERN, MAX_APP_REPLICAS
+from helix_ops.descriptor import ENV_NAME_PATTERN, IMAGE_REF_PATTERN, MAX_APP_REPLICAS
 from helix_ops.rotation import CREDENTIALS
 
 NEO4J_STRATEGIES = ("auto", "logical", "dump")
@@ -39,7 +39,8 @@ Component = Literal[COMPONENTS]  # type: ignore[valid-type]
 Neo4jLoad = Literal[NEO4J_LOADS]  # type: ignore[valid-type]
 Credential = Literal[CREDENTIALS]  # type: ignore[valid-type]
 Parallelism = Annotated[int, Field(ge=1)]
-ImageRef = Annotated[str, Field(min_length=1, description="a tag, or repository:tag")]
+ImageRef = Annotated[str, Field(pattern=IMAGE_REF_PATTERN, max_length=400,
+                                description="a tag (1.4.2), or repository:tag (ghcr.io/acme/dashboard:1.4.2)")]
 KeepCount = Annotated[int, Field(ge=0)]
 """How many backups a retention bucket keeps (the descriptor's ``backup.retention`` bounds it further)."""
 

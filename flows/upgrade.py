@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 
 from flows.params import AppService, EnvName, ImageRef, Replicas, ServiceName, run_name
 from drivers.target import Connection
-from flows.deploy import plan_markdown
+from flows.deploy import plan_lines, plan_markdown
 from flows.gate import Applied, Change, Proposal, RolledBack, run_change, who_asked
 from helix_ops.descriptor import descriptor_file
 from helix_ops.changes import DATA_SERVICES, AuditRecord, with_images, with_replicas
@@ -70,7 +70,7 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
         todo = [c for c in p.changes if c.action in ("create", "update") and steps.service_of(c.identity)
                 and (scope is None or steps.service_of(c.identity) in scope)]
         names = [steps.service_of(c.identity) for c in todo]
-        return Proposal(markdown=plan_markdown(desired.environment, p), lines=tuple(p.lines()), is_noop=not names,
+        return Proposal(markdown=plan_markdown(desired.environment, p), lines=plan_lines(p), is_noop=not names,
                         identity={"services": names, "plan": p.to_dict()}, change=change, before=before,
                         data=(desired, p, todo))
 

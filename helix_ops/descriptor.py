@@ -49,11 +49,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+IMAGE_REPOSITORY = r"[a-z0-9]+([._/:-][a-z0-9]+)*"
+IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+IMAGE_REF_PATTERN = rf"^({IMAGE_REPOSITORY}:)?{IMAGE_TAG}$"
+"""A tag, or ``repository:tag`` (upgrade-helix's ``images`` values)."""
+
+
 class Image(_Model):
     """An image reference: ``repository`` (registry/path) and a pinned ``tag``."""
 
-    repository: Annotated[StrictStr, Field(pattern=r"^[a-z0-9]+([._/:-][a-z0-9]+)*$")]
-    tag: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")]
+    repository: Annotated[StrictStr, Field(pattern=rf"^{IMAGE_REPOSITORY}$")]
+    tag: Annotated[StrictStr, Field(pattern=rf"^{IMAGE_TAG}$")]
 
     @field_validator("tag")
     @classmethod

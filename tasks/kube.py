@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from drivers.kube import WORKLOADS, KubeApiError
 from drivers.target_kube import KubeTarget
 from helix_ops.descriptor import Descriptor
-from helix_ops.errors import ConfigError, PlanError, WaitTimeout
+from helix_ops.errors import PlanError, WaitTimeout
 from helix_ops.plan import CurrentState, DesiredObject, Plan, compute_plan, kubernetes_objects
 
 Manifest = dict[str, Any]
@@ -31,11 +31,9 @@ def helix_config_text(desc: Descriptor, descriptor_file: str | Path) -> str | No
     """The helix.config.yaml the descriptor names (relative to the descriptor file), for the ConfigMap."""
     if not desc.helix_config:
         return None
-    path = Path(descriptor_file).parent / desc.helix_config
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("helix_config", f"cannot read {path}: {exc.strerror}", str(descriptor_file)) from None
+    from helix_ops.config import read_helix_config_text
+
+    return read_helix_config_text(Path(descriptor_file).parent / desc.helix_config)  # bounded, UTF-8 checked
 
 
 def render_for_cluster(desc: Descriptor, config_text: str | None, with_secrets: bool = True) -> list[Manifest]:

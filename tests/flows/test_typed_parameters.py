@@ -32,6 +32,7 @@ from flows.rotate import rotate_helix_secrets
 from flows.upgrade import scale_helix, upgrade_helix
 from flows.verify_backup import verify_helix_backup
 from helix_ops import guide
+from helix_ops.descriptor import IMAGE_REF_PATTERN
 from helix_ops.backup import BACKUP_ID_PATTERN, validate_backup_id
 from helix_ops.descriptor import ENV_NAME_PATTERN, MAX_APP_REPLICAS
 from helix_ops.errors import ConfigError
@@ -91,10 +92,12 @@ def test_scale_offers_the_app_services_and_bounds_replicas():
 def test_upgrade_images_are_keyed_by_service():
     images = one_of(props(upgrade_helix)["images"])
     assert images["type"] == "object" and images["propertyNames"]["enum"] == list(guide.SERVICE_NAMES)
-    assert images["additionalProperties"]["minLength"] == 1
+    assert images["additionalProperties"]["pattern"] == IMAGE_REF_PATTERN
     assert valid(upgrade_helix, {"images": {"dashboard": "1.4.2", "mcp-cascade": "registry:5000/cascade:1.5"}})
     assert not valid(upgrade_helix, {"images": {"dashbord": "1.4.2"}})
     assert not valid(upgrade_helix, {"images": {"dashboard": ""}})
+    for bad in ("1.4 .2", "latest; rm -rf /", "../x", "x:", ":1", "Ghcr.io/X:1"):  # the descriptor's own patterns
+        assert not valid(upgrade_helix, {"images": {"dashboard": bad}}), bad
 
 
 @pytest.mark.parametrize("flow", [restore_helix, verify_helix_backup], ids=lambda f: f.name)
