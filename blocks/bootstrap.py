@@ -26,6 +26,10 @@ HELIX_ANTHROPIC_API_KEY                   Anthropic API key; without it a placeh
 HELIX_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY  S3 keys (both or neither; neither: boto's default chain)
 ========================================  =====================================================
 
+Then it creates or updates the environment's notification automations from ``notifications.yaml`` (or
+``$HELIX_NOTIFICATIONS_FILE``; see :mod:`blocks.notifications`), one line each on stderr; with no notification
+block configured for the environment it creates none and says so.
+
 Supplied secrets must be printable ASCII without spaces, quotes, backslash, backtick or ``$``: they pass
 through ``.env`` files, redis.conf and NEO4J_AUTH. The output names blocks and what happened, never a value.
 Exit codes: 0 done, 2 invalid input (one line on stderr), 1 the Prefect API failed.
@@ -40,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from blocks.inputs import read_inputs
+from blocks.notifications import EnvironmentSettings, apply_notifications, environment_settings
 from helix_ops.descriptor import Descriptor, descriptor_path, load_descriptor
 from helix_ops.errors import ConfigError, HelixOpsError
 
@@ -97,6 +102,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         args = build_parser().parse_args(argv)
         descriptor = _descriptor(args)
         read_inputs(env)  # bad input fails here, before Prefect is imported
+        notifications = environment_settings(descriptor.environment, env)  # so does a malformed notifications.yaml
         from blocks.provision import bootstrap
 
         outcomes = bootstrap(descriptor, env, overwrite=args.overwrite, rotate=args.rotate)
@@ -112,6 +118,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"environment {descriptor.environment}: " + ", ".join(f"{n} {a}" for a, n in counts.items() if n))
     else:
         print(f"environment {descriptor.environment}: nothing changed, all {len(outcomes)} blocks kept")
+    return _notifications(notifications)
+
+
+def _notifications(settings: EnvironmentSettings) -> int:
+    """The environment's notification automations (blocks.notifications); their lines go to stderr, so stdout
+    stays the blocks' report."""
+    try:
+        outcomes, summary = apply_notifications(settings)
+    except ConfigError as exc:
+        return _fail(exc.one_line(), EXIT_INVALID)
+    except HelixOpsError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    for outcome in outcomes:
+        print(outcome.line(), file=sys.stderr)
+    print(summary, file=sys.stderr)
     return EXIT_OK
 
 

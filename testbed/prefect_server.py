@@ -1,5 +1,8 @@
 """A real Prefect server (``prefect server start``, SQLite) on loopback, with its own PREFECT_HOME.
 
+The server runs Prefect's event services (event persister, reactive and proactive triggers, actions: all on
+by default in ``prefect server start``), so automations fire and send their notifications (tests/notifications).
+
 The UI is off unless asked for (``ui=True``): the quickstart serves it on a fixed port (4200 by default), the
 test bed (for the browser tests in ``tests/ui``) on its random port. Then ``ui_url`` is where a browser opens it.
 """
@@ -49,8 +52,11 @@ class PrefectServer:
                "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
                "PREFECT_LOGGING_LEVEL": "WARNING"}
         if self.ui:
+            # PREFECT_UI_URL: the server's own links (the `ui_url` filter of automations' notifications, see
+            # blocks/notifications.py) name the run's page; unset, a notification says "UI: None"
             env.update({"PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_UI_ENABLED": "true",
-                        "PREFECT_SERVER_UI_API_URL": self.api_url, "PREFECT_UI_API_URL": self.api_url})
+                        "PREFECT_SERVER_UI_API_URL": self.api_url, "PREFECT_UI_API_URL": self.api_url,
+                        "PREFECT_UI_URL": self.ui_url})
         prefect = str(Path(sys.executable).with_name("prefect"))
         argv = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = procs.start("prefect-server", argv, self.home, env=env)
