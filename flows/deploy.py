@@ -56,7 +56,7 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
                  run_init_db: bool = True, container_labels: dict[str, str] | None = None,
                  audit_override: str = "", kubeconfig: str | None = None, kube_context: str | None = None,
                  cluster_block: str | None = None, neo4j_uri: str | None = None,
-                 docker_host_block: str | None = None) -> dict[str, Any]:
+                 docker_host_block: str | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Deploy (or converge) one Helix environment on a container engine or a Kubernetes cluster.
 
     Args:
@@ -78,6 +78,8 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
             (and context) or a prefect-kubernetes ``KubernetesClusterConfig`` block; none: ``$KUBECONFIG``,
             ``~/.kube/config`` or, inside a pod, its service account.
         neo4j_uri: a Bolt URI for ``init-helix-db`` instead of the target's endpoint.
+        dry_run: plan against the live state and publish the plan (``deploy-plan-<env>``) only: no approval, no
+            lease, nothing applied, no change record; returns ``{"applied": False, "dry_run": True, "plan": …}``.
 
     Example: ``prefect deployment run deploy-helix/local`` or ``deploy_helix(env="local")``.
     """
@@ -85,6 +87,14 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
     desc, config_text, target, steps = open_environment(env, descriptor, Connection(
         engine_url=engine_url, docker_host_block=docker_host_block, container_labels=container_labels or {},
         kubeconfig=kubeconfig, kube_context=kube_context, cluster_block=cluster_block))
+    if dry_run:  # plan and publish only: no question, no lease, no apply
+        dry = steps.plan_deploy(target, desc, config_text)
+        for line in plan_lines(dry):
+            logger.info("plan (dry run): %s", line)
+        create_markdown_artifact(plan_markdown(desc.environment, dry), key=f"deploy-plan-{desc.environment}",
+                                 description=f"deploy plan for {desc.environment} (dry run)")
+        return {"environment": desc.environment, "flow_run_id": str(flow_run.get_id()), "applied": False,
+                "dry_run": True, "plan": dry.to_dict()}
 
     def plan() -> Proposal:
         p = steps.plan_deploy(target, desc, config_text)

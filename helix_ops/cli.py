@@ -7,6 +7,14 @@ The CLI is the edge: it reads files and ``os.environ``; everything below it is p
     helix-ops render --env prod --target kubernetes --out build/prod
     helix-ops plan --env local --state current.json
     helix-ops schedules --check        # prefect.yaml's generated schedules agree with the descriptors
+
+Over the live environment (its target through ``drivers/target.py``, its backup store, the Prefect API;
+``--json`` on each for scripts, tables for people):
+
+    helix-ops status --env prod          # services, images, replicas, health, last backup, rotation, approvals
+    helix-ops diff --env prod            # deploy's plan against the live state: exit 0 none, 2 changes, 1 error
+    helix-ops history --env prod         # the change records kept in the backup store, newest first
+    helix-ops backups list --env prod    # the backups (manifests), newest first; `backups show ID`
 """
 
 from __future__ import annotations
@@ -79,23 +87,84 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "approve":
             answer.add_argument("--confirm-backup-id", metavar="ID",
                                 help="a restore's approval: the backup id typed back")
+    _live_commands(commands)
     return parser
+
+
+DIFF_HELP = """\
+Exit codes (as `terraform plan -detailed-exitcode`): 0 the live state is what the descriptor renders (no change),
+2 deploy-helix would change something (the changes are printed), 1 an error, INVALID INPUT INCLUDED (a bad
+descriptor or argument is exit 1 here, not the exit 2 of the other commands, so 2 always means "changes")."""
+
+
+def _live_commands(commands: Any) -> None:
+    """``status``, ``diff``, ``history`` and ``backups list|show``: over the live environment."""
+    def with_env(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        which = sub.add_mutually_exclusive_group(required=True)
+        which.add_argument("--env", metavar="NAME", help="environment: reads deployments/NAME.yaml in the cwd")
+        which.add_argument("--descriptor", metavar="PATH", help="path of an environment descriptor")
+        sub.add_argument("--json", action="store_true", help="print JSON for scripts (default: tables)")
+        return sub
+
+    def with_target(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--engine-url", metavar="URL",
+                         help="target engine: the Docker Engine API (default: DOCKER_HOST or the local socket)")
+        sub.add_argument("--kubeconfig", metavar="FILE", help="target kubernetes: the kubeconfig (default: "
+                                                              "$KUBECONFIG, ~/.kube/config)")
+        sub.add_argument("--kube-context", metavar="NAME", help="target kubernetes: the kubeconfig's context")
+        return sub
+
+    def with_store(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--storage-path", metavar="DIR", help="a local backup folder instead of the descriptor's "
+                                                                "backup.storage (as the backup flows' storage_path)")
+        return sub
+
+    text = ("Show the live environment: services, images, replicas and health (as deploy-helix's status step "
+            "reads them), the last backup and its verification, the last credential rotation, and runs waiting "
+            "for an approval (when the Prefect API answers). Exit 0 when every service is healthy, 1 when one is "
+            "not or the environment cannot be read, 2 invalid input. Secrets (health probes, S3, rotation) come "
+            "from the Prefect blocks of PREFECT_API_URL.")
+    with_store(with_target(with_env(commands.add_parser("status", help=text.split(":")[0] + ".",
+                                                        description=text))))
+    text = "Plan deploy-helix against the live state (nothing changes)."
+    with_target(with_env(commands.add_parser("diff", help=text, description=text + " " + DIFF_HELP,
+                                             formatter_class=argparse.RawDescriptionHelpFormatter)))
+    text = ("List the environment's change records (deploy, upgrade, scale, rollback, restore, rotation, pruning, "
+            "refusals), newest first, from its backup store (changes/<env>/), where every change's record is kept.")
+    history = with_store(with_env(commands.add_parser("history", help="List the change history, newest first.",
+                                                      description=text)))
+    history.add_argument("--limit", type=int, default=20, metavar="N", help="the newest N records (default 20; "
+                                                                             "0: all)")
+    text = "The environment's backups (their manifests in the backup store): list, or show one."
+    backups = commands.add_parser("backups", help="List the backups, or show one.", description=text)
+    verbs = backups.add_subparsers(dest="backups_command", required=True, parser_class=_Parser)
+    with_store(with_env(verbs.add_parser("list", help="every complete backup, newest first",
+                                         description="Every complete backup (one with a manifest), newest first.")))
+    show = with_store(with_env(verbs.add_parser("show", help="one backup's manifest",
+                                                description="One backup's manifest: objects, counts, verification.")))
+    show.add_argument("backup_id", metavar="ID", help="the backup id (backups list shows them)")
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the CLI; returns the exit code. ``environ`` defaults to ``os.environ`` (the only place it does)."""
     env = os.environ if environ is None else environ
+    # diff's exit 2 means "changes" (as terraform plan -detailed-exitcode): its invalid input is exit 1
+    invalid = EXIT_FAILED if _command_of(sys.argv[1:] if argv is None else argv) == "diff" else EXIT_INVALID
     try:
         args = build_parser().parse_args(argv)
         return _COMMANDS[args.command](args, env)
     except ConfigError as exc:
-        return _fail(exc.one_line(), EXIT_INVALID)
+        return _fail(exc.one_line(), invalid)
     except PlanError as exc:
-        return _fail(f"plan: {exc}", EXIT_INVALID)
+        return _fail(f"plan: {exc}", invalid)
     except RenderError as exc:
         return _fail(f"rendering failed its schema: {exc}", EXIT_FAILED)
     except HelixOpsError as exc:
         return _fail(str(exc), EXIT_FAILED)
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def _fail(message: str, code: int) -> int:
@@ -270,8 +339,202 @@ def cmd_answer(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
+# --- over the live environment: status, diff, history, backups -------------------------------------------------
+
+def _live(fn: Any) -> Any:
+    """A live verb: an unexpected error (an API, a socket) is one line and exit 1, never a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+        try:
+            return fn(args, env)
+        except HelixOpsError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as one line
+            raise HelixOpsError(f"{args.command}: {type(exc).__name__}: {exc}") from exc
+    return wrapper
+
+
+def _descriptor(args: argparse.Namespace) -> tuple[Descriptor, Path]:
+    path = _descriptor_file(args)
+    return load_descriptor(path), path
+
+
+def _connection(args: argparse.Namespace) -> Any:
+    from drivers.target import Connection
+
+    return Connection(engine_url=getattr(args, "engine_url", None), kubeconfig=getattr(args, "kubeconfig", None),
+                      kube_context=getattr(args, "kube_context", None))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False, soft_wrap=False)
+
+
+def _print_table(title: str | None, table: tuple[tuple[str, ...], list[tuple[str, ...]]]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    headers, rows = table
+    t = Table(*headers, title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    for row in rows:
+        t.add_row(*row)
+    _console().print(t)
+
+
+@_live
+def cmd_history(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``helix-ops history``: the change records in the backup store, newest first."""
+    from drivers.change_log import ChangeLog
+    from helix_ops.history import history_table
+    from tasks.history import open_history_store
+
+    if args.limit < 0:
+        raise ConfigError("--limit", "must be 0 (all) or more")
+    desc, _ = _descriptor(args)
+    log = ChangeLog(open_history_store(desc, args.storage_path))
+    records, skipped = log.list(desc.environment, args.limit or None)
+    for line in skipped:
+        print(f"helix-ops: warning: unreadable change record skipped: {line}", file=sys.stderr)
+    if args.json:
+        _print_json([{k: v for k, v in r.items() if k != "_name"} | {"name": r["_name"]} for r in records])
+        return EXIT_OK
+    if not records:
+        print(f"no change records of {desc.environment} in {log.where}")
+        return EXIT_OK
+    _print_table(f"changes of {desc.environment} ({log.where}), newest first", history_table(records))
+    return EXIT_OK
+
+
+def _manifests(args: argparse.Namespace) -> tuple[Descriptor, Any, list[Any]]:
+    from tasks.history import open_history_store
+
+    desc, _ = _descriptor(args)
+    store = open_history_store(desc, args.storage_path)
+    mine = [m for m in store.list() if m.environment == desc.environment and m.project == desc.project]
+    return desc, store, mine[::-1]
+
+
+@_live
+def cmd_backups(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``helix-ops backups list | show ID``: the manifests in the backup store."""
+    from helix_ops.backup import validate_backup_id
+    from helix_ops.history import backup_lines, backup_row, backups_table
+
+    if args.backups_command == "show":
+        validate_backup_id(args.backup_id)
+        desc, _ = _descriptor(args)
+        from tasks.history import open_history_store
+
+        m = open_history_store(desc, args.storage_path).read_manifest(args.backup_id)
+        if args.json:
+            _print_json(m.model_dump(mode="json"))
+        else:
+            print("\n".join(backup_lines(m)))
+        return EXIT_OK
+    desc, store, manifests = _manifests(args)
+    if args.json:
+        _print_json([backup_row(m) for m in manifests])
+    elif not manifests:
+        print(f"no backups of {desc.environment} in {store.where}")
+    else:
+        _print_table(f"backups of {desc.environment} ({store.where}), newest first", backups_table(manifests))
+    return EXIT_OK
+
+
+@_live
+def cmd_diff(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``helix-ops diff``: deploy-helix's plan against the live state; exit 0 no change, 2 changes, 1 error."""
+    from helix_ops.history import diff_table
+    from tasks.history import live_plan, open_target
+
+    desc, path = _descriptor(args)
+    target = open_target(desc, _connection(args))
+    plan = live_plan(target, desc, _helix_config_text(desc, path))
+    code = EXIT_OK if plan.is_noop else 2
+    if args.json:
+        _print_json({"environment": desc.environment, "target": target.where(), "changes": not plan.is_noop,
+                     "plan": plan.to_dict()})
+        return code
+    counts = ", ".join(f"{n} {a}" for a, n in plan.counts().items())
+    if plan.is_noop:
+        print(f"no changes: {desc.environment} ({target.where()}) is as {path} renders it ({counts})")
+        return code
+    _print_table(f"deploy-helix would change {desc.environment} ({target.where()})", diff_table(plan.to_dict()))
+    print(counts)
+    return code
+
+
+@_live
+def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """``helix-ops status``: services, last backup, last rotation, open approvals."""
+    from helix_ops.history import approvals_table, backup_row, services_table, verification_text
+    from tasks.history import last_rotation, live_services, open_approvals, open_history_store, open_target, prefect_api
+
+    desc, _ = _descriptor(args)
+    target = open_target(desc, _connection(args))
+    services = live_services(target, desc)
+    notes: list[str] = []
+    out: dict[str, Any] = {"environment": desc.environment, "project": desc.project, "target": target.where(),
+                           "services": services, "healthy": bool(services) and all(r["healthy"] for r in services),
+                           "last_backup": None, "backups": None, "rotation": None, "approvals": None}
+    last = None
+    try:
+        store = open_history_store(desc, args.storage_path)
+        mine = [m for m in store.list() if m.environment == desc.environment and m.project == desc.project]
+        out["backups"] = len(mine)
+        if mine:
+            last = mine[-1]
+            out["last_backup"] = backup_row(last)
+    except Exception as exc:  # noqa: BLE001 - a note, the rest of the status stands
+        notes.append(f"backups not read: {type(exc).__name__}: {exc}")
+    api, why = prefect_api()
+    if api is None:
+        notes.append(f"rotation and approvals not read: {why}")
+    else:
+        for key, read in (("rotation", lambda: last_rotation(desc)),
+                          ("approvals", lambda: open_approvals(desc.environment))):
+            try:
+                out[key] = read()
+            except Exception as exc:  # noqa: BLE001 - a note, the rest of the status stands
+                notes.append(f"{key} not read: {type(exc).__name__}: {exc}")
+    out["notes"] = notes
+    code = EXIT_OK if out["healthy"] else EXIT_FAILED
+    if args.json:
+        _print_json(out)
+        return code
+    _print_table(f"{desc.environment} ({target.where()})", services_table(services))
+    print(f"last backup: {f'{last.backup_id}, {verification_text(last)}' if last else 'none'}"
+          + (f" ({out['backups']} in all)" if out["backups"] else ""))
+    rotation = out["rotation"]
+    if rotation is not None:
+        when = ", ".join(f"{k} {v or 'never'}" for k, v in rotation["rotated_at"].items())
+        busy = rotation["in_progress"]
+        print(f"credentials last set: {when}" + (f"; rotation in progress: {', '.join(busy)}" if busy else ""))
+    approvals = out["approvals"]
+    if approvals:
+        _print_table("waiting for an approval (helix-ops approve|reject RUN_ID --reason ...)",
+                     approvals_table(approvals))
+    elif approvals is not None:
+        print("waiting for an approval: none")
+    for note in notes:
+        print(f"note: {note}")
+    if not out["healthy"]:
+        bad = [r["service"] for r in services if not r["healthy"]] or ["(no services)"]
+        print(f"NOT HEALTHY: {', '.join(bad)}")
+    return code
+
+
 _COMMANDS = {"validate": cmd_validate, "render": cmd_render, "plan": cmd_plan, "schedules": cmd_schedules,
-             "approve": cmd_answer, "reject": cmd_answer}
+             "approve": cmd_answer, "reject": cmd_answer, "status": cmd_status, "diff": cmd_diff,
+             "history": cmd_history, "backups": cmd_backups}
 
 if __name__ == "__main__":
     sys.exit(main())
