@@ -11,6 +11,7 @@ Passwords travel only as query parameters; errors name the user and the operatio
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -67,9 +68,12 @@ def _login_works(uri: str, auth: tuple[str, str] | None) -> bool:
 
 
 def unauthenticated_refused(uri: str) -> tuple[bool, bool]:
-    """``(no-credentials refused, wrong-password refused)``: both True when authentication is on."""
+    """``(no-credentials refused, wrong-password refused)``: both True when authentication is on.
+
+    The wrong-password login uses a throwaway user name: Neo4j locks a user for a while after failed logins
+    (``dbms.security.auth_max_failed_attempts``), and an audit must not lock the real ``neo4j`` user out."""
     results = []
-    for auth in (None, ("neo4j", "helix-audit-wrong-password")):
+    for auth in (None, (f"helix-audit-probe-{secrets.token_hex(4)}", "helix-audit-wrong-password")):
         try:
             _login_works(uri, auth)
             results.append(False)

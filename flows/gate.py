@@ -216,8 +216,8 @@ def _fail(change: Change, proposal: Proposal, decision: Decision, exc: Exception
         _record(change, proposal, "failed", {}, f"{type(exc).__name__}: {exc}", decision)
         return
     _record(change, proposal, "rolled-back" if rolled.complete else "failed", rolled.after, rolled.detail, decision)
-    if rolled.error is not None:
-        raise rolled.error from exc
+    if rolled.error is not None:  # the rollback's error keeps the cause it names (upgrade: the failed rollout)
+        raise rolled.error from (rolled.error.__cause__ or exc)
 
 
 def _publish(change: Change, proposal: Proposal) -> None:

@@ -100,8 +100,11 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
         if problems:
             detail += "; the rollback failed for " + "; ".join(problems)
         outcome = "and was rolled back" if not problems else "and the rollback did not complete (see audit)"
-        raised = (UpgradeRolledBack(f"{action} of {current_desc.environment} failed at {', '.join(failed)} "
-                                    f"{outcome}: {exc}") if rollout else exc)  # not a rollout: e.g. forbidden
+        raised: Exception = exc  # not a rollout failure (e.g. forbidden): the service itself was not changed
+        if rollout:
+            raised = UpgradeRolledBack(f"{action} of {current_desc.environment} failed at {', '.join(failed)} "
+                                       f"{outcome}: {exc}")
+            raised.__cause__ = exc
         return RolledBack(after=steps.running_images(target), complete=rollout and not problems, detail=detail,
                           error=raised)
 

@@ -1,6 +1,9 @@
 """The Prefect UI in a real browser (Debian's chromium through playwright, see conftest.py): the dashboard
-renders, and ``deploy-helix/local`` started from its deployment page through the UI's Custom run form deploys
-the stack on the test bed's engine, reaches Completed, and its status artifact (``helix-status-local``) shows."""
+renders; ``deploy-helix/local`` started from its deployment page through the UI's Custom run form deploys
+the stack on the test bed's engine, reaches Completed, and its status artifact (``helix-status-local``) shows;
+a deploy of an environment whose approval policy asks waits suspended, its Resume form shows the typed fields,
+and the answer given in the form is what happens (approved: applied and recorded with the reason; rejected:
+nothing changes)."""
 
 from __future__ import annotations
 
@@ -9,10 +12,12 @@ import re
 import time
 
 import httpx
+import pytest
+import yaml
 from playwright.sync_api import expect
 
 from testbed.helix import local_descriptor
-from tests.prefect_worker import BIN, sh
+from tests.prefect_worker import BIN, latest_artifact, sh
 
 SERVICES = ("neo4j", "redis", "dashboard", "mcp-graph", "mcp-discovery", "mcp-derivation", "mcp-cascade",
             "mcp-verification", "nginx")
@@ -44,13 +49,21 @@ def _prop(page, name: str):
     return page.locator(".schema-form-property").filter(has=label)
 
 
-def test_deploy_run_from_the_ui_completes_and_shows_its_status(bed, engine, images, worker, prefect_server, page,
-                                                               tmp_path):
+@pytest.fixture(scope="module")
+def ui_stack(bed, engine, images, tmp_path_factory):
+    """This module's Helix project (its own name and free host port), removed after the module's tests."""
     from drivers.engine import EngineDriver
 
-    env, api = worker, prefect_server.api_url
     project = f"ui{bed.run_id.split('-')[-1]}"
-    path = local_descriptor(tmp_path / "local.yaml", project)  # its own project and a free host port
+    path = local_descriptor(tmp_path_factory.mktemp("ui") / "local.yaml", project)
+    yield {"project": project, "path": path}
+    EngineDriver.connect(engine.base_url, project, "local").remove_project()
+
+
+def test_deploy_run_from_the_ui_completes_and_shows_its_status(bed, engine, images, worker, prefect_server, page,
+                                                               ui_stack):
+    env, api = worker, prefect_server.api_url
+    path = ui_stack["path"]
     sh([str(BIN / "python"), "-m", "blocks.bootstrap", "--descriptor", str(path)], env)
     deployment = httpx.get(f"{api}/deployments/name/deploy-helix/local", timeout=10).json()
     run_id = None
@@ -105,10 +118,88 @@ def test_deploy_run_from_the_ui_completes_and_shows_its_status(bed, engine, imag
         text = table.inner_text()
         assert "unhealthy" not in text and "absent" not in text, text
     finally:
-        if run_id is not None:  # a failed test leaves no run holding the deployment's concurrency slot
-            state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
-            if state["type"] not in TERMINAL:
-                httpx.post(f"{api}/flow_runs/{run_id}/set_state", timeout=10, json={
-                    "state": {"type": "CANCELLED", "name": "Cancelled", "message": "the browser test failed"},
-                    "force": True})
-        EngineDriver.connect(engine.base_url, project, "local").remove_project()
+        _cancel_if_running(api, run_id)
+
+
+def _cancel_if_running(api: str, run_id: str | None) -> None:
+    """A failed test leaves no run holding the deployment's concurrency slot or the environment's lease."""
+    if run_id is None:
+        return
+    state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
+    if state["type"] not in TERMINAL:
+        httpx.post(f"{api}/flow_runs/{run_id}/set_state", timeout=10, json={
+            "state": {"type": "CANCELLED", "name": "Cancelled", "message": "the browser test failed"}, "force": True})
+
+
+def _wait_state(api: str, run_id: str, types: set[str], deadline_s: float) -> dict:
+    deadline = time.monotonic() + deadline_s
+    while (state := httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"])["type"] not in types:
+        assert state["type"] not in TERMINAL, f"the run ended {state['name']}: {state.get('message')}"
+        assert time.monotonic() < deadline, f"the run is still {state['name']} after {deadline_s} s"
+        time.sleep(2)
+    return state
+
+
+def _dashboards(engine, project: str) -> int:
+    from drivers.engine import EngineDriver
+
+    d = EngineDriver.connect(engine.base_url, project, "local")
+    return len([c for c in d.containers("dashboard") if c.status == "running"])
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "rejected"])
+def test_a_guarded_deploy_waits_for_the_answer_given_in_the_resume_form(bed, engine, images, worker, prefect_server,
+                                                                        page, ui_stack, tmp_path, approve):
+    """The descriptor asks for approval of deploys (``approval: {when: on-change}``) and wants one dashboard
+    replica more than runs: the run suspends (its process ends, the worker is free) before anything changes;
+    the run page's Resume form shows the plan and the typed fields; the answer submitted there decides."""
+    env, api = worker, prefect_server.api_url
+    data = yaml.safe_load(ui_stack["path"].read_text())
+    sh([str(BIN / "python"), "-m", "blocks.bootstrap", "--descriptor", str(ui_stack["path"])], env)
+    running = _dashboards(engine, ui_stack["project"])
+    data["services"]["dashboard"]["replicas"] = max(running, 1) + 1
+    data["approval"] = {"when": "on-change", "timeout": "15m", "actions": ["deploy"]}
+    guarded = tmp_path / "guarded.yaml"
+    guarded.write_text(yaml.safe_dump(data, sort_keys=False))
+    deployment = httpx.get(f"{api}/deployments/name/deploy-helix/local", timeout=10).json()
+    r = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=10, json={"parameters": {
+        "descriptor": str(guarded), "engine_url": engine.base_url, "container_labels": bed.container_labels()}})
+    r.raise_for_status()
+    run_id = r.json()["id"]
+    who, why = "ui-tester", f"{'ship it' if approve else 'not today'} (browser)"
+    try:
+        state = _wait_state(api, run_id, {"PAUSED"}, 900)  # a first deploy (the earlier test failed) takes minutes
+        assert state["name"] == "Suspended", state  # suspended, not paused: the flow's process has ended
+        assert _dashboards(engine, ui_stack["project"]) == running, "nothing changes before the answer"
+
+        page.goto(f"{prefect_server.ui_url}/runs/flow-run/{run_id}")
+        expect(page.locator(".state-badge").first).to_have_text("Suspended")
+        page.get_by_role("button", name="Resume").first.click()
+        form = page.locator(".p-modal")
+        expect(form.get_by_text("Resume Flow Run")).to_be_visible()
+        expect(form.get_by_role("heading", name=re.compile("Approve deploy"))).to_be_visible()
+        expect(form.get_by_text("replicas", exact=False).first).to_be_visible()  # the plan's change, in the form
+        for label in ("Approve (Optional)", "Approver", "Reason"):
+            expect(form.locator(".schema-form-property__label", has_text=label)).to_be_visible()
+        field = form.locator(".schema-form-property")
+        field.filter(has=page.locator(".schema-form-property__label", has_text="Approver")).locator(
+            "textarea").fill(who)
+        field.filter(has=page.locator(".schema-form-property__label", has_text="Reason")).locator(
+            "textarea").fill(why)
+        toggle = form.get_by_role("switch")
+        if approve:
+            toggle.click()
+        expect(toggle).to_have_attribute("aria-checked", "true" if approve else "false")
+        page.screenshot(path=str(tmp_path / "approval-form.png"))  # the README's picture comes from here
+        form.get_by_role("button", name="Submit", exact=True).click()
+
+        state = _wait_state(api, run_id, {"COMPLETED"}, 600)
+        record = latest_artifact(api, "changes-local")
+        verdict = "approved" if approve else "refused"
+        assert f"{verdict} by {who}: {why}" in record, record
+        expected = running + 1 if approve else running
+        assert _dashboards(engine, ui_stack["project"]) == expected
+        page.reload()
+        expect(page.locator(".state-badge").first).to_have_text("Completed", timeout=60_000)
+    finally:
+        _cancel_if_running(api, run_id)
