@@ -60,6 +60,9 @@ class RolloutFailed(Exception):
         self.cause = cause
         super().__init__(str(cause))
 
+    def __reduce__(self):  # pickled with its constructor's arguments (Prefect moves exceptions between processes)
+        return (type(self), (self.report, self.cause))
+
 
 def _running(containers: Sequence[Container]) -> list[Container]:
     return [c for c in containers if c.status == "running"]

@@ -44,6 +44,9 @@ class _RollFailed(Exception):
         super().__init__(", ".join(sorted(failures)))
         self.done, self.failures = done, failures
 
+    def __reduce__(self):
+        return (type(self), (self.done, self.failures))
+
 
 def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], action: str, change: dict[str, Any],
             scope: set[str] | None, descriptor: str | None, conn: Connection, health_timeout_s: float,

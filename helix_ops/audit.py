@@ -444,3 +444,6 @@ class AuditFailed(ConfigError):
         items = "; ".join(f"{f.item.id}: {f.detail}" for f in blocking)
         super().__init__("audit", f"{len(blocking)} required security item(s) fail in {environment}: {items} "
                                   "(fix them, record an exception, or override with a reason)")
+
+    def __reduce__(self):
+        return (type(self), (self.environment, self.blocking))
