@@ -255,7 +255,8 @@ def _record(change: Change, proposal: Proposal, result: str, after: dict[str, An
             decision: Decision) -> None:
     record_change(AuditRecord.now(environment=change.descriptor.environment, action=change.action,
                                   triggered_by=change.who, change=proposal.change, before=proposal.before,
-                                  after=after, result=result, detail=detail, approval=decision.record()))
+                                  after=after, result=result, detail=detail, approval=decision.record()),
+                  descriptor=change.descriptor, storage_path=(flow_run.parameters or {}).get("storage_path"))
 
 
 def answer_run(run_id: str, approve: bool, reason: str, approver: str,

@@ -122,4 +122,8 @@ def record_change(record: AuditRecord, descriptor: Descriptor | None = None,
                        record.environment)
     create_markdown_artifact(record.markdown(), key=f"changes-{record.environment}",
                              description=f"{record.action} of {record.environment}: {record.result}")
+    if record.result == "rolled-back":  # the notifications' rollback automation listens for this event
+        from blocks.notifications import emit_rolled_back
+
+        emit_rolled_back(record.environment, record.action, record.detail, record.triggered_by)
     return str(path)
