@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 # iptables: netavark (podman's network backend) runs it for every container on a network; Debian lists it only as a
 # suggestion, and without it a container's start fails with "netavark: No such file or directory"
 # chromium: the browser tests (tests/ui) drive it through playwright (executable_path=/usr/bin/chromium)
-APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark iptables chromium
+APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark iptables chromium haproxy
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 
