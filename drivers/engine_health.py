@@ -36,6 +36,30 @@ def _refused(exc: BaseException | None) -> bool:
     return False
 
 
+def listening_inside(container: Container) -> bool | None:
+    """Whether every TCP port ``container`` publishes has a listening socket inside the container (read from
+    its ``/proc/net/tcp*``); None when that cannot be told (no published port, no ``cat`` in the image, an
+    engine error). A refused published port whose process does listen is the engine's lost forwarding; one
+    whose process does not listen yet is a slow start."""
+    ports = {int(k.split("/")[0]) for k, v in (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).items()
+             if v and k.endswith("/tcp")}
+    if not ports:
+        return None
+    try:
+        _rc, out = container.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"])
+    except Exception:  # noqa: BLE001 - an engine or image that cannot tell
+        return None
+    text = (out or b"").decode(errors="replace")
+    if "local_address" not in text:  # not the kernel's table: cannot tell
+        return None
+    listening = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[0].endswith(":") and parts[3] == "0A":  # 0A: TCP_LISTEN
+            listening.add(int(parts[1].rsplit(":", 1)[1], 16))
+    return ports <= listening
+
+
 def wait_container_healthy(container: Container, check: Callable[[], str], what: str, deadline_s: float,
                            interval_s: float = 0.5, *, recheck: Callable[[], Callable[[], str]] | None = None,
                            refused_restart_s: float | None = None) -> str:
@@ -51,29 +75,45 @@ def wait_container_healthy(container: Container, check: Callable[[], str], what:
         refused_restart_s = max(REFUSED_RESTART_S, deadline_s / 2)
     note = ""
     refused_since: float | None = None
-    for poll in Deadline(deadline_s).polls(what, interval_s, seen="no answer yet"):
-        container.reload()
-        if container.status in ("exited", "dead"):
-            logs = container.logs(tail=15).decode(errors="replace")
-            raise WaitTimeout(what, f"container {container.name} {container.status}; log tail: {logs}")
-        try:
-            return check()
-        except Exception as exc:  # noqa: BLE001 - unhealthy until it passes
-            last = str(exc) or type(exc).__name__
-            now = time.monotonic()
-            if not _refused(exc):
-                refused_since = None
-            elif refused_since is None:
-                refused_since = now
-            elif recheck is not None and now - refused_since >= refused_restart_s:
-                logging.getLogger(__name__).warning(
-                    "%s: its port refused every connection for %.0fs while it runs; restarting it once",
-                    container.name, now - refused_since)
-                container.restart(timeout=5)
-                check, recheck, refused_since = recheck(), None, None
-                note = f" (restarted once after {refused_restart_s:.0f}s of refused connections)"
-            poll.seen = last + note
+    try:
+        for poll in Deadline(deadline_s).polls(what, interval_s, seen="no answer yet"):
+            container.reload()
+            if container.status in ("exited", "dead"):
+                raise WaitTimeout(what, f"container {container.name} {container.status}; log tail: "
+                                        f"{_log_tail(container, 15)}")
+            try:
+                return check()
+            except Exception as exc:  # noqa: BLE001 - unhealthy until it passes
+                last = str(exc) or type(exc).__name__
+                now = time.monotonic()
+                if not _refused(exc):
+                    refused_since = None
+                elif refused_since is None:
+                    refused_since = now
+                elif recheck is not None and now - refused_since >= refused_restart_s:
+                    if listening_inside(container) is False:  # still starting (a JVM opens its ports last)
+                        refused_since, note = now, " (its ports are not open inside the container yet)"
+                    else:
+                        logging.getLogger(__name__).warning(
+                            "%s: its port refused every connection for %.0fs while it runs and listens inside; "
+                            "restarting it once", container.name, now - refused_since)
+                        container.restart(timeout=5)
+                        check, recheck, refused_since = recheck(), None, None
+                        note = f" (restarted once after {refused_restart_s:.0f}s of refused connections)"
+                poll.seen = last + note
+    except WaitTimeout as exc:
+        if "log tail" in str(exc.last_seen):
+            raise
+        raise WaitTimeout(what, f"{exc.last_seen}; log tail of {container.name}: {_log_tail(container, 8)}") \
+            from None
     raise AssertionError("unreachable: a Poll ends by raising WaitTimeout")  # pragma: no cover
+
+
+def _log_tail(container: Container, lines: int) -> str:
+    try:
+        return " | ".join(container.logs(tail=lines).decode(errors="replace").strip().splitlines())
+    except Exception as exc:  # noqa: BLE001 - the timeout is the error; its log tail only helps
+        return f"(no logs: {type(exc).__name__})"
 
 
 # --- health checks (raise while unhealthy, return a short status when healthy) ------------------------------
