@@ -23,6 +23,8 @@ from helix_ops.guide import NEO4J_BOLT_PORT
 from helix_ops.plan import Plan
 from flows.gate import Applied, Change, Proposal, run_change, who_asked
 from flows.init_db import init_helix_db
+from helix_ops.overrides import Overrides
+from tasks.overrides import load_overrides, save_overrides
 from tasks.target import open_environment
 
 
@@ -56,7 +58,8 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
                  run_init_db: bool = True, container_labels: dict[str, str] | None = None,
                  audit_override: str = "", kubeconfig: str | None = None, kube_context: str | None = None,
                  cluster_block: str | None = None, neo4j_uri: str | None = None,
-                 docker_host_block: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+                 docker_host_block: str | None = None, dry_run: bool = False,
+                 reset_overrides: bool = False) -> dict[str, Any]:
     """Deploy (or converge) one Helix environment on a container engine or a Kubernetes cluster.
 
     Args:
@@ -78,6 +81,8 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
             (and context) or a prefect-kubernetes ``KubernetesClusterConfig`` block; none: ``$KUBECONFIG``,
             ``~/.kube/config`` or, inside a pod, its service account.
         neo4j_uri: a Bolt URI for ``init-helix-db`` instead of the target's endpoint.
+        reset_overrides: deploy the descriptor as it is, and forget the image tags and replica counts that
+            upgrade-helix and scale-helix kept (by default a deploy keeps them and lists them in its plan).
         dry_run: plan against the live state and publish the plan (``deploy-plan-<env>``) only: no approval, no
             lease, nothing applied, no change record; returns ``{"applied": False, "dry_run": True, "plan": …}``.
 
@@ -87,20 +92,28 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
     desc, config_text, target, steps = open_environment(env, descriptor, Connection(
         engine_url=engine_url, docker_host_block=docker_host_block, container_labels=container_labels or {},
         kubeconfig=kubeconfig, kube_context=kube_context, cluster_block=cluster_block))
+    # what upgrade-helix and scale-helix changed stays, on top of the descriptor (helix_ops/overrides.py)
+    declared = desc
+    overrides = Overrides() if reset_overrides else load_overrides(declared)
+    desc = overrides.applied_to(declared)
+    kept = tuple(f"override kept: {line}" for line in overrides.lines(declared))
+    kept_md = ("\n\n## Overrides kept from upgrade-helix / scale-helix (`reset_overrides=true` deploys the descriptor "
+               "as it is)\n\n" + "\n".join(f"- {line}" for line in overrides.lines(declared))) if kept else ""
     if dry_run:  # plan and publish only: no question, no lease, no apply
         dry = steps.plan_deploy(target, desc, config_text)
-        for line in plan_lines(dry):
+        for line in (*kept, *plan_lines(dry)):
             logger.info("plan (dry run): %s", line)
-        create_markdown_artifact(plan_markdown(desc.environment, dry), key=f"deploy-plan-{desc.environment}",
+        create_markdown_artifact(plan_markdown(desc.environment, dry) + kept_md,
+                                 key=f"deploy-plan-{desc.environment}",
                                  description=f"deploy plan for {desc.environment} (dry run)")
         return {"environment": desc.environment, "flow_run_id": str(flow_run.get_id()), "applied": False,
                 "dry_run": True, "plan": dry.to_dict()}
 
     def plan() -> Proposal:
         p = steps.plan_deploy(target, desc, config_text)
-        return Proposal(markdown=plan_markdown(desc.environment, p), lines=plan_lines(p), is_noop=p.is_noop,
-                        identity=p.to_dict(), change={"plan": {k: v for k, v in p.counts().items() if k != "noop"}},
-                        data=p)
+        return Proposal(markdown=plan_markdown(desc.environment, p) + kept_md, lines=(*kept, *plan_lines(p)),
+                        is_noop=p.is_noop, identity=p.to_dict(),
+                        change={"plan": {k: v for k, v in p.counts().items() if k != "noop"}}, data=p)
 
     def apply(proposal: Proposal) -> Applied:
         p: Plan = proposal.data
@@ -132,6 +145,8 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
                               "approval": outcome.decision.line()}
     if outcome.status == "refused":
         return result
+    if reset_overrides:
+        save_overrides(declared, Overrides())  # forgotten once the descriptor as it is has been deployed
     rows = outcome.settled
     create_markdown_artifact(status_markdown(desc.environment, rows), key=f"helix-status-{desc.environment}",
                              description=f"Helix {desc.environment} after deploy")

@@ -29,6 +29,8 @@ from helix_ops.descriptor import Descriptor, load_descriptor
 from helix_ops.errors import HelixOpsError
 from helix_ops.stack import build_stack
 from flows.lease import break_lease
+from helix_ops.overrides import image_ref
+from tasks.overrides import load_overrides, save_overrides
 from tasks.records import record_change
 from tasks.target import open_environment
 
@@ -173,16 +175,26 @@ def upgrade_helix(env: EnvName = "local", images: dict[ServiceName, ImageRef] | 
 
     Example: ``prefect deployment run upgrade-helix/prod -p images='{"dashboard": "1.4.2"}'``.
     """
-    current_desc = load_descriptor(descriptor_file(env, descriptor))
-    desired = with_images(current_desc, images, include_data_services) if images else current_desc
-    scope = set(images) if images else {s for s in build_stack(desired).names()
+    declared = load_descriptor(descriptor_file(env, descriptor))
+    overrides = load_overrides(declared)  # what earlier upgrades and scales changed (helix_ops/overrides.py)
+    scope = set(images) if images else {s for s in build_stack(declared).names()
                                          if include_data_services or s not in DATA_SERVICES}
+    if images:
+        current_desc = overrides.applied_to(declared)
+        desired = with_images(current_desc, images, include_data_services)
+        kept = overrides.upgraded({s: image_ref(desired, s) for s in images})
+    else:  # back to the descriptor's tags: their overrides go
+        kept = overrides.without_images(scope)
+        current_desc = desired = kept.applied_to(declared)
     conn = Connection(engine_url=engine_url, docker_host_block=docker_host_block,
                       container_labels=container_labels or {}, kubeconfig=kubeconfig, kube_context=kube_context,
                       cluster_block=cluster_block)
-    return _change(env, lambda _running: desired, "upgrade", {"images": images or "from descriptor"}, scope,
-                   descriptor, conn, health_timeout_s, drain_s, lease_ttl_s, lease_wait_s, break_stale_lease,
-                   triggered_by, backup_first, current_desc, parallel)
+    result = _change(env, lambda _running: desired, "upgrade", {"images": images or "from descriptor"}, scope,
+                     descriptor, conn, health_timeout_s, drain_s, lease_ttl_s, lease_wait_s, break_stale_lease,
+                     triggered_by, backup_first, current_desc, parallel)
+    if result["result"] in ("succeeded", "noop"):
+        save_overrides(declared, kept)  # the next deploy-helix keeps these tags (and lists them in its plan)
+    return result
 
 
 @flow(name="scale-helix", flow_run_name=run_name("scale-{env}-{service}-{replicas}"))
@@ -194,8 +206,11 @@ def scale_helix(service: AppService, replicas: Replicas, env: EnvName = "local",
                 cluster_block: str | None = None, docker_host_block: str | None = None) -> dict[str, Any]:
     """Change one service's replica count within the scaling rules (mcp-graph never above one), gated on
     health like an upgrade. The service keeps the image it runs now; replicas that run are kept.
-    Note: the descriptor file is not rewritten; commit the new count there too."""
-    current_desc = load_descriptor(descriptor_file(env, descriptor))
+    The descriptor file is not rewritten: the count is kept as an override that the next deploy-helix keeps
+    (and lists in its plan) until the descriptor says it too or a deploy runs with ``reset_overrides``."""
+    declared = load_descriptor(descriptor_file(env, descriptor))
+    overrides = load_overrides(declared)  # what earlier upgrades and scales changed (helix_ops/overrides.py)
+    current_desc = overrides.applied_to(declared)
     with_replicas(current_desc, service, replicas)  # refuse a rule break before touching anything
 
     def desired_for(running: dict[str, str]) -> Descriptor:
@@ -205,6 +220,9 @@ def scale_helix(service: AppService, replicas: Replicas, env: EnvName = "local",
     conn = Connection(engine_url=engine_url, docker_host_block=docker_host_block,
                       container_labels=container_labels or {}, kubeconfig=kubeconfig, kube_context=kube_context,
                       cluster_block=cluster_block)
-    return _change(env, desired_for, "scale", {"service": service, "replicas": replicas}, {service}, descriptor,
-                   conn, health_timeout_s, drain_s, lease_ttl_s, lease_wait_s, break_stale_lease, triggered_by,
-                   False, current_desc, False)
+    result = _change(env, desired_for, "scale", {"service": service, "replicas": replicas}, {service}, descriptor,
+                     conn, health_timeout_s, drain_s, lease_ttl_s, lease_wait_s, break_stale_lease, triggered_by,
+                     False, current_desc, False)
+    if result["result"] in ("succeeded", "noop"):
+        save_overrides(declared, overrides.scaled(service, replicas))  # the next deploy-helix keeps the count
+    return result

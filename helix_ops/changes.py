@@ -40,7 +40,7 @@ def _rebuild(descriptor: Descriptor, data: dict[str, Any], param: str) -> Descri
     return new
 
 
-def _split_image(ref: str) -> tuple[str | None, str]:
+def split_image(ref: str) -> tuple[str | None, str]:
     """``repo:tag`` → (repo, tag); a bare ``tag`` → (None, tag). A registry port is not a tag."""
     head, sep, tail = ref.rpartition(":")
     if sep and "/" not in tail:
@@ -63,7 +63,7 @@ def with_images(descriptor: Descriptor, images: Mapping[str, str], include_data_
             raise ConfigError(f"images.{service}", "is a data service: upgrade it only with include_data_services=true")
         if not isinstance(ref, str) or not ref:
             raise ConfigError(f"images.{service}", "must be a tag or repository:tag string")
-        repo, tag = _split_image(ref)
+        repo, tag = split_image(ref)
         image = data["services"][service]["image"]
         image["tag"] = tag
         if repo:

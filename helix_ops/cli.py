@@ -453,15 +453,21 @@ def cmd_backups(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_diff(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """``helix-ops diff``: deploy-helix's plan against the live state; exit 0 no change, 2 changes, 1 error."""
     from helix_ops.history import diff_table
-    from tasks.history import live_plan, open_target
+    from tasks.history import kept_overrides, live_plan, open_target
 
-    desc, path = _descriptor(args)
+    declared, path = _descriptor(args)
+    overrides, why = kept_overrides(declared)  # as deploy-helix: upgrade/scale results stay on top
+    desc = overrides.applied_to(declared)
+    notes = [why] if why else [f"override kept: {line}" for line in overrides.lines(declared)]
     target = open_target(desc, _connection(args))
     plan = live_plan(target, desc, _helix_config_text(desc, path))
+    if not args.json:
+        for note in notes:
+            print(note)
     code = EXIT_OK if plan.is_noop else 2
     if args.json:
         _print_json({"environment": desc.environment, "target": target.where(), "changes": not plan.is_noop,
-                     "plan": plan.to_dict()})
+                     "plan": plan.to_dict(), "overrides": overrides.model_dump(), "notes": notes})
         return code
     counts = ", ".join(f"{n} {a}" for a, n in plan.counts().items())
     if plan.is_noop:

@@ -150,3 +150,31 @@ def test_a_killed_upgrade_is_finished_by_the_next_run(env, docker_client):
     names = container_ids(docker_client, env["project"])
     assert len([n for n in names if "-dashboard-" in n]) == 2  # no leftover replica of the killed run
     assert '"action": "break-lease"' in (env["workdir"] / "audit" / "local.jsonl").read_text()
+
+
+def test_a_deploy_keeps_what_upgrades_changed_until_reset(env, docker_client):
+    """The module's upgrades left mcp-graph, mcp-cascade and mcp-verification on v2 while the descriptor says v1:
+    a deploy keeps them (a no-op, the overrides listed in its plan), a deploy with reset_overrides puts the
+    descriptor's v1 back and forgets them."""
+    from prefect.artifacts import Artifact
+    from prefect.variables import Variable
+
+    from helix_ops.descriptor import load_descriptor
+    from helix_ops.overrides import variable_name
+
+    before = images_now(docker_client, env["project"])
+    assert before["mcp-graph"] == {"v2"} and before["mcp-cascade"] == {"v2"}, before
+    name = variable_name(load_descriptor(env["path"]).project, "local")
+    assert set(Variable.get(name)["images"]) == {"mcp-graph", "mcp-cascade", "mcp-verification"}
+
+    kept = deploy_helix(**env["common"], run_init_db=False)
+    assert kept["applied"] is False and kept["plan"]["counts"].get("update", 0) == 0
+    assert images_now(docker_client, env["project"]) == before
+    plan = str(Artifact.get("deploy-plan-local").data)
+    assert "Overrides kept" in plan and "mcp-graph: image" in plan and "the descriptor says" in plan
+
+    reset = deploy_helix(**env["common"], run_init_db=False, reset_overrides=True)
+    assert reset["applied"] is True
+    after = images_now(docker_client, env["project"])
+    assert all(after[s] == {"v1"} for s in ("mcp-graph", "mcp-cascade", "mcp-verification")), after
+    assert Variable.get(name, default=None) is None
