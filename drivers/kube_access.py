@@ -15,6 +15,7 @@ transport failure :class:`~drivers.kube.KubeUnreachable`.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import warnings
@@ -67,11 +68,15 @@ class KubeAccess:
 
         target = Kr8sPod({"apiVersion": "v1", "kind": "Pod", "metadata": {
             "name": pod["metadata"]["name"], "namespace": self.namespace}}, api=self._kr8s())
-        try:
-            forward = target.portforward(int(port), local_port="auto")
-            local_port = forward.__enter__()
-        except OSError as exc:
-            raise DriverError(f"cannot listen on 127.0.0.1 for the port-forward to {service}: {exc}") from exc
+        for attempt in range(5):  # kr8s picks a free port, then binds it: another process may take it in between
+            try:
+                forward = target.portforward(int(port), local_port="auto")
+                local_port = forward.__enter__()
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == 4:
+                    raise DriverError(f"cannot listen on 127.0.0.1 for the port-forward to {service}: {exc}") \
+                        from exc
         try:
             yield ("127.0.0.1", int(local_port))
         finally:

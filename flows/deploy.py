@@ -91,7 +91,7 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
     logger = get_run_logger()
     desc, config_text, target, steps = open_environment(env, descriptor, Connection(
         engine_url=engine_url, docker_host_block=docker_host_block, container_labels=container_labels or {},
-        kubeconfig=kubeconfig, kube_context=kube_context, cluster_block=cluster_block))
+        kubeconfig=kubeconfig, kube_context=kube_context, cluster_block=cluster_block), keep_overrides=False)
     # what upgrade-helix and scale-helix changed stays, on top of the descriptor (helix_ops/overrides.py)
     declared = desc
     overrides = Overrides() if reset_overrides else load_overrides(declared)

@@ -61,7 +61,7 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
     ``tasks.engine`` / ``tasks.kube``'s (``tasks.target.deployer_for``)."""
     logger = get_run_logger()
     who = who_asked(triggered_by)
-    _, config_text, target, steps = open_environment(env, descriptor, conn)
+    _, config_text, target, steps = open_environment(env, descriptor, conn, keep_overrides=False)
     if break_stale_lease:
         taken = break_lease(current_desc.environment)
         record_change(AuditRecord.now(environment=current_desc.environment, action="break-lease", triggered_by=who,

@@ -85,14 +85,22 @@ class Environment:
         return iter((self.descriptor, self.config_text, self.target, self.steps))
 
 
-def open_environment(env: str, descriptor: str | None, conn: Connection) -> Environment:
+def open_environment(env: str, descriptor: str | None, conn: Connection,
+                     keep_overrides: bool = True) -> Environment:
     """Load ``deployments/<env>.yaml`` (or ``descriptor``) and the helix.config.yaml it names, open its target
-    as ``conn`` says and ping it (call from a flow: the ping is a task)."""
+    as ``conn`` says and ping it (call from a flow: the ping is a task).
+
+    With ``keep_overrides`` (the default) the descriptor comes with the image tags and replica counts that
+    upgrade-helix and scale-helix kept (``helix_ops/overrides.py``), so that a flow re-applying a workload
+    (a rotation's roll) does not undo them; deploy-helix loads them itself (it lists them, or resets them)."""
     from helix_ops.descriptor import descriptor_file, load_descriptor
     from tasks.kube import helix_config_text
+    from tasks.overrides import load_overrides
 
     path = descriptor_file(env, descriptor)
     desc = load_descriptor(path)
+    if keep_overrides:
+        desc = load_overrides(desc).applied_to(desc)
     target = target_for(desc, conn)
     steps = deployer_for(target)
     config_text = helix_config_text(desc, path)

@@ -198,6 +198,13 @@ def test_rotating_a_secret_updates_it_and_rolls_its_consumers_only(env, kube):
     assert again["secret"] == "unchanged" and again["rolled"] == []
 
 
+def _plan_artifact_lines(env) -> list[str]:
+    from prefect.artifacts import Artifact
+
+    text = str(Artifact.get(f"deploy-plan-{env['environment']}").data)
+    return [line[2:] for line in text.splitlines() if line.startswith("- ")]
+
+
 def apply_role(env, user: str, without: tuple[str, str] | None = None) -> str:
     """deployments/rbac/role.yaml for the test namespace, bound to ``user`` (a client-certificate identity);
     ``without`` = (resource, verb) takes one verb away. Returns the cluster-scoped objects' name."""
@@ -241,11 +248,15 @@ def test_the_role_in_deployments_rbac_is_enough_to_converge_the_environment(env,
     ns, user = env["namespace"], f"helix-ops-{env['environment']}"
     name = apply_role(env, user)
     try:
-        # the upgrade above left mcp-discovery off the descriptor: converging patches it
+        # the scale and the upgrade above are kept as overrides (dashboard 3 replicas, mcp-discovery 1.5.0); the
+        # rotation test's direct roll from the plain descriptor put the dashboard back to 2: converging patches
+        # the dashboard to the kept 3 and leaves the upgraded mcp-discovery alone
         result = deploy(env, kube, kubeconfig=str(kube.kubeconfig_for(user)))
         assert result["unhealthy"] == []
         assert {c["identity"] for c in result["plan"]["changes"] if c["action"] == "update"} == \
-            {f"Deployment/{ns}/mcp-discovery"}
+            {f"Deployment/{ns}/dashboard"}
+        assert any(line.startswith("mcp-discovery: image ") for line in
+                   _plan_artifact_lines(env)), "the kept upgrade is listed in the plan"
     finally:
         drop_cluster_role(env, name)
 
