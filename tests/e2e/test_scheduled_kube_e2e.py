@@ -87,17 +87,44 @@ def kube_worker(bed, kube, images, prefect_server, tmp_path_factory):
             e["admin"].delete_namespace()
 
 
-def run(w, deployment: str, **params) -> str:
-    """``prefect deployment run <deployment> --params … --watch``; on anything but Completed, the run's logs."""
+def run(w, deployment: str, approve: str | None = None, **params) -> str:
+    """``prefect deployment run <deployment> --params … --watch``; on anything but Completed, the run's logs.
+    With ``approve`` (a reason), the run is expected to wait for an approval (the environment's policy), and is
+    approved with ``helix-ops approve`` as an operator would."""
     argv = [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(params), "--watch",
             "--watch-timeout", "900"]
-    out = subprocess.run(argv, env=w["env"], cwd=REPO, capture_output=True, text=True, timeout=960)
+    proc = subprocess.Popen(argv, env=w["env"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if approve:
+        sh([str(BIN / "helix-ops"), "approve", waiting_run(w, deployment), "--reason", approve, "--approver", "e2e"],
+           w["env"])
+    stdout, _ = proc.communicate(timeout=960)
+    out = subprocess.CompletedProcess(argv, proc.returncode, stdout, "")
     if out.returncode != 0 or "Completed" not in out.stdout:
         run_id = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout)
         logs = subprocess.run([str(BIN / "prefect"), "flow-run", "logs", run_id.group(1), "--tail", "60"],
                               env=w["env"], capture_output=True, text=True, timeout=60).stdout if run_id else ""
         pytest.fail(f"{deployment} did not complete (exit {out.returncode}):\n{logs[-6000:] or out.stdout[-3000:]}")
     return out.stdout
+
+
+def waiting_run(w, deployment: str, deadline_s: float = 600) -> str:
+    """The id of ``deployment``'s run that waits for an answer (suspended by the change gate)."""
+    import time
+
+    import httpx
+
+    flow, name = deployment.split("/")
+    api = w["env"]["PREFECT_API_URL"]
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        r = httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
+            "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}},
+            "flows": {"name": {"any_": [flow]}}, "deployments": {"name": {"any_": [name]}}})
+        r.raise_for_status()
+        if r.json():
+            return r.json()[0]["id"]
+        time.sleep(2)
+    raise AssertionError(f"no run of {deployment} waited for an approval within {deadline_s} s")
 
 
 def apply_role(admin, namespace: str) -> None:
@@ -121,7 +148,12 @@ def test_every_scheduled_kubernetes_deployment_runs_to_completed(kube_worker):
     kube = {"kubeconfig": w["kubeconfig"]}
     for shape in ENVS:
         e = w["envs"][shape]
-        run(w, f"deploy-helix/{shape}", descriptor=str(e["path"]), **kube)
+        if shape == "prod":  # prod's policy (deployments/prod.yaml): the security audit, then an approval
+            run(w, "deploy-helix/prod", approve="e2e: first deploy of the prod-shaped environment",
+                audit_override="e2e: the test bed's cluster has no TLS ingress or network policies enforced",
+                descriptor=str(e["path"]), **kube)
+        else:
+            run(w, f"deploy-helix/{shape}", descriptor=str(e["path"]), **kube)
         apply_role(e["admin"], e["namespace"])
     done = set()
     # staging: the backups of its schedules
