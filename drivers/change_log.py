@@ -20,17 +20,13 @@ plan and the result of a change, never a secret. Only the store's public attribu
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from drivers.storage import BackupStore, LocalStore, S3Store
-from drivers.storage.local import private_dir, refuse_shared_folder
-from drivers.storage.streams import FILE_MODE
+from drivers.storage.local import private_dir, refuse_shared_folder, write_atomically
 from helix_ops.errors import ConfigError, DriverError
 
 PREFIX = "changes"
@@ -83,22 +79,7 @@ class ChangeLog:
             refuse_shared_folder(private_dir(root / PREFIX))
             folder = root / PREFIX / env
             refuse_shared_folder(private_dir(folder))
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-            try:
-                os.fchmod(fd, FILE_MODE)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, folder / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_atomically(folder, name, data)
         except OSError as exc:
             raise DriverError(f"cannot write change records to {root}: {exc.strerror or exc}",
                               hint="check backup.storage.path and its permissions") from exc

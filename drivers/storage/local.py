@@ -114,23 +114,7 @@ class LocalStore(BackupStore):
             yield from read_chunks(f)
 
     def _put_small(self, backup_id: str, name: str, data: bytes) -> None:
-        folder = self._writable_dir(backup_id)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")  # created 0600
-        try:
-            os.fchmod(fd, FILE_MODE)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomically(self._writable_dir(backup_id), name, data)
 
     def _ids(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
@@ -152,3 +136,25 @@ class LocalStore(BackupStore):
         else:
             for n in names:
                 (folder / n).unlink(missing_ok=True)
+
+
+def write_atomically(folder: Path, name: str, data: bytes) -> Path:
+    """``data`` as ``folder/name``, mode 0600, all or nothing: a temporary file fsynced, renamed, and the folder
+    fsynced (a crash leaves the old object or the new one, never half of one)."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")  # created 0600
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return folder / name
