@@ -1,5 +1,7 @@
 """Randomized crash tests of backup-helix and restore-helix (issue 24, part 4), on the session's deployed local
-stack (``helix_stack``: real engine, Neo4j, Redis, Prefect's test harness).
+stack (``helix_stack``: real engine, Neo4j, Redis, Prefect's test harness); the machinery (seeds, the
+boundaries, the killable flow process) is ``tests/crash_points.py``'s, shared with upgrade-helix's and
+rotate-helix-secrets' randomized crash tests.
 
 The chosen crash points are tested elsewhere (mid-export, mid-swap, each rotation step). Here the point is
 drawn: an ordinary run of the flow records the task boundaries it goes through (``before:<task>#n`` and
@@ -31,108 +33,21 @@ import os
 import random
 import signal
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from drivers.storage import LocalStore
+from tests.crash_points import SEEDS_ENV, Boundaries, run_killed, seeds
 
 pytestmark = pytest.mark.bed
 
-REPO = Path(__file__).resolve().parents[2]
 WRITER = "mcp-graph"
-SEEDS_ENV = "HELIX_CRASH_SEEDS"
 # The restores load Neo4j transactionally: the import path (Neo4j stopped for a swap) takes about a minute a
 # run on the bed, over CI's budget for these tests; its window has its own chosen-point crash tests (mid-swap).
 # HELIX_CRASH_NEO4J_LOAD=import draws the points of that path instead.
 NEO4J_LOAD = os.environ.get("HELIX_CRASH_NEO4J_LOAD", "transactional")
-
-
-def seeds(default: list[int]) -> list[int]:
-    raw = os.environ.get(SEEDS_ENV, "").strip()
-    if not raw:
-        return default
-    if raw.isdigit():
-        return list(range(1, int(raw) + 1))
-    return [int(s) for s in raw.split(",") if s.strip()]
-
-
-# The flow process: counts task boundaries (Task.__call__ wrapped, so every task the flow calls) and
-# SIGKILLs itself at the chosen one; prints the result when the run gets through.
-KILLABLE = """
-import json, os, signal, sys
-sys.path.insert(0, {repo!r})
-from prefect.tasks import Task
-
-flow_name, kill_at, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-seen = {{}}
-original = Task.__call__
-
-def boundary(where, name):
-    key = where + ":" + name
-    seen[key] = seen.get(key, 0) + 1
-    if key + "#" + str(seen[key]) == kill_at:
-        print("killed at", kill_at, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-def call(self, *a, **kw):
-    boundary("before", self.name)
-    out = original(self, *a, **kw)
-    boundary("after", self.name)
-    return out
-
-Task.__call__ = call
-if flow_name == "backup-helix":
-    from flows.backup import backup_helix as run
-else:
-    from flows.restore import restore_helix as run
-print("result", json.dumps(run(**args), default=str), flush=True)
-"""
-
-
-class Boundaries:
-    """Records the task boundaries a flow run goes through (in this process), as ``where:name#n``."""
-
-    def __init__(self, monkeypatch) -> None:
-        from prefect.tasks import Task
-
-        self.points: list[str] = []
-        counts: dict[str, int] = {}
-        original = Task.__call__
-
-        def boundary(where: str, name: str) -> None:
-            key = f"{where}:{name}"
-            counts[key] = counts.get(key, 0) + 1
-            self.points.append(f"{key}#{counts[key]}")
-
-        def call(task, *a, **kw):
-            boundary("before", task.name)
-            out = original(task, *a, **kw)
-            boundary("after", task.name)
-            return out
-
-        monkeypatch.setattr(Task, "__call__", call)
-
-
-def run_killed(flow_name: str, point: str, args: dict, log: Path) -> tuple[int, str]:
-    """Run ``flow_name`` in a flow process that SIGKILLs itself at ``point``; ``(returncode, output)``."""
-    from prefect.settings import PREFECT_API_URL
-
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", KILLABLE.format(repo=str(REPO)), flow_name, point,
-                                 json.dumps(args)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            proc.wait(300)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(30)
-    return proc.returncode, log.read_text(errors="replace")
 
 
 # --- the stack's data, writers and records ------------------------------------------------------------------
