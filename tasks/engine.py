@@ -291,15 +291,12 @@ def roll_consumers(target: EngineTarget, descriptor: Descriptor, config_text: st
     (``tasks.engine.apply_service`` with ``roll_id``): every replica is re-created from the descriptor's spec,
     so it reads the blocks' current credentials, start-first behind health gates (the load balancer follows
     the dashboard's replicas; mcp-graph, the single writer, stops first). ``parallelism`` services roll at
-    once (they are independent consumers). An app service (dashboard, an MCP server) that does not run is
-    started: a rotation killed between stopping mcp-graph (the single writer, stop-first) and starting its new
-    replica left it stopped, and the descriptor wants it (found by the randomized crash tests). A data
-    service's member that does not run (a Redis replica) is left alone."""
+    once (they are independent consumers). A service that does not run is not started."""
     stack = build_stack(descriptor)
     specs = {o.identity: o.spec for o in compose_objects(render_compose(stack))}
     base = {member: svc.name for svc in stack.services for member in member_names(svc)}  # redis-2 → redis
     running = set(running_services(target))
-    todo = [name for name in services if name in running or name in guide.APP_SERVICES]
+    todo = [name for name in services if name in running]
     reports: list[dict[str, Any]] = []
     for i in range(0, len(todo), max(1, parallelism)):
         futures = []
