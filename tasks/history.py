@@ -149,12 +149,10 @@ def open_approvals(environment: str) -> list[dict[str, Any]]:
 def kept_overrides(desc: Descriptor) -> tuple[Any, str]:
     """The overrides deploy-helix would keep (``helix_ops.overrides``, a Prefect Variable) and, when the Prefect
     API cannot be read, empty ones and why."""
-    from prefect.variables import Variable
-
-    from helix_ops.overrides import Overrides, variable_name
+    from helix_ops.overrides import Overrides
+    from tasks.overrides import load_overrides
 
     api, why = prefect_api()
     if api is None:
         return Overrides(), f"overrides not read: {why}"
-    value = Variable.get(variable_name(desc.project, desc.environment), default=None)
-    return (Overrides.model_validate(value) if value is not None else Overrides()), ""
+    return load_overrides.fn(desc), ""  # the flows' own reader (its validation and error), without a task run
