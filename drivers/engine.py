@@ -298,6 +298,17 @@ class EngineDriver:
             names.append(c.name)
         return names
 
+    def stop(self, containers: Iterable[Container], grace_s: int = 20) -> list[str]:
+        """Stop (SIGTERM, then KILL after ``grace_s``) containers, keeping them; return their names."""
+        names = []
+        for c in containers:
+            try:
+                c.stop(timeout=grace_s)
+            except docker.errors.NotFound:
+                pass
+            names.append(c.name)
+        return names
+
     def remove_service(self, name: str) -> list[str]:
         return self.remove(self.containers(name))
 

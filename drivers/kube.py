@@ -47,6 +47,7 @@ from lightkube.core.resource_registry import resource_registry
 from lightkube.types import CascadeType, PatchType
 
 from drivers.kube_errors import KubeApiError, KubeForbidden, KubeUnreachable, RolloutFailed
+from helix_ops.drift import owned_fields
 from helix_ops.errors import ConfigError, PlanError, WaitTimeout
 from helix_ops.plan import HASH_LABEL, CurrentObject, CurrentState
 from helix_ops.wait import Deadline
@@ -407,6 +408,7 @@ def _fields(obj: Mapping[str, Any]) -> dict[str, Any]:
         image = _image(obj)
         if image:
             fields["image"] = image
+    fields.update(owned_fields(obj))  # what the plan compares for drift (helix_ops.drift)
     return fields
 
 

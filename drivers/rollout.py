@@ -4,8 +4,8 @@
   one, wait until it is healthy, add it to the load balancer (if the service sits behind it), take an old one
   out (graceful reload: in-flight requests finish), let it drain, stop it. The service never has fewer
   healthy replicas than requested.
-* stop-first services (mcp-graph, the single writer; the databases; the load balancer): stop, then start;
-  the downtime is measured.
+* stop-first services (mcp-graph, the single writer; the databases; the load balancer): stop, then start (the
+  old replicas are removed once the new ones are healthy); the downtime is measured.
 
 A rollout resumes cleanly: replicas of the new spec that already run healthy are kept, so a rerun after a
 crash finishes the job instead of starting over.
@@ -94,12 +94,18 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
     old = [c for c in existing if c.name not in current]
     serving = [c.name for c in _running(existing)]
 
+    parked: list[str] = []
     if not start_first and old:
         down_at = time.monotonic()
         log(f"{name}: stopping {len(old)} old replica(s) (stop-first)")
-        report.stopped += driver.remove(old)
+        # An old replica is stopped, not removed, until the new ones are healthy: a run killed in between
+        # leaves the service's containers behind, so the next run (a resumed rotation) still sees a service
+        # the environment runs. One that carries a new replica's name (same spec, not running) goes now.
+        report.stopped += driver.remove([c for c in old if c.name in new_names])
+        old = [c for c in old if c.name not in new_names]
+        parked = driver.stop(old)
+        report.stopped += parked
         serving = [n for n in serving if n not in set(report.stopped)]
-        old = []
     else:
         down_at = None
 
@@ -132,11 +138,11 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
                 time.sleep(drain_s)  # the reloaded balancer's old workers finish their requests
             log(f"{name}: stopping old replica {victim.name}")
             report.stopped += driver.remove([victim])
-    if old:  # fewer replicas than before, or leftovers of an interrupted run
+    if old:  # fewer replicas than before, leftovers of an interrupted run, or the stop-first ones parked above
         if members_hook is not None:
             serving = [n for n in serving if n not in {c.name for c in old}]
             members_hook(serving)
             time.sleep(drain_s)
-        report.stopped += driver.remove(old)
+        report.stopped += [n for n in driver.remove(old) if n not in parked]
     report.wall_s = time.monotonic() - t0
     return report

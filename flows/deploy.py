@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 
 from flows.params import EnvName, run_name
 from drivers.target import Connection
+from helix_ops.errors import DriftRefused
 from helix_ops.guide import NEO4J_BOLT_PORT
 from helix_ops.plan import Plan
 from flows.gate import Applied, Change, Proposal, run_change, who_asked
@@ -44,6 +45,15 @@ def plan_lines(plan: Plan) -> tuple[str, ...]:
             out.append(f"{c.action} {c.identity}: {c.reason}")
             out += [f"  {d.path}: {d.old!r} -> {d.new!r}" for d in c.diff]
     return (*out, ", ".join(f"{n} {a}" for a, n in plan.counts().items()))
+
+
+def drift_refused(env: str, plan: Plan) -> DriftRefused:
+    """The one error of a deploy that found drift where the policy says ``refuse`` (nothing is changed)."""
+    fields = "; ".join(f"{c.identity}: " + ", ".join(f"{d.path} {d.old!r} (descriptor: {d.new!r})" for d in c.diff)
+                       for c in plan.drift)
+    return DriftRefused(f"deploy of {env} refused: changed outside helix-ops: {fields}. kubernetes.drift is "
+                        f"'refuse': put the change into the descriptor (or undo it by hand), or set "
+                        f"kubernetes.drift: revert to let the deploy take it back; nothing was changed")
 
 
 def status_markdown(env: str, rows: list[dict[str, Any]]) -> str:
@@ -111,6 +121,8 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
 
     def plan() -> Proposal:
         p = steps.plan_deploy(target, desc, config_text)
+        if p.drift and desc.kubernetes.drift == "refuse":
+            raise drift_refused(desc.environment, p)
         return Proposal(markdown=plan_markdown(desc.environment, p) + kept_md, lines=(*kept, *plan_lines(p)),
                         is_noop=p.is_noop, identity=p.to_dict(),
                         change={"plan": {k: v for k, v in p.counts().items() if k != "noop"}}, data=p)

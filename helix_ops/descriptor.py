@@ -180,6 +180,10 @@ class Kubernetes(_Model):
     namespace: Name = "helix"
     storage_class: Name | None = None
     ingress_namespace: Name = "ingress-nginx"
+    drift: Literal["revert", "refuse"] = "revert"
+    """What deploy-helix does with an out-of-band change to a field helix-ops owns (``kubectl set image``, ``kubectl
+    edit``; see helix_ops/drift.py): ``revert`` applies the descriptor again (the plan lists each drifted field),
+    ``refuse`` stops before changing anything and says what drifted."""
 
     @field_validator("version")
     @classmethod

@@ -45,6 +45,10 @@ class PlanError(HelixOpsError):
     """A plan cannot be computed, e.g. the current state is malformed or an object is owned by someone else."""
 
 
+class DriftRefused(PlanError):
+    """A deploy found fields changed out of band and the environment's ``kubernetes.drift`` is ``refuse``."""
+
+
 class RenderError(HelixOpsError):
     """A rendered object does not pass its schema (Compose specification, Kubernetes OpenAPI)."""
 

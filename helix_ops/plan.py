@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from helix_ops.drift import CONTAINER_PREFIX, drifted, owned_fields
 from helix_ops.errors import PlanError
 
 Action = Literal["create", "update", "delete", "noop"]
@@ -84,6 +85,8 @@ class Change:
     reason: str
     spec_hash: str | None = None
     diff: tuple[FieldChange, ...] = ()
+    drift: bool = False
+    """An update that takes back an out-of-band change (the live object's spec hash is the rendering's)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,11 @@ class Plan:
     def is_noop(self) -> bool:
         """True when nothing would change."""
         return all(c.action == "noop" for c in self.changes)
+
+    @property
+    def drift(self) -> tuple[Change, ...]:
+        """The updates that take back out-of-band changes (see :mod:`helix_ops.drift`)."""
+        return tuple(c for c in self.changes if c.drift)
 
     def counts(self) -> dict[str, int]:
         """How many changes of each action."""
@@ -111,6 +119,7 @@ class Plan:
                     "identity": c.identity,
                     "reason": c.reason,
                     "spec_hash": c.spec_hash,
+                    "drift": c.drift,
                     "diff": [{"path": d.path, "old": d.old, "new": d.new} for d in c.diff],
                 }
                 for c in self.changes
@@ -159,6 +168,11 @@ def _compare(d: DesiredObject, now: CurrentObject | None) -> Change:
     if now is None:
         return Change("create", d.identity, f"absent{_at(d).replace(' at ', '; create at ')}", new_hash)
     if now.spec_hash == new_hash:
+        drift = drifted(d.fields, now.fields) if any(k.startswith(CONTAINER_PREFIX) for k in d.fields) else []
+        if drift:  # the annotation matches, but a field helix-ops owns was changed out of band
+            return Change("update", d.identity, f"drift: {', '.join(p for p, _, _ in drift)} changed outside "
+                                                f"helix-ops", new_hash,
+                          tuple(FieldChange(p, old, new) for p, old, new in drift), drift=True)
         state = f"already{_at(d)}" if _at(d) else "unchanged"
         return Change("noop", d.identity, f"{_name(d)} {state}, spec hash {new_hash}", new_hash)
     diff = field_diff(now.fields, d, d.secret)
@@ -268,6 +282,7 @@ def kubernetes_objects(manifests: Iterable[Mapping[str, Any]]) -> list[DesiredOb
         containers = spec.get("template", {}).get("spec", {}).get("containers", [])
         if containers:
             fields["image"] = containers[0]["image"]
+        fields.update(owned_fields(m))
         objs.append(DesiredObject(identity, m, fields, secret=m["kind"] == "Secret"))
     return objs
 

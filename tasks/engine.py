@@ -278,11 +278,11 @@ def rotation_endpoints(target: EngineTarget) -> dict[str, Any]:
             "neo4j": f"bolt://{neo4j[0][0]}:{neo4j[0][1]}" if neo4j else None}
 
 
-@task(name="running-services", retries=1, timeout_seconds=60, cache_policy=NO_CACHE)
-def running_services(target: EngineTarget) -> list[str]:
-    """The services of the project with at least one running replica."""
-    return sorted({c.labels.get("helix-ops.service", "") for c in target.driver().containers()
-                   if c.status == "running"} - {""})
+@task(name="deployed-services", retries=1, timeout_seconds=60, cache_policy=NO_CACHE)
+def deployed_services(target: EngineTarget) -> list[str]:
+    """The services of the project with at least one replica, running or stopped (a stop-first roll keeps the
+    old replicas, stopped, until the new ones are healthy: a service whose roll was killed counts)."""
+    return sorted({c.labels.get("helix-ops.service", "") for c in target.driver().containers()} - {""})
 
 
 def roll_consumers(target: EngineTarget, descriptor: Descriptor, config_text: str | None,
@@ -291,12 +291,13 @@ def roll_consumers(target: EngineTarget, descriptor: Descriptor, config_text: st
     (``tasks.engine.apply_service`` with ``roll_id``): every replica is re-created from the descriptor's spec,
     so it reads the blocks' current credentials, start-first behind health gates (the load balancer follows
     the dashboard's replicas; mcp-graph, the single writer, stops first). ``parallelism`` services roll at
-    once (they are independent consumers). A service that does not run is not started."""
+    once (they are independent consumers). A service the environment does not have (no replica, running or
+    stopped: e.g. the apps of a data-tier-only stack) is not started."""
     stack = build_stack(descriptor)
     specs = {o.identity: o.spec for o in compose_objects(render_compose(stack))}
     base = {member: svc.name for svc in stack.services for member in member_names(svc)}  # redis-2 → redis
-    running = set(running_services(target))
-    todo = [name for name in services if name in running]
+    deployed = set(deployed_services(target))
+    todo = [name for name in services if name in deployed]
     reports: list[dict[str, Any]] = []
     for i in range(0, len(todo), max(1, parallelism)):
         futures = []

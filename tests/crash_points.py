@@ -57,7 +57,7 @@ def pick(seed: int, points: list[str], canonical: bool = False) -> str:
     return random.Random(seed).choice(sorted(points) if canonical else points)
 
 
-DRIVER_METHODS = ("create_container", "remove", "stop_service", "start_containers", "wait_healthy",
+DRIVER_METHODS = ("create_container", "remove", "stop", "stop_service", "start_containers", "wait_healthy",
                   "update_load_balancer")
 """With ``fine``, the container engine's steps are boundaries too (``before:engine.create_container#n``…): the
 points inside a rolling restart (a new replica created, health-gated, the old one removed), which runs in a

@@ -133,7 +133,10 @@ def test_secret_values_are_redacted_in_diffs():
 def test_kubernetes_identities_and_summary_fields():
     stack = build_stack(load_descriptor(DEPLOYMENTS / "prod.yaml"), helix_config_text())
     objs = {o.identity: o for o in kubernetes_objects(render_kubernetes(stack))}
-    assert objs["Deployment/helix/dashboard"].fields == {"replicas": 3, "image": "ghcr.io/example/helix-dashboard:1.4.2"}
+    dashboard = objs["Deployment/helix/dashboard"].fields
+    assert {k: dashboard[k] for k in ("replicas", "image")} == {"replicas": 3,
+                                                                "image": "ghcr.io/example/helix-dashboard:1.4.2"}
+    assert dashboard["containers.dashboard.image"] == "ghcr.io/example/helix-dashboard:1.4.2"  # drift's fields
     assert objs["StatefulSet/helix/neo4j"].fields["replicas"] == 3
     assert "Namespace/helix" in objs
 

@@ -1,7 +1,8 @@
 """``helix-ops diff`` and ``status`` against the test bed's real Kubernetes control plane (kwok plays the nodes):
 one environment deployed once; diff exits 0, then 2 naming a workload whose replicas a descriptor copy changes;
 status lists every workload ready; history lists the deploy's record, kept in the environment's S3 store (the bed's
-S3Proxy)."""
+S3Proxy). Last, drift: a ``kubectl set image``-style patch shows in diff, a deploy under ``kubernetes.drift:
+refuse`` changes nothing and says what drifted, and one under the default ``revert`` takes it back."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def kenv(kube, bed, prefect_harness, tmp_path_factory):
     try:
         deploy_helix(env=environment, descriptor=str(path), kubeconfig=str(kube.kubeconfig), health_timeout_s=90,
                      run_init_db=False)
-        yield {"environment": environment, "path": path, "data": data, "s3": s3, "bucket": bucket}
+        yield {"environment": environment, "namespace": namespace, "path": path, "data": data, "s3": s3,
+               "bucket": bucket}
     finally:
         if old_audit is None:
             os.environ.pop("HELIX_OPS_AUDIT_DIR", None)
@@ -85,3 +87,47 @@ def test_status_lists_every_workload_ready_and_the_deploy_in_history(kenv, kube,
     keys = [o["Key"] for o in kenv["s3"].client().list_objects_v2(Bucket=kenv["bucket"])["Contents"]
             if not o["Key"].endswith("/")]  # S3Proxy's file system backend lists its folders too
     assert len(keys) == 1 and keys[0].startswith(f"helix/changes/{kenv['environment']}/"), keys
+
+
+def test_a_kubectl_set_image_is_drift_a_refusing_deploy_keeps_it_and_a_deploy_takes_it_back(kenv, kube, capsys):
+    from lightkube.types import PatchType
+
+    from flows.deploy import deploy_helix
+    from helix_ops.errors import DriftRefused
+    from tests.kube.conftest import Admin
+
+    admin = Admin(kube.kubeconfig, kenv["namespace"])
+    res = admin.res("Deployment")
+
+    def dashboard_image() -> str:
+        return admin.client.get(res, "dashboard").to_dict()["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    declared = dashboard_image()
+    hotfix = declared.rsplit(":", 1)[0] + ":hotfix-by-hand"
+    # what `kubectl set image deployment/dashboard dashboard=…` sends: a strategic merge patch, its own field manager
+    admin.client.patch(res, "dashboard", {"spec": {"template": {"spec": {"containers": [
+        {"name": "dashboard", "image": hotfix}]}}}}, patch_type=PatchType.STRATEGIC, field_manager="kubectl-set")
+    assert dashboard_image() == hotfix
+
+    kubeconfig = str(kube.kubeconfig)
+    code, out, err = cli(capsys, "diff", "--descriptor", str(kenv["path"]), "--kubeconfig", kubeconfig, "--json")
+    assert code == 2, (out, err)
+    moved = [c for c in json.loads(out)["plan"]["changes"] if c["action"] != "noop"]
+    assert [(c["identity"], c["drift"]) for c in moved] == [(f"Deployment/{kenv['namespace']}/dashboard", True)]
+    assert {"path": "containers.dashboard.image", "old": hotfix, "new": declared} in moved[0]["diff"]
+
+    refusing = kenv["path"].parent / "refusing.yaml"
+    data = json.loads(json.dumps(kenv["data"]))
+    data["kubernetes"]["drift"] = "refuse"
+    refusing.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(DriftRefused, match=r"containers\.dashboard\.image.*hotfix-by-hand.*kubernetes\.drift"):
+        deploy_helix(env=kenv["environment"], descriptor=str(refusing), kubeconfig=kubeconfig, health_timeout_s=90,
+                     run_init_db=False)
+    assert dashboard_image() == hotfix, "a refused deploy changed the workload"
+
+    result = deploy_helix(env=kenv["environment"], descriptor=str(kenv["path"]), kubeconfig=kubeconfig,
+                          health_timeout_s=90, run_init_db=False)
+    assert result["applied"], result
+    assert dashboard_image() == declared
+    code, out, err = cli(capsys, "diff", "--descriptor", str(kenv["path"]), "--kubeconfig", kubeconfig)
+    assert code == 0, (out, err)

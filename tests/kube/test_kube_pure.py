@@ -119,7 +119,8 @@ def test_an_engine_descriptor_is_not_a_kubernetes_target():
 
 def test_read_back_fields_and_images():
     assert _fields({"kind": "Secret", "data": {"a": "c2VjcmV0"}}) == {}
-    assert _fields(deployment()) == {"replicas": 2, "image": "x:1"}
+    # the summary fields, and the owned fields drift compares (helix_ops/drift.py; the container has no name)
+    assert _fields(deployment()) == {"replicas": 2, "image": "x:1", "containers.?.image": "x:1"}
     state = CurrentState((CurrentObject("Deployment/h/dashboard", "a", {"image": "d:1"}),
                           CurrentObject("StatefulSet/h/neo4j", "b", {"image": "n:5"}),
                           CurrentObject("Service/h/dashboard", "c", {})))

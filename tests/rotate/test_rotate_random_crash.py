@@ -23,7 +23,7 @@ Each seed prints ``seed N: rotate-helix-secrets killed at <point>``; a failing s
 ``HELIX_CRASH_POINT=<point>``). Which replica a point inside the parallel roll falls on (``engine.remove#1``:
 the first removal to start) depends on timing.
 Default: seed 1 of a Redis rotation, within CI's budget (the stack is the session's; the recording rotation and
-one seed).
+one seed), and the point seed 1 of an earlier roll found (the single writer stopped, its new replica not created).
 """
 
 from __future__ import annotations
@@ -128,20 +128,34 @@ def rotation_points(rig):
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("seed", seeds([1]), ids=lambda s: f"seed={s}")
 def test_rotation_killed_at_a_random_boundary(rig, rotation_points, seed, tmp_path):
+    point = pick(seed, rotation_points, canonical=True)
+    print(f"seed {seed}: rotate-helix-secrets killed at {point} (replay: {SEEDS_ENV}={seed} or {POINT_ENV}={point})")
+    killed_then_resumed(rig, point, f"seed {seed}", tmp_path)
+
+
+@pytest.mark.timeout(900)
+def test_rotation_killed_while_the_single_writer_is_stopped(rig, rotation_points, tmp_path):
+    """The point a seed found: mcp-graph (stop-first) stopped, its new replica not yet created. Before the fix the
+    writer stayed stopped even after the next run completed (the roll restarted only running services)."""
+    point = "after:engine.stop#1"
+    assert point in rotation_points, "the consumer roll no longer stops mcp-graph first: update this test"
+    killed_then_resumed(rig, point, "the stopped writer", tmp_path)
+
+
+def killed_then_resumed(rig, point: str, seed: str, tmp_path) -> None:
+    """Kill a rotation at ``point``, then check the invariants of the module doc (``seed`` names the case)."""
     from blocks.rotation_state import load_rotation_state
     from drivers.neo4j_users import can_login
     from drivers.redis_acl import RedisAcl
 
-    repaired(rig, f"before seed {seed} (an earlier seed failed)")
-    point = pick(seed, rotation_points, canonical=True)
-    print(f"seed {seed}: rotate-helix-secrets killed at {point} (replay: {SEEDS_ENV}={seed} or {POINT_ENV}={point})")
+    repaired(rig, f"before {seed} (an earlier case failed)")
     before = values(rig)
 
     rc, out = run_killed("rotate-helix-secrets", point, rig["args"], tmp_path / "killed.log", fine=True)
-    assert rc == -signal.SIGKILL and f"killed at {point}" in out, f"seed {seed} ({point}): rc {rc}\n{out[-3000:]}"
+    assert rc == -signal.SIGKILL and f"killed at {point}" in out, f"{seed} ({point}): rc {rc}\n{out[-3000:]}"
     state = load_rotation_state(rig["desc"])
     absent = running_consumers_settle(rig)
-    print(f"seed {seed}: after the kill, rotation in progress: {state.in_progress()} "
+    print(f"{seed}: after the kill, rotation in progress: {state.in_progress()} "
           f"({', '.join(f'{c}:{state.step(c)}' for c in state.in_progress())}); consumers not running: {absent}")
 
     result = rotate(rig)  # the next run completes on its own

@@ -1,0 +1,113 @@
+"""Drift on Kubernetes: the fields helix-ops owns in a workload, read the same way from the rendering and from
+the live object, so that an out-of-band change (``kubectl set image``, ``kubectl edit``, ``kubectl scale``)
+shows in the plan even though the spec-hash annotation still matches.
+
+Owned fields, per container of the pod template: its image, its environment (by name; a value is shown as a
+short hash, never in clear: a secret typed into ``kubectl set env`` must not reach a plan artifact), its
+resources (quantities compared by value: ``0.5`` is ``500m``, ``1Gi`` is ``1024Mi``) and its probes (with the
+API server's defaults filled in, so that a default it adds is not a drift); and the workload's replicas when
+the rendering sets them (an autoscaled workload's are the autoscaler's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+PROBE_DEFAULTS = {"timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3}
+CONTAINER_PREFIX = "containers."
+
+_BINARY = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
+_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal(10 ** 3),
+            "M": Decimal(10 ** 6), "G": Decimal(10 ** 9), "T": Decimal(10 ** 12), "P": Decimal(10 ** 15),
+            "E": Decimal(10 ** 18)}
+
+
+def quantity(value: Any) -> str:
+    """A Kubernetes quantity as a canonical number string (``"500m"`` and ``"0.5"`` → ``"0.5"``); a value that is
+    not a quantity is returned as it is (it then differs from any real one)."""
+    text = str(value).strip()
+    for suffix in sorted((*_BINARY, *_DECIMAL), key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            number, scale = text[: -len(suffix)], Decimal(_BINARY.get(suffix) or _DECIMAL[suffix])
+            break
+    else:
+        number, scale = text, Decimal(1)
+    try:
+        amount = Decimal(number) * scale
+    except InvalidOperation:
+        return text
+    return format(amount.normalize(), "f")
+
+
+def _value_hash(value: Any) -> str:
+    return "value sha256:" + hashlib.sha256(str(value).encode()).hexdigest()[:12]
+
+
+def _env(entry: Mapping[str, Any]) -> str:
+    if "valueFrom" in entry:
+        source = entry["valueFrom"] or {}
+        for kind, ref in sorted(source.items()):
+            ref = dict(ref or {})
+            if kind == "fieldRef":
+                ref.setdefault("apiVersion", "v1")
+            if ref.get("optional") is False:
+                del ref["optional"]
+            return f"{kind} " + ",".join(f"{k}={ref[k]}" for k in sorted(ref))
+        return "valueFrom"
+    return _value_hash(entry.get("value", ""))
+
+
+def _probe(probe: Mapping[str, Any]) -> dict[str, Any]:
+    out = {**PROBE_DEFAULTS, **{k: v for k, v in probe.items() if v is not None}}
+    if "httpGet" in out:
+        out["httpGet"] = {"scheme": "HTTP", **out["httpGet"]}
+    return out
+
+
+def _flat(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flat(v, f"{prefix}.{k}", out)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _flat(v, f"{prefix}[{i}]", out)
+    else:
+        out[prefix] = value
+
+
+def owned_fields(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The owned fields of a Deployment or StatefulSet (rendered or live) as flat paths → comparable values:
+    ``containers.<name>.image``, ``containers.<name>.env.<VAR>``, ``containers.<name>.resources.limits.cpu``,
+    ``containers.<name>.readinessProbe.httpGet.path``…, and ``replicas`` when set. Empty for other kinds."""
+    if manifest.get("kind") not in ("Deployment", "StatefulSet"):
+        return {}
+    spec = manifest.get("spec") or {}
+    out: dict[str, Any] = {}
+    if spec.get("replicas") is not None:
+        out["replicas"] = spec["replicas"]
+    pod = (spec.get("template") or {}).get("spec") or {}
+    for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+        at = f"{CONTAINER_PREFIX}{c.get('name', '?')}"
+        out[f"{at}.image"] = c.get("image")
+        for entry in c.get("env") or []:
+            out[f"{at}.env.{entry.get('name')}"] = _env(entry)
+        for section, values in sorted((c.get("resources") or {}).items()):
+            for name, amount in sorted((values or {}).items()):
+                out[f"{at}.resources.{section}.{name}"] = quantity(amount)
+        for kind in PROBES:
+            if c.get(kind):
+                _flat(_probe(c[kind]), f"{at}.{kind}", out)
+    return out
+
+
+def drifted(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(path, live value, desired value)`` for every owned field that differs: each container field on either
+    side (something added, removed or changed out of band), and ``replicas`` when the rendering sets them."""
+    paths = {p for p in (*desired, *live) if p.startswith(CONTAINER_PREFIX)}
+    if "replicas" in desired:
+        paths.add("replicas")
+    return [(p, live.get(p), desired.get(p)) for p in sorted(paths) if live.get(p) != desired.get(p)]
