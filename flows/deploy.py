@@ -121,8 +121,6 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
 
     def plan() -> Proposal:
         p = steps.plan_deploy(target, desc, config_text)
-        if p.drift and desc.kubernetes.drift == "refuse":
-            raise drift_refused(desc.environment, p)
         return Proposal(markdown=plan_markdown(desc.environment, p) + kept_md, lines=(*kept, *plan_lines(p)),
                         is_noop=p.is_noop, identity=p.to_dict(),
                         change={"plan": {k: v for k, v in p.counts().items() if k != "noop"}}, data=p)
@@ -150,8 +148,12 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
                     init_helix_db(neo4j_uri=f"bolt://{host}:{port}", credentials_block=desc.credentials.neo4j)
         return steps.deploy_status(target, desc)
 
+    def refuse(proposal: Proposal) -> DriftRefused | None:
+        p: Plan = proposal.data
+        return drift_refused(desc.environment, p) if p.drift and desc.kubernetes.drift == "refuse" else None
+
     outcome = run_change(Change(desc, "deploy", who_asked(), plan, apply, before_question=audit, settle=settle,
-                                lease_ttl_s=lease_ttl_s, lease_wait_s=lease_wait_s))
+                                refuse=refuse, lease_ttl_s=lease_ttl_s, lease_wait_s=lease_wait_s))
     result: dict[str, Any] = {"environment": desc.environment, "flow_run_id": str(flow_run.get_id()),
                               "applied": outcome.status == "applied", "plan": outcome.proposal.data.to_dict(),
                               "approval": outcome.decision.line()}

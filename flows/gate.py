@@ -125,7 +125,9 @@ class Change:
     ``prepare(proposal)`` runs after the answer, before the lease, when the plan changes something (upgrade:
     the verified backup first). ``settle(proposal)`` runs under the lease after the apply, also for a no-op
     plan (deploy: init-helix-db and the status). ``check_answer(answer, proposal)`` returns why an approval
-    does not count (restore: the typed id).
+    does not count (restore: the typed id). ``refuse(proposal)`` returns the error that refuses a plan before
+    anyone is asked or anything applied (deploy: drift under ``kubernetes.drift: refuse``); the plan is
+    published, the refusal recorded, and the error raised.
     """
 
     descriptor: Descriptor
@@ -139,6 +141,7 @@ class Change:
     settle: Callable[[Proposal], Any] | None = None
     form: type[Approval] = Approval
     check_answer: Callable[[Any, Proposal], str | None] | None = None
+    refuse: Callable[[Proposal], Exception | None] | None = None
     question: str = ""
     lease_ttl_s: float = 120
     lease_wait_s: float = 1800
@@ -175,6 +178,7 @@ def run_change(change: Change) -> Outcome:
     if policy.asks(change.action) or change.prepare:
         preview = change.plan()
         _publish(change, preview)
+        _refuse_if(change, preview, decision)
         if policy.required(change.action, preview.is_noop):
             if change.before_question:
                 change.before_question(preview)
@@ -189,6 +193,7 @@ def run_change(change: Change) -> Outcome:
         proposal = change.plan()
         if preview is None or proposal.identity != preview.identity:
             _publish(change, proposal)
+            _refuse_if(change, proposal, decision)
         if decision.asked and fingerprint(proposal.identity) != fingerprint(preview.identity):  # type: ignore[union-attr]
             detail = (f"the plan changed after {decision.approver} approved it (someone changed {env} in between): "
                       "nothing applied; run again and approve the new plan")
@@ -207,6 +212,14 @@ def run_change(change: Change) -> Outcome:
         _record(change, proposal, "succeeded", applied.after, applied.detail, decision)
         settled = change.settle(proposal) if change.settle else None
     return Outcome("applied", proposal, decision, applied, settled)
+
+
+def _refuse_if(change: Change, proposal: Proposal, decision: Decision) -> None:
+    """Record and raise the error ``change.refuse`` finds in ``proposal`` (nothing was changed)."""
+    error = change.refuse(proposal) if change.refuse else None
+    if error is not None:
+        _record(change, proposal, "refused", proposal.before, str(error), decision)
+        raise error
 
 
 def _fail(change: Change, proposal: Proposal, decision: Decision, exc: Exception) -> None:

@@ -96,6 +96,22 @@ def test_an_action_the_policy_does_not_list_is_not_asked(records, tmp_path):
     assert (out.status, s.applied, s.planned) == ("applied", 1, 1)
 
 
+@pytest.mark.parametrize("when", ["never", "always"])
+def test_a_refused_plan_is_recorded_and_raised_before_anyone_is_asked_and_nothing_applied(records, tmp_path, when):
+    from helix_ops.errors import DriftRefused
+
+    s = Script(["drifted"])
+
+    def refuse(proposal: Proposal):
+        return DriftRefused(f"refused: {proposal.identity}") if proposal.identity == "drifted" else None
+
+    with pytest.raises(DriftRefused, match="refused: drifted"):
+        gate_flow(s.change(descriptor(tmp_path, when=when, timeout="5s"), refuse=refuse))
+    assert (s.applied, s.planned) == (0, 1)  # "always" would have asked (and waited 5 s for nobody) after it
+    [rec] = records()
+    assert rec["result"] == "refused" and rec["detail"] == "refused: drifted" and rec["change"] == {"to": "drifted"}
+
+
 def _in_thread(fn):
     box: dict = {}
 

@@ -124,6 +124,10 @@ def test_a_kubectl_set_image_is_drift_a_refusing_deploy_keeps_it_and_a_deploy_ta
         deploy_helix(env=kenv["environment"], descriptor=str(refusing), kubeconfig=kubeconfig, health_timeout_s=90,
                      run_init_db=False)
     assert dashboard_image() == hotfix, "a refused deploy changed the workload"
+    code, out, err = cli(capsys, "history", "--descriptor", str(kenv["path"]), "--json")
+    newest = json.loads(out)[0]
+    assert (code, newest["action"], newest["result"]) == (0, "deploy", "refused"), (out, err)
+    assert "containers.dashboard.image" in newest["detail"], newest
 
     result = deploy_helix(env=kenv["environment"], descriptor=str(kenv["path"]), kubeconfig=kubeconfig,
                           health_timeout_s=90, run_init_db=False)
