@@ -274,6 +274,11 @@ class Neo4jClient:
                 return session.execute_write(work)
         return self._call("recording the uid prefix", go)
 
+    def recorded_uid_prefix(self) -> str | None:
+        """The uid prefix ``init-helix-db`` recorded, or None (read-only)."""
+        rows = self._run("reading the uid prefix", mig.RECORDED_UID_PREFIX_QUERY, key=mig.SCHEMA_KEY)
+        return str(rows[0]["uid_prefix"]) if rows and rows[0]["uid_prefix"] is not None else None
+
     def count_uid_prefix_offenders(self, prefix: str, label: str | None = None) -> int:
         """How many nodes (of ``label``, or all) have a ``uid`` that does not start with ``prefix``."""
         rows = self._run("counting uid prefix offenders", mig.uid_prefix_offenders_query(label), prefix=prefix)

@@ -11,6 +11,7 @@ Orchestration only: every side effect is a task in ``tasks/``; every decision co
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -21,10 +22,12 @@ from flows.params import EnvName, run_name
 from drivers.target import Connection
 from helix_ops.errors import DriftRefused
 from helix_ops.guide import NEO4J_BOLT_PORT
+from helix_ops.migrations import DEFAULT_UID_PREFIX
 from helix_ops.plan import Plan
 from flows.gate import Applied, Change, Proposal, run_change, who_asked
-from flows.init_db import init_helix_db
+from flows.init_db import init_helix_db, load_neo4j_credentials
 from helix_ops.overrides import Overrides
+from tasks.db import schema_up_to_date
 from tasks.overrides import load_overrides, save_overrides
 from tasks.target import open_environment
 
@@ -141,11 +144,16 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
 
     def settle(_proposal: Proposal) -> list[dict[str, Any]]:
         if run_init_db:
-            if neo4j_uri:
-                init_helix_db(neo4j_uri=neo4j_uri, credentials_block=desc.credentials.neo4j)
-            else:
-                with target.endpoint("neo4j", NEO4J_BOLT_PORT) as (host, port):
-                    init_helix_db(neo4j_uri=f"bolt://{host}:{port}", credentials_block=desc.credentials.neo4j)
+            with nullcontext(None) if neo4j_uri else target.endpoint("neo4j", NEO4J_BOLT_PORT) as address:
+                uri = neo4j_uri or f"bolt://{address[0]}:{address[1]}"
+                user, password = load_neo4j_credentials(desc.credentials.neo4j)
+                # two read-only queries instead of init-helix-db's run (its tasks and a full scan) when the
+                # ledger already matches the code: what makes a no-op deploy cheap
+                current = schema_up_to_date(uri, user, password, DEFAULT_UID_PREFIX)
+                if current:
+                    logger.info("init-helix-db not needed: %s", current)
+                else:
+                    init_helix_db(neo4j_uri=uri, credentials_block=desc.credentials.neo4j)
         return steps.deploy_status(target, desc)
 
     def refuse(proposal: Proposal) -> DriftRefused | None:

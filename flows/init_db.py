@@ -49,7 +49,7 @@ def load_neo4j_credentials(block_name: str) -> tuple[str, SecretStr]:
     return str(block.user), password if isinstance(password, SecretStr) else SecretStr(str(password))
 
 
-def run_init_db(uri: str, user: str, password: SecretStr | str, uid_prefix: str = "cpe", *,
+def run_init_db(uri: str, user: str, password: SecretStr | str, uid_prefix: str = mig.DEFAULT_UID_PREFIX, *,
                 applied_by: str = "", wait_deadline_s: float = 120,
                 migrations: tuple[mig.Migration, ...] = mig.MIGRATIONS) -> dict[str, Any]:
     """The work of ``init-helix-db`` once credentials are known; returns the summary (no secrets).
@@ -97,7 +97,7 @@ def run_init_db(uri: str, user: str, password: SecretStr | str, uid_prefix: str 
 
 @flow(name="init-helix-db", flow_run_name=run_name("init-db-{env}", env="descriptor"))
 def init_helix_db(env: EnvName | None = None, descriptor: str | None = None, neo4j_uri: str | None = None,
-                  credentials_block: str | None = None, uid_prefix: str = "cpe", engine_url: str | None = None,
+                  credentials_block: str | None = None, uid_prefix: str = mig.DEFAULT_UID_PREFIX, engine_url: str | None = None,
                   kubeconfig: str | None = None, kube_context: str | None = None, cluster_block: str | None = None,
                   docker_host_block: str | None = None) -> dict[str, Any]:
     """Initialise Helix's Neo4j schema (the guide's ``pnpm db:init``).

@@ -49,7 +49,7 @@ from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import Manifest, validate_backup_id
 from helix_ops.backup_plan import choose_restore_candidate
 from helix_ops.descriptor import load_descriptor
-from helix_ops.errors import ConfigError, HelixOpsError, PlanError
+from helix_ops.errors import ChangeRefused, ConfigError, HelixOpsError, PlanError
 from tasks.backup import (
     NEO4J_DUMP_OBJECT,
     NEO4J_OBJECT,
@@ -70,7 +70,7 @@ from tasks.writer_pause import resume_paused_writers, writer_window
 TOOL = "helix-ops restore-helix"
 
 
-class RestoreRefused(HelixOpsError):
+class RestoreRefused(ChangeRefused):
     """The prod approval was not given (or named another backup): nothing was touched."""
 
 

@@ -27,9 +27,13 @@ from helix_ops.descriptor import descriptor_file
 from helix_ops.backup import backup_environment, backup_time
 from helix_ops.backup_plan import BackupSummary, plan_retention
 from helix_ops.descriptor import load_descriptor
-from helix_ops.errors import PlanError
+from helix_ops.errors import ChangeRefused, PlanError
 from tasks.backup import delete_backup, open_store
 from flows.gate import Applied, Change, Proposal, run_change, who_asked
+
+
+class PruneRefused(ChangeRefused):
+    """The approval the environment's policy asks for pruning was not given: nothing deleted."""
 
 
 def retention_markdown(env: str, plan_lines: list[str], orphans: list[str], dry_run: bool,
@@ -104,7 +108,7 @@ def prune_helix_backups(env: EnvName = "local", descriptor: str | None = None, s
     else:
         outcome = run_change(Change(desc, "prune", who_asked(), plan, apply))
         if outcome.status == "refused":
-            raise PlanError(f"pruning of {desc.environment} refused: {outcome.decision.line()}; nothing deleted")
+            raise PruneRefused(f"pruning of {desc.environment} refused: {outcome.decision.line()}; nothing deleted")
         proposal = outcome.proposal
     p, orphans = proposal.data
     for line in p.lines():

@@ -36,13 +36,13 @@ from flows.params import Credential, EnvName, Parallelism, run_name
 from drivers.target import Connection
 from flows.gate import Applied, Change, Proposal, run_change, who_asked
 from helix_ops import rotation
-from helix_ops.errors import HelixOpsError
+from helix_ops.errors import ChangeRefused, HelixOpsError
 from helix_ops.rotation import CRASH_ENV, parse_crash_point
 from tasks.rotate import RotationTarget, cred_state, now, roll_followers, rotation_step, write_env
 from tasks.target import open_environment
 
 
-class RotationRefused(HelixOpsError):
+class RotationRefused(ChangeRefused):
     """The approval the environment's policy asks for was not given: nothing rotated."""
 
 

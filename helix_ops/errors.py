@@ -45,7 +45,12 @@ class PlanError(HelixOpsError):
     """A plan cannot be computed, e.g. the current state is malformed or an object is owned by someone else."""
 
 
-class DriftRefused(PlanError):
+class ChangeRefused(HelixOpsError):
+    """A change was refused before anything was changed: an approval not given (or given for another plan), a
+    policy that says no. The flows raise their own subclass (restore, rotation, pruning, drift)."""
+
+
+class DriftRefused(ChangeRefused):
     """A deploy found fields changed out of band and the environment's ``kubernetes.drift`` is ``refuse``."""
 
 

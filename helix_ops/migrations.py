@@ -52,6 +52,8 @@ SCHEMA_LABEL = "HelixSchema"
 """Label of the singleton node recording schema-wide settings (the uid prefix)."""
 
 SCHEMA_KEY = "helix"
+DEFAULT_UID_PREFIX = "cpe"
+"""``server.uid_prefix``'s default (helix.config.yaml): what init-helix-db records when it is given none."""
 """``key`` of the singleton :data:`SCHEMA_LABEL` node."""
 
 UID_LABELS: tuple[str, ...] = ("Entity", "Gate")
@@ -219,6 +221,17 @@ def plan_migrations(applied: Mapping[int, str], migrations: Sequence[Migration] 
     return steps
 
 
+def up_to_date(applied: Mapping[int, str], recorded_prefix: str | None, prefix: str,
+               migrations: Sequence[Migration] = MIGRATIONS) -> str | None:
+    """Why ``init-helix-db`` has nothing to do (every migration in the ledger with the code's checksum, the uid
+    prefix recorded as ``prefix``), or None when it has (or must refuse something: it then says what)."""
+    if recorded_prefix != prefix or set(applied) != {m.version for m in migrations}:
+        return None
+    if any(applied[m.version] != m.checksum for m in migrations):
+        return None
+    return (f"all {len(migrations)} migrations applied with matching checksums, uid prefix {prefix!r} recorded")
+
+
 def validate_uid_prefix(prefix: str) -> str:
     """``prefix`` if it is a valid ``server.uid_prefix`` (lowercase letter, then lowercase letters/digits)."""
     try:
@@ -252,6 +265,9 @@ RECORD_UID_PREFIX_QUERY = (
     "ON CREATE SET s.uid_prefix = $prefix, s.recorded_at = datetime() "
     "RETURN s.uid_prefix AS uid_prefix"
 )
+
+RECORDED_UID_PREFIX_QUERY = f"MATCH (s:{SCHEMA_LABEL} {{key: $key}}) RETURN s.uid_prefix AS uid_prefix"
+"""Read-only: the recorded uid prefix (no row before init-helix-db's first run)."""
 
 SERVER_INFO_QUERY = "CALL dbms.components() YIELD name, versions, edition RETURN versions[0] AS version, edition"
 

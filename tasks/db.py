@@ -45,6 +45,17 @@ def read_applied_migrations(uri: str, user: str, password: SecretStr) -> dict[in
         return db.applied_migrations()
 
 
+@task(name="schema-up-to-date", retries=2, retry_delay_seconds=[2, 5], timeout_seconds=60,
+      cache_policy=NO_CACHE, retry_condition_fn=retry_if_transient)
+def schema_up_to_date(uri: str, user: str, password: SecretStr, prefix: str) -> str | None:
+    """Why init-helix-db has nothing to do here (:func:`helix_ops.migrations.up_to_date`), or None. Two
+    read-only queries: the ledger and the recorded uid prefix."""
+    from helix_ops.migrations import up_to_date
+
+    with Neo4jClient(uri, user, password) as db:
+        return up_to_date(db.applied_migrations(), db.recorded_uid_prefix(), prefix)
+
+
 @task(name="apply-migration", task_run_name="apply-migration-{migration.version}", retries=2,
       retry_delay_seconds=[2, 5], timeout_seconds=900, cache_policy=NO_CACHE, retry_condition_fn=retry_if_transient)
 def apply_migration(uri: str, user: str, password: SecretStr, migration: Migration,

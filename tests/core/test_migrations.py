@@ -205,3 +205,20 @@ def test_report_lists_every_migration():
     assert "| 2 | node-uid-uniqueness | already-applied | a\\|b |" in text
     assert "Applied now: 1; already applied: 1." in text
     assert "**4**" in text
+
+
+def test_up_to_date_only_when_every_migration_matches_and_the_prefix_is_recorded():
+    from helix_ops.migrations import DEFAULT_UID_PREFIX, MIGRATIONS, up_to_date
+
+    ledger = {m.version: m.checksum for m in MIGRATIONS}
+    reason = up_to_date(ledger, DEFAULT_UID_PREFIX, DEFAULT_UID_PREFIX)
+    assert reason and str(len(MIGRATIONS)) in reason and DEFAULT_UID_PREFIX in reason
+    assert up_to_date({}, None, "cpe") is None  # a fresh database
+    assert up_to_date(ledger, None, "cpe") is None  # the prefix not recorded yet
+    assert up_to_date(ledger, "abc", "cpe") is None  # another prefix: init-helix-db must refuse it, so it runs
+    lagging = dict(ledger)
+    lagging.pop(MIGRATIONS[-1].version)
+    assert up_to_date(lagging, "cpe", "cpe") is None
+    edited = {**ledger, MIGRATIONS[0].version: "0" * 64}
+    assert up_to_date(edited, "cpe", "cpe") is None  # init-helix-db then refuses the edited migration
+    assert up_to_date({**ledger, 999: "x"}, "cpe", "cpe") is None  # a newer helix-ops migrated it

@@ -68,12 +68,46 @@ def test_init_db_applied_its_migrations(deployed, docker_client):
     assert sorted(applied) == [m.version for m in MIGRATIONS]
 
 
+def init_db_runs() -> int:
+    """How many init-helix-db flow runs the harness's API has seen."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["init-helix-db"]))))
+
+
+def neo4j_client(deployed):
+    from blocks.secrets import load_environment_secrets
+    from drivers.neo4j import Neo4jClient
+    from helix_ops.descriptor import load_descriptor
+
+    neo4j = [r for r in deployed["result"]["status"] if r["service"] == "neo4j"][0]
+    secrets = load_environment_secrets(load_descriptor(deployed["path"]))
+    return Neo4jClient(f"bolt://{neo4j['endpoint']}", secrets.neo4j_user, secrets.neo4j_password)
+
+
 def test_second_run_is_all_noop_and_restarts_nothing(deployed, engine, bed, docker_client):
     before = container_ids(docker_client, deployed["project"])
+    runs = init_db_runs()
     result = run(deployed, engine, bed)
     assert result["plan"]["counts"]["noop"] == len(result["plan"]["changes"])
     assert result["changed"] == [] and result["unhealthy"] == []
     assert container_ids(docker_client, deployed["project"]) == before
+    assert init_db_runs() == runs, "a no-op deploy ran init-helix-db although the ledger matches the code"
+
+
+def test_a_deploy_runs_init_db_when_the_ledger_lags_the_code(deployed, engine, bed):
+    from helix_ops.migrations import LEDGER_LABEL, MIGRATIONS
+
+    last = MIGRATIONS[-1].version
+    with neo4j_client(deployed) as db:
+        db._run("forgetting a migration", f"MATCH (m:{LEDGER_LABEL} {{version: $v}}) DELETE m", v=last)
+        assert last not in db.applied_migrations()
+    runs = init_db_runs()
+    result = run(deployed, engine, bed)
+    assert result["unhealthy"] == [] and init_db_runs() == runs + 1
+    with neo4j_client(deployed) as db:
+        assert sorted(db.applied_migrations()) == [m.version for m in MIGRATIONS]
 
 
 def test_changing_one_image_tag_changes_only_that_service(deployed, engine, bed, docker_client, tmp_path):
