@@ -268,15 +268,23 @@ class KubeDriver:
         raise AssertionError("unreachable: a Poll ends by raising WaitTimeout")  # pragma: no cover
 
     def roll(self, manifest: Mapping[str, Any], spec_hash: str, deadline_s: float, rollback: bool = True,
-             log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+             log: Callable[[str], None] = lambda m: None, take_back: bool = False) -> dict[str, Any]:
         """Apply a Deployment/StatefulSet and wait for its rollout; when it misses ``deadline_s``, apply the
-        previous pod template again (``rollback``) and raise :class:`RolloutFailed`."""
+        previous pod template again (``rollback``) and raise :class:`RolloutFailed`. ``take_back``: then set
+        the owned fields (:func:`take_back_ops`) to the manifest's, whoever changed or added them."""
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         workload = f"{kind}/{self.namespace}/{name}"
         previous = self._get(kind, name, self.namespace)
         t0 = time.monotonic()
         result = self.apply(manifest, spec_hash)
         log(f"{workload}: {result}")
+        if take_back:
+            ops = take_back_ops(manifest, self._get(kind, name, self.namespace) or {})
+            if ops:
+                with self._api("patch", api_info(self._res(kind)).plural, self.namespace):
+                    self.client.patch(self._res(kind), name, ops, namespace=self.namespace,
+                                      patch_type=PatchType.JSON, field_manager=FIELD_MANAGER)
+                log(f"{workload}: took back {len(ops)} field(s) another field manager changed or added")
         try:
             seen = self.wait_rollout(kind, name, deadline_s)
         except WaitTimeout as exc:
@@ -410,6 +418,29 @@ def _fields(obj: Mapping[str, Any]) -> dict[str, Any]:
             fields["image"] = image
     fields.update(owned_fields(obj))  # what the plan compares for drift (helix_ops.drift)
     return fields
+
+
+def take_back_ops(manifest: Mapping[str, Any], live: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """JSON-patch operations that make the owned fields of ``live`` (helix_ops/drift.py) the manifest's:
+    server-side apply with force takes back a field another manager changed, but never removes one it added
+    (``kubectl set env``, an extra container or limit), so each container's env, resources and probes are
+    replaced whole, and containers the manifest does not have are removed."""
+    want = {c["name"]: c for c in manifest["spec"]["template"]["spec"].get("containers", [])}
+    have = ((live.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    ops: list[dict[str, Any]] = []
+    extra = [i for i, c in enumerate(have) if c.get("name") not in want]
+    for i, c in enumerate(have):
+        if i in extra:
+            continue
+        at = f"/spec/template/spec/containers/{i}"
+        for key in ("env", "resources", "livenessProbe", "readinessProbe", "startupProbe"):
+            if key in want[c["name"]]:
+                if c.get(key) != want[c["name"]][key]:
+                    ops.append({"op": "add", "path": f"{at}/{key}", "value": want[c["name"]][key]})
+            elif c.get(key):
+                ops.append({"op": "remove", "path": f"{at}/{key}"})
+    ops += [{"op": "remove", "path": f"/spec/template/spec/containers/{i}"} for i in sorted(extra, reverse=True)]
+    return ops
 
 
 def _clean_template(template: Mapping[str, Any]) -> dict[str, Any]:

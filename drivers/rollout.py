@@ -78,7 +78,8 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
     With ``roll_id``, replicas not created by that roll are replaced even when they run ``spec``.
 
     On failure the unhealthy new replica is removed and, behind the load balancer, never received traffic;
-    replicas that were serving keep serving.
+    replicas that were serving keep serving (a stop-first service's old replicas, stopped for the roll, are
+    started again).
     """
     t0 = time.monotonic()
     start_first = spec.get("deploy", {}).get("update_config", {}).get("order") == "start-first"
@@ -120,6 +121,12 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
                                          deadline_s, recheck=lambda: health(container))
         except Exception as exc:
             driver.remove([container], grace_s=2)
+            if parked and not report.started:  # stop-first: the old replicas serve again, then the failure is raised
+                try:
+                    started = driver.start_containers(parked, deadline_s=60)
+                    log(f"{name}: {plan.name} failed; old replica(s) {', '.join(started)} started again")
+                except Exception as again:  # noqa: BLE001 - the roll's own failure is the one to raise
+                    log(f"{name}: could not start the old replica(s) again: {again}")
             report.wall_s = time.monotonic() - t0
             raise RolloutFailed(report, exc) from exc
         if down_at is not None:

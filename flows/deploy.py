@@ -11,6 +11,7 @@ Orchestration only: every side effect is a task in ``tasks/``; every decision co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -23,12 +24,14 @@ from drivers.target import Connection
 from helix_ops.errors import DriftRefused
 from helix_ops.guide import NEO4J_BOLT_PORT
 from helix_ops.migrations import DEFAULT_UID_PREFIX
+from helix_ops.plan import Change as PlanChange
 from helix_ops.plan import Plan
 from flows.gate import Applied, Change, Proposal, run_change, who_asked
 from flows.init_db import init_helix_db, load_neo4j_credentials
 from helix_ops.overrides import Overrides
 from tasks.db import schema_up_to_date
 from tasks.overrides import load_overrides, save_overrides
+from tasks.writer_pause import read_pause
 from tasks.target import open_environment
 
 
@@ -50,10 +53,10 @@ def plan_lines(plan: Plan) -> tuple[str, ...]:
     return (*out, ", ".join(f"{n} {a}" for a, n in plan.counts().items()))
 
 
-def drift_refused(env: str, plan: Plan) -> DriftRefused:
+def drift_refused(env: str, changes: Sequence[PlanChange]) -> DriftRefused:
     """The one error of a deploy that found drift where the policy says ``refuse`` (nothing is changed)."""
     fields = "; ".join(f"{c.identity}: " + ", ".join(f"{d.path} {d.old!r} (descriptor: {d.new!r})" for d in c.diff)
-                       for c in plan.drift)
+                       for c in changes)
     return DriftRefused(f"deploy of {env} refused: changed outside helix-ops: {fields}. kubernetes.drift is "
                         f"'refuse': put the change into the descriptor (or undo it by hand), or set "
                         f"kubernetes.drift: revert to let the deploy take it back; nothing was changed")
@@ -158,7 +161,13 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
 
     def refuse(proposal: Proposal) -> DriftRefused | None:
         p: Plan = proposal.data
-        return drift_refused(desc.environment, p) if p.drift and desc.kubernetes.drift == "refuse" else None
+        if not p.drift or desc.kubernetes.drift != "refuse":
+            return None
+        # a writer a killed backup or restore left scaled to 0 is not a person's change: the deploy scales it back
+        paused = set((read_pause(desc.environment) or {}).get("services") or {})
+        changes = [c for c in p.drift if not (c.identity.rsplit("/", 1)[-1] in paused
+                                              and all(d.path == "replicas" for d in c.diff))]
+        return drift_refused(desc.environment, changes) if changes else None
 
     outcome = run_change(Change(desc, "deploy", who_asked(), plan, apply, before_question=audit, settle=settle,
                                 refuse=refuse, lease_ttl_s=lease_ttl_s, lease_wait_s=lease_wait_s))

@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 
 from flows.params import AppService, EnvName, ImageRef, Replicas, ServiceName, run_name
 from drivers.target import Connection
-from flows.deploy import plan_lines, plan_markdown
+from flows.deploy import drift_refused, plan_lines, plan_markdown
 from flows.gate import Applied, Change, Proposal, RolledBack, run_change, who_asked
 from helix_ops.descriptor import descriptor_file
 from helix_ops.changes import DATA_SERVICES, AuditRecord, with_images, with_replicas
@@ -117,8 +117,15 @@ def _change(env: str, desired_for: Callable[[dict[str, str]], Descriptor], actio
         # after the answer, before the lease: backup-helix holds the same environment lease while it runs
         _pre_upgrade_backup(env, descriptor, conn)
 
+    def refuse(proposal: Proposal) -> Exception | None:
+        """Under ``kubernetes.drift: refuse``, a roll that would take back an out-of-band change is refused too."""
+        _, p, todo = proposal.data
+        drift = [c for c in todo if c.drift]
+        return drift_refused(current_desc.environment, drift) if drift and current_desc.kubernetes.drift == "refuse" \
+            else None
+
     outcome = run_change(Change(current_desc, action, who, plan, apply, rollback=rollback,
-                                prepare=backup if backup_first else None, lease_ttl_s=lease_ttl_s,
+                                prepare=backup if backup_first else None, refuse=refuse, lease_ttl_s=lease_ttl_s,
                                 lease_wait_s=lease_wait_s))
     proposal = outcome.proposal
     desired = proposal.data[0]

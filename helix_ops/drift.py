@@ -2,9 +2,9 @@
 the live object, so that an out-of-band change (``kubectl set image``, ``kubectl edit``, ``kubectl scale``)
 shows in the plan even though the spec-hash annotation still matches.
 
-Owned fields, per container of the pod template: its image, its environment (by name; a value is shown as a
-short hash, never in clear: a secret typed into ``kubectl set env`` must not reach a plan artifact), its
-resources (quantities compared by value: ``0.5`` is ``500m``, ``1Gi`` is ``1024Mi``) and its probes (with the
+Owned fields, per container of the pod template: its image, its environment (by name; a value is compared by
+its hash and never shown, only that it changed: a secret typed into ``kubectl set env`` must not reach a plan
+artifact; so are probe headers' values and exec commands), its resources (quantities compared by value: ``0.5`` is ``500m``, ``1Gi`` is ``1024Mi``) and its probes (with the
 API server's defaults filled in, so that a default it adds is not a drift); and the workload's replicas when
 the rendering sets them (an autoscaled workload's are the autoscaler's).
 """
@@ -12,8 +12,9 @@ the rendering sets them (an autoscaled workload's are the autoscaler's).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
@@ -26,25 +27,34 @@ _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), ""
             "E": Decimal(10 ** 18)}
 
 
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$")
+
+
 def quantity(value: Any) -> str:
-    """A Kubernetes quantity as a canonical number string (``"500m"`` and ``"0.5"`` → ``"0.5"``); a value that is
-    not a quantity is returned as it is (it then differs from any real one)."""
+    """A Kubernetes quantity as a canonical number string (``"500m"`` and ``"0.5"`` → ``"0.5"``, ``"1Gi"`` and
+    ``"1024Mi"`` → ``"1073741824"``); a value that is not a quantity (Kubernetes' own grammar) is returned as
+    it is, so it differs from any real one."""
     text = str(value).strip()
-    for suffix in sorted((*_BINARY, *_DECIMAL), key=len, reverse=True):
-        if suffix and text.endswith(suffix):
-            number, scale = text[: -len(suffix)], Decimal(_BINARY.get(suffix) or _DECIMAL[suffix])
-            break
-    else:
-        number, scale = text, Decimal(1)
-    try:
-        amount = Decimal(number) * scale
-    except InvalidOperation:
+    match = _QUANTITY.match(text)
+    if not match:
         return text
-    return format(amount.normalize(), "f")
+    number, exponent, suffix = match.groups()
+    scale = Decimal(_BINARY[suffix]) if suffix in _BINARY else _DECIMAL[suffix or ""]
+    amount = Decimal(number + (exponent or "")) * scale
+    return format(amount.normalize() + 0, "f")  # + 0: -0 is 0
+
+
+HIDDEN = "sha256:"
+"""The prefix of a value compared by its hash and never shown (env values, probe headers and commands)."""
 
 
 def _value_hash(value: Any) -> str:
-    return "value sha256:" + hashlib.sha256(str(value).encode()).hexdigest()[:12]
+    return HIDDEN + hashlib.sha256(str(value).encode()).hexdigest()
+
+
+def hidden(value: Any) -> bool:
+    """Whether an owned field's value is a hash that a plan must not show (it says only that it changed)."""
+    return isinstance(value, str) and value.startswith(HIDDEN)
 
 
 def _env(entry: Mapping[str, Any]) -> str:
@@ -54,6 +64,9 @@ def _env(entry: Mapping[str, Any]) -> str:
             ref = dict(ref or {})
             if kind == "fieldRef":
                 ref.setdefault("apiVersion", "v1")
+            if kind == "resourceFieldRef":
+                ref["divisor"] = quantity(ref.get("divisor") or "1")
+                ref["divisor"] = "1" if ref["divisor"] == "0" else ref["divisor"]  # the server reads back 0 for 1
             if ref.get("optional") is False:
                 del ref["optional"]
             return f"{kind} " + ",".join(f"{k}={ref[k]}" for k in sorted(ref))
@@ -62,9 +75,20 @@ def _env(entry: Mapping[str, Any]) -> str:
 
 
 def _probe(probe: Mapping[str, Any]) -> dict[str, Any]:
-    out = {**PROBE_DEFAULTS, **{k: v for k, v in probe.items() if v is not None}}
+    """A probe with the API server's defaults filled in (a 0 or missing threshold, an httpGet's scheme and path,
+    a gRPC service) and what may hold a secret (headers' values, an exec command) hashed."""
+    out = {k: v for k, v in probe.items() if v is not None and not (k == "initialDelaySeconds" and v == 0)}
+    for key, default in PROBE_DEFAULTS.items():
+        out[key] = out.get(key) or default
     if "httpGet" in out:
-        out["httpGet"] = {"scheme": "HTTP", **out["httpGet"]}
+        get = {"scheme": "HTTP", "path": "/", **out["httpGet"]}
+        if get.get("httpHeaders"):
+            get["httpHeaders"] = {h.get("name"): _value_hash(h.get("value", "")) for h in get["httpHeaders"]}
+        out["httpGet"] = get
+    if "grpc" in out:
+        out["grpc"] = {"service": "", **out["grpc"]}
+    if "exec" in out:
+        out["exec"] = {"command": _value_hash(out["exec"].get("command"))}
     return out
 
 
@@ -96,8 +120,9 @@ def owned_fields(manifest: Mapping[str, Any]) -> dict[str, Any]:
         for entry in c.get("env") or []:
             out[f"{at}.env.{entry.get('name')}"] = _env(entry)
         for section, values in sorted((c.get("resources") or {}).items()):
-            for name, amount in sorted((values or {}).items()):
-                out[f"{at}.resources.{section}.{name}"] = quantity(amount)
+            if isinstance(values, Mapping):  # limits, requests (claims is a list: not owned here)
+                for name, amount in sorted(values.items()):
+                    out[f"{at}.resources.{section}.{name}"] = quantity(amount)
         for kind in PROBES:
             if c.get(kind):
                 _flat(_probe(c[kind]), f"{at}.{kind}", out)

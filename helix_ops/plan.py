@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from helix_ops.drift import CONTAINER_PREFIX, drifted, owned_fields
+from helix_ops.drift import CONTAINER_PREFIX, drifted, hidden, owned_fields
 from helix_ops.errors import PlanError
 
 Action = Literal["create", "update", "delete", "noop"]
@@ -172,7 +172,7 @@ def _compare(d: DesiredObject, now: CurrentObject | None) -> Change:
         if drift:  # the annotation matches, but a field helix-ops owns was changed out of band
             return Change("update", d.identity, f"drift: {', '.join(p for p, _, _ in drift)} changed outside "
                                                 f"helix-ops", new_hash,
-                          tuple(FieldChange(p, old, new) for p, old, new in drift), drift=True)
+                          tuple(FieldChange(p, _shown(old), _shown(new)) for p, old, new in drift), drift=True)
         state = f"already{_at(d)}" if _at(d) else "unchanged"
         return Change("noop", d.identity, f"{_name(d)} {state}, spec hash {new_hash}", new_hash)
     diff = field_diff(now.fields, d, d.secret)
@@ -203,8 +203,13 @@ def field_diff(current: Mapping[str, Any], d: DesiredObject, secret: bool = Fals
         if old != new:
             if secret:
                 old, new = REDACTED, REDACTED
-            changes.append(FieldChange(path, old, new))
+            changes.append(FieldChange(path, _shown(old), _shown(new)))
     return tuple(changes)
+
+
+def _shown(value: Any) -> Any:
+    """A value as a plan may show it: a hashed one (an env value, a probe header: helix_ops.drift) as REDACTED."""
+    return REDACTED if hidden(value) else value
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

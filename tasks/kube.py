@@ -137,15 +137,19 @@ def apply_kube_objects(target: KubeTarget, desc: Descriptor, config_text: str | 
 
 @task(name="roll-kubernetes-workload", timeout_seconds=1800, cache_policy=NO_CACHE)
 def roll_kube_workload(target: KubeTarget, desc: Descriptor, config_text: str | None, identity: str,
-                       spec_hash: str | None = None, deadline_s: float = 180, rollback: bool = True) -> dict[str, Any]:
+                       spec_hash: str | None = None, deadline_s: float = 180, rollback: bool = True,
+                       take_back: bool = False) -> dict[str, Any]:
     """Apply one Deployment/StatefulSet and wait for its rollout within ``deadline_s``; when it misses the
     deadline, the previous pod template is applied again and ``drivers.kube.RolloutFailed`` is raised
-    (``rolled_back`` says whether the previous revision serves again). Not retried: a retry would apply again."""
+    (``rolled_back`` says whether the previous revision serves again). ``take_back`` (a drift update): the
+    owned fields another field manager changed or added are set to the rendering's too. Not retried: a retry
+    would apply again."""
     logger = get_run_logger()
     obj, manifest = _checked(_desired(desc, config_text), identity, spec_hash)
     driver = target.driver()
     try:
-        return driver.roll(manifest, obj.spec_hash, deadline_s, rollback=rollback, log=logger.info)
+        return driver.roll(manifest, obj.spec_hash, deadline_s, rollback=rollback, log=logger.info,
+                           take_back=take_back)
     finally:
         driver.close()
 
@@ -207,7 +211,8 @@ def apply_plan(target: KubeTarget, desc: Descriptor, config_text: str | None, pl
                 changed.append(change.identity)
         elif is_workload(change.identity):
             flush()
-            roll_kube_workload(target, desc, config_text, change.identity, change.spec_hash, deadline_s)
+            roll_kube_workload(target, desc, config_text, change.identity, change.spec_hash, deadline_s,
+                               take_back=change.drift)
             changed.append(change.identity)
         else:
             batch.append((change.identity, change.spec_hash))

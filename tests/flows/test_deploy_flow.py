@@ -148,6 +148,26 @@ def test_a_service_that_never_gets_healthy_fails_at_that_step(deployed, engine, 
     run(deployed, engine, bed)  # converge back
 
 
+def test_a_stop_first_service_whose_new_replica_fails_serves_again_from_its_old_one(deployed, engine, bed,
+                                                                                     docker_client, tmp_path):
+    """mcp-graph (the single writer) rolls stop-first: its old replica is stopped, not removed, until the new one
+    is healthy; when the new one never is, the old one is started again (deploy-helix has no rollback of its
+    own), so the writer's outage ends with the failed roll."""
+    before = {n: v for n, v in container_ids(docker_client, deployed["project"]).items() if "-mcp-graph-" in n}
+    assert len(before) == 1 and all(v[2] == "running" for v in before.values()), before
+    path = local_descriptor(tmp_path / "local.yaml", deployed["project"], mcp_graph="broken")
+    data = yaml.safe_load(path.read_text())
+    data["services"]["nginx"]["host_port"] = yaml.safe_load(deployed["path"].read_text())["services"]["nginx"]["host_port"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(WaitTimeout, match="mcp-graph"):
+        deploy_helix(env="local", descriptor=str(path), engine_url=engine.base_url,
+                     container_labels=bed.container_labels(), health_timeout_s=15)
+    after = {n: v for n, v in container_ids(docker_client, deployed["project"]).items() if "-mcp-graph-" in n}
+    assert {n: (v[0], v[2]) for n, v in after.items()} == {n: (v[0], "running") for n, v in before.items()}, \
+        (before, after)  # the same container, running again
+    assert run(deployed, engine, bed)["plan"]["counts"]["noop"]  # and the descriptor's deploy is a no-op again
+
+
 def test_engine_down_is_a_clear_error_after_retries(deployed, bed, tmp_path):
     with pytest.raises(DriverError, match="not reachable"):
         deploy_helix(env="local", descriptor=str(deployed["path"]), engine_url=f"unix://{tmp_path}/none.sock",

@@ -107,6 +107,10 @@ def test_a_kubectl_set_image_is_drift_a_refusing_deploy_keeps_it_and_a_deploy_ta
     # what `kubectl set image deployment/dashboard dashboard=…` sends: a strategic merge patch, its own field manager
     admin.client.patch(res, "dashboard", {"spec": {"template": {"spec": {"containers": [
         {"name": "dashboard", "image": hotfix}]}}}}, patch_type=PatchType.STRATEGIC, field_manager="kubectl-set")
+    # and `kubectl set env deployment/dashboard HOTFIX_FLAG=secret-ish`: an addition server-side apply keeps
+    admin.client.patch(res, "dashboard", {"spec": {"template": {"spec": {"containers": [
+        {"name": "dashboard", "env": [{"name": "HOTFIX_FLAG", "value": "secret-ish"}]}]}}}},
+        patch_type=PatchType.STRATEGIC, field_manager="kubectl-set")
     assert dashboard_image() == hotfix
 
     kubeconfig = str(kube.kubeconfig)
@@ -115,6 +119,8 @@ def test_a_kubectl_set_image_is_drift_a_refusing_deploy_keeps_it_and_a_deploy_ta
     moved = [c for c in json.loads(out)["plan"]["changes"] if c["action"] != "noop"]
     assert [(c["identity"], c["drift"]) for c in moved] == [(f"Deployment/{kenv['namespace']}/dashboard", True)]
     assert {"path": "containers.dashboard.image", "old": hotfix, "new": declared} in moved[0]["diff"]
+    assert {"path": "containers.dashboard.env.HOTFIX_FLAG", "old": "<redacted>", "new": None} in moved[0]["diff"]
+    assert "secret-ish" not in out
 
     refusing = kenv["path"].parent / "refusing.yaml"
     data = json.loads(json.dumps(kenv["data"]))
@@ -133,5 +139,7 @@ def test_a_kubectl_set_image_is_drift_a_refusing_deploy_keeps_it_and_a_deploy_ta
                           health_timeout_s=90, run_init_db=False)
     assert result["applied"], result
     assert dashboard_image() == declared
+    env = admin.client.get(res, "dashboard").to_dict()["spec"]["template"]["spec"]["containers"][0].get("env") or []
+    assert "HOTFIX_FLAG" not in {e["name"] for e in env}, "the added variable was not taken back"
     code, out, err = cli(capsys, "diff", "--descriptor", str(kenv["path"]), "--kubeconfig", kubeconfig)
     assert code == 0, (out, err)

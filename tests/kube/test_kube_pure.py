@@ -131,3 +131,22 @@ def test_a_live_template_is_cleaned_for_reapplying():
     live = {"metadata": {"creationTimestamp": None, "labels": {"app": "a", "pod-template-hash": "x"}},
             "spec": {"containers": [{"image": "a:1"}]}}
     assert _clean_template(live) == {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"image": "a:1"}]}}
+
+
+def test_take_back_replaces_what_another_manager_changed_and_removes_what_it_added():
+    from drivers.kube import take_back_ops
+
+    manifest = {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "a:1", "env": [{"name": "A", "value": "1"}], "readinessProbe": {"tcpSocket": {"port": 1}}}]}}}}
+    live = {"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": "a:1", "env": [{"name": "A", "value": "1"}, {"name": "HOTFIX", "value": "x"}],
+         "readinessProbe": {"tcpSocket": {"port": 1}}, "livenessProbe": {"tcpSocket": {"port": 1}},
+         "resources": {"limits": {"memory": "1Gi"}}},
+        {"name": "debug-sidecar", "image": "busybox"}]}}}}
+    ops = take_back_ops(manifest, live)
+    at = "/spec/template/spec/containers"
+    assert ops == [{"op": "add", "path": f"{at}/0/env", "value": [{"name": "A", "value": "1"}]},
+                   {"op": "remove", "path": f"{at}/0/resources"},
+                   {"op": "remove", "path": f"{at}/0/livenessProbe"},
+                   {"op": "remove", "path": f"{at}/1"}]
+    assert take_back_ops(manifest, manifest) == []  # nothing to take back
