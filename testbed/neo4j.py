@@ -90,8 +90,8 @@ class Neo4jServer:
 
     def admin(self, *args: str, timeout_s: float = 600) -> str:
         """Run ``neo4j-admin <args>``; return its output, raise CommandFailed on failure."""
-        # the command's own JVM (the importer wants 1 GiB of heap)
-        env = {**self._env(), "JAVA_OPTS": f"-Xmx1g {FAST_START}"}
+        # the command's own JVM (the importer wants 1 GiB of heap; C2 kept: dumps, loads and imports are heavy)
+        env = {**self._env(), "JAVA_OPTS": "-Xmx1g"}
         return procs.run(self.admin_argv(*args), env=env, cwd=self.home, timeout_s=timeout_s).stdout
 
     def prepare(self) -> None:

@@ -3,8 +3,9 @@
 #  - NEO4J_AUTH=neo4j/<password> sets the initial password before the first start (NEO4J_AUTH=none turns auth off),
 #  - `neo4j` starts the server in the foreground through Neo4j's launcher; anything else is run as given
 #    (e.g. `neo4j-admin database dump neo4j --to-path=/backups`).
-# Every JVM here runs with C1 only (-XX:TieredStopAtLevel=1): a test bed's Neo4j starts about 4 s sooner (18 s ->
-# 14 s measured on a 2-core machine) and its workloads are small; a production image keeps the JVM's defaults.
+# The server and its launcher run with C1 only (-XX:TieredStopAtLevel=1): a test bed's Neo4j starts sooner (18 s ->
+# 10-14 s measured on a 2-core machine) and its workloads are small; neo4j-admin keeps C2 (dumps and loads are
+# heavy). A production image keeps the JVM's defaults.
 set -eu
 conf="$NEO4J_CONF/neo4j.conf"
 mkdir -p "$NEO4J_CONF" /data /logs
