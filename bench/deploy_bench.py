@@ -68,7 +68,7 @@ def main() -> int:
         print(f"| fresh deploy, trigger to all healthy (incl. init-helix-db) | {fresh:.1f} |")
         print(f"| no-op redeploy, median of {args.runs} | {med_noop:.1f} |")
         print(f"| Prefect's own cost: an empty flow on the same API, median of {args.runs} | {med_empty:.1f} |")
-        print(f"| no-op redeploy beyond Prefect's own cost (goal < 5) | {med_noop - med_empty:.1f} |")
+        print(f"| no-op redeploy beyond Prefect's own cost (goal ≤ 2.5, issue 23) | {med_noop - med_empty:.1f} |")
         return 0
     finally:
         bed.down()
