@@ -173,6 +173,20 @@ def _tar_of(files: Mapping[str, str]) -> bytes:
     return buf.getvalue()
 
 
+def _stop_each(containers: Iterable[Container], grace_s: int, remove: bool) -> list[str]:
+    """Stop each container (and remove it when ``remove``); one already gone counts. Their names."""
+    names = []
+    for c in containers:
+        try:
+            c.stop(timeout=grace_s)
+            if remove:
+                c.remove(v=False)
+        except docker.errors.NotFound:
+            pass
+        names.append(c.name)
+    return names
+
+
 _API_VERSIONS: dict[str, str] = {}
 """Engine address → the API version its first client negotiated. docker-py asks the engine's ``/version`` for
 every new client unless given one, and Podman takes about 0.45 s to answer it: five clients made a no-op deploy
@@ -298,26 +312,11 @@ class EngineDriver:
 
     def remove(self, containers: Iterable[Container], grace_s: int = 20) -> list[str]:
         """Stop (SIGTERM, then KILL after ``grace_s``) and remove containers; return their names."""
-        names = []
-        for c in containers:
-            try:
-                c.stop(timeout=grace_s)
-                c.remove(v=False)
-            except docker.errors.NotFound:
-                pass
-            names.append(c.name)
-        return names
+        return _stop_each(containers, grace_s, remove=True)
 
     def stop(self, containers: Iterable[Container], grace_s: int = 20) -> list[str]:
         """Stop (SIGTERM, then KILL after ``grace_s``) containers, keeping them; return their names."""
-        names = []
-        for c in containers:
-            try:
-                c.stop(timeout=grace_s)
-            except docker.errors.NotFound:
-                pass
-            names.append(c.name)
-        return names
+        return _stop_each(containers, grace_s, remove=False)
 
     def remove_service(self, name: str) -> list[str]:
         return self.remove(self.containers(name))
