@@ -100,7 +100,8 @@ class Engine:
                 c.remove(force=True, v=True)
                 gone += 1
             for net in client.networks.list(filters={"label": label}):
-                net.remove()
+                if not _attached(client, net):  # another owner's container still uses it
+                    net.remove()
             for vol in client.volumes.list(filters={"label": label}):
                 vol.remove(force=True)
             return gone
@@ -130,7 +131,9 @@ class Engine:
                     c.remove(force=True, v=True)
                     removed["containers"].append(c.name)
             for net in client.networks.list(filters=filters):
-                if ours(net.attrs.get("Labels")):
+                # a network a spared container still uses stays (Podman would remove it from under the
+                # container, whose DNS entry and bridge then outlive it)
+                if ours(net.attrs.get("Labels")) and not _attached(client, net):
                     net.remove()
                     removed["networks"].append(net.name)
             for vol in client.volumes.list(filters=filters):
@@ -145,3 +148,8 @@ class Engine:
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
+
+
+def _attached(client, net) -> list[str]:
+    """Names of the containers (any state) attached to ``net``."""
+    return [c.name for c in client.containers.list(all=True, filters={"network": net.name})]

@@ -112,14 +112,16 @@ def test_down_removes_the_quickstarts_project_whoever_started_it_and_spares_live
         assert out.returncode == 0, out.stderr
 
         after = _names(client, f"helix-ops.project={project}")
-        assert after == {"containers": spared, "networks": [], "volumes": [f"{project}_live-data"]}, after
+        # the network stays while the live session's container uses it
+        assert after == {"containers": spared, "networks": [f"{project}_default"],
+                         "volumes": [f"{project}_live-data"]}, after
         assert _names(client, f"helix-ops.project={other}")["containers"] == untouched
         # it says what it removed
         said = [line for line in out.stdout.splitlines() if line.startswith(f"removed project {project}")]
         assert len(said) == 1, out.stdout
-        for name in deployed + by_hand + [f"{project}_default", f"{project}_dashboard-data"]:
+        for name in deployed + by_hand + [f"{project}_dashboard-data"]:
             assert name in said[0]
-        assert "3 containers" in said[0] and "1 networks" in said[0] and "2 volumes" in said[0]
+        assert "3 containers" in said[0] and "0 networks" in said[0] and "2 volumes" in said[0]
         assert f"left run {live_id} alone" in out.stdout
         assert not quick.exists() and (home / "runs" / live_id).exists()
 

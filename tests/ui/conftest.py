@@ -49,9 +49,20 @@ def page(browser, request, tmp_path):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("response", lambda r: errors.append(_refused(r)) if r.status >= 400 else None)
     request.node._helix_page = (page, tmp_path, errors)
     yield page
     context.close()
+
+
+def _refused(response) -> str:
+    """An API answer the UI got as an error (its toast says only "Something went wrong"): method, URL, status
+    and the start of its body."""
+    try:
+        body = response.text()[:500]
+    except Exception as exc:  # noqa: BLE001 - a body that is gone: say so
+        body = f"(no body: {exc})"
+    return f"{response.request.method} {response.url} -> {response.status}: {body}"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -70,5 +81,5 @@ def pytest_runtest_makereport(item, call):
     except Exception as exc:  # noqa: BLE001 - a closed page: say so, keep the report
         lines.append(f"could not save the page: {exc}")
     if errors:
-        lines.append("page errors: " + " | ".join(errors[-5:]))
+        lines.append("page errors and refused requests: " + " | ".join(errors[-5:]))
     report.sections.append(("browser (on failure)", "\n".join(lines)))

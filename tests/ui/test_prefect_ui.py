@@ -76,13 +76,23 @@ def test_deploy_run_from_the_ui_completes_and_shows_its_status(bed, engine, imag
         expect(page).to_have_url(re.compile(r"/run(\?|$)"))
         # the form's fields: text for the descriptor and the engine, JSON for the labels (parameters the bed needs:
         # the test's project, this bed's engine, the labels that let the bed remove the containers)
-        for name, kind, value in (("descriptor", "str", str(path)), ("engine_url", "str", engine.base_url),
-                                  ("container_labels", "dict", json.dumps(bed.container_labels()))):
+        values = {"descriptor": ("str", str(path)), "engine_url": ("str", engine.base_url),
+                  "container_labels": ("dict", json.dumps(bed.container_labels()))}
+        expect(_prop(page, "reset_overrides")).to_be_visible()  # the whole form is there (its last field)
+        for name, (kind, value) in values.items():
             field = _prop(page, name)
             field.get_by_role("button", name=kind, exact=True).click()
             field.locator("textarea").first.fill(value)
+        for name, (_, value) in values.items():  # a field the form re-rendered meanwhile is filled again
+            box = _prop(page, name).locator("textarea").first
+            if box.input_value() != value:
+                box.fill(value)
+            expect(box).to_have_value(value)
         before = set(_run_ids(api, deployment["id"]))
-        page.get_by_role("button", name="Submit", exact=True).click()
+        with page.expect_response(lambda r: r.url.endswith("/create_flow_run")) as created:
+            page.get_by_role("button", name="Submit", exact=True).click()
+        answer = created.value
+        assert answer.ok, f"the API refused the form's run: {answer.status} {answer.text()[:500]}"
         # back on the deployment page, the new run is in its Runs list (the "View run" toast may be gone already)
         expect(page).to_have_url(re.compile(rf"/deployments/deployment/{deployment['id']}"))
         deadline = time.monotonic() + 30
@@ -140,6 +150,17 @@ def _wait_state(api: str, run_id: str, types: set[str], deadline_s: float) -> di
     return state
 
 
+def _deploy_and_wait(api: str, deployment_id: str, parameters: dict) -> None:
+    """A deploy-helix/local run through the API (not the form), until it completes."""
+    r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", timeout=10, json={"parameters": parameters})
+    r.raise_for_status()
+    run_id = r.json()["id"]
+    try:
+        _wait_state(api, run_id, {"COMPLETED"}, 900)
+    finally:
+        _cancel_if_running(api, run_id)
+
+
 def _dashboards(engine, project: str) -> int:
     from drivers.engine import EngineDriver
 
@@ -156,12 +177,16 @@ def test_a_guarded_deploy_waits_for_the_answer_given_in_the_resume_form(bed, eng
     env, api = worker, prefect_server.api_url
     data = yaml.safe_load(ui_stack["path"].read_text())
     sh([str(BIN / "python"), "-m", "blocks.bootstrap", "--descriptor", str(ui_stack["path"])], env)
+    deployment = httpx.get(f"{api}/deployments/name/deploy-helix/local", timeout=10).json()
+    if not _dashboards(engine, ui_stack["project"]):  # the UI deploy test did not leave the stack: deploy it here
+        _deploy_and_wait(api, deployment["id"], {"descriptor": str(ui_stack["path"]), "engine_url": engine.base_url,
+                                                 "container_labels": bed.container_labels()})
     running = _dashboards(engine, ui_stack["project"])
+    assert running >= 1
     data["services"]["dashboard"]["replicas"] = max(running, 1) + 1
     data["approval"] = {"when": "on-change", "timeout": "15m", "actions": ["deploy"]}
     guarded = tmp_path / "guarded.yaml"
     guarded.write_text(yaml.safe_dump(data, sort_keys=False))
-    deployment = httpx.get(f"{api}/deployments/name/deploy-helix/local", timeout=10).json()
     r = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=10, json={"parameters": {
         "descriptor": str(guarded), "engine_url": engine.base_url, "container_labels": bed.container_labels()}})
     r.raise_for_status()
