@@ -21,8 +21,13 @@ GENERATED_BYTES = 32
 
 
 def generate_secret() -> str:
-    """A new random secret: 43 URL-safe characters (safe in .env, redis.conf and NEO4J_AUTH)."""
-    return _random.token_urlsafe(GENERATED_BYTES)
+    """A new random secret: 43 URL-safe characters (safe in .env, redis.conf and NEO4J_AUTH), never starting
+    with ``-``: the Neo4j image passes NEO4J_AUTH's password to ``neo4j-admin dbms set-initial-password`` as an
+    argument, which then reads as an option (the tool prints its usage and Neo4j never starts; 1 in 64 of
+    ``token_urlsafe``'s values did that)."""
+    while (value := _random.token_urlsafe(GENERATED_BYTES)).startswith("-"):
+        continue
+    return value
 
 
 # --- inputs -----------------------------------------------------------------------------------------------
@@ -72,6 +77,11 @@ def read_inputs(environ: Mapping[str, str]) -> dict[str, str]:
             raise ConfigError(
                 name, "must be printable ASCII without spaces, quotes, backslash, backtick or $ "
                 "(it passes through .env, redis.conf and NEO4J_AUTH)",
+            )
+        elif spec.secret and value.startswith("-"):
+            raise ConfigError(
+                name, "must not start with '-' (the Neo4j image hands NEO4J_AUTH's password to neo4j-admin as an "
+                "argument, which would read it as an option): drop or move the leading '-'",
             )
         if len(value) < spec.min_length:
             raise ConfigError(name, f"must be at least {spec.min_length} characters")
