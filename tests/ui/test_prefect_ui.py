@@ -89,13 +89,12 @@ def test_deploy_run_from_the_ui_completes_and_shows_its_status(bed, engine, imag
                 box.fill(value)
             expect(box).to_have_value(value)
         before = set(_run_ids(api, deployment["id"]))
-        for attempt in range(1, RETRIES_503 + 1):  # the form stays on the page when the API refuses it
+        def submit():  # the form stays on the page when the API refuses it
             with page.expect_response(lambda r: r.url.endswith("/create_flow_run")) as created:
                 page.get_by_role("button", name="Submit", exact=True).click()
-            answer = created.value
-            if answer.status != 503 or attempt == RETRIES_503:
-                break
-            time.sleep(2)
+            return created.value
+
+        answer = _until_not_503(submit)
         assert answer.ok, f"the API refused the form's run: {answer.status} {answer.text()[:500]}"
         # back on the deployment page, the new run is in its Runs list (the "View run" toast may be gone already)
         expect(page).to_have_url(re.compile(rf"/deployments/deployment/{deployment['id']}"))
@@ -171,6 +170,17 @@ database was locked by a concurrent write on the loaded test machine; Prefect's 
 UI says "Something went wrong" and leaves it to the person). Any other refusal fails the test at once."""
 
 
+def _until_not_503(submit):
+    """``submit()`` (a form's submission, returning the API's response) again while the API answers 503, up to
+    RETRIES_503 times, 2 s apart: the server's SQLite was busy, and a person would submit again."""
+    for attempt in range(1, RETRIES_503 + 1):
+        answer = submit()
+        if answer.status != 503 or attempt == RETRIES_503:
+            return answer
+        time.sleep(2)
+    raise AssertionError("unreachable")
+
+
 def _answer_in_the_resume_form(page, ui_url: str, run_id: str, who: str, why: str, approve: bool, folder):
     """Open the suspended run's page, check the Resume form (the plan and the typed fields), fill it and submit;
     returns the API's response to the form's ``/resume``."""
@@ -232,11 +242,8 @@ def test_a_guarded_deploy_waits_for_the_answer_given_in_the_resume_form(bed, eng
         assert state["name"] == "Suspended", state  # suspended, not paused: the flow's process has ended
         assert _dashboards(engine, ui_stack["project"]) == running, "nothing changes before the answer"
 
-        for attempt in range(1, RETRIES_503 + 1):
-            answer = _answer_in_the_resume_form(page, prefect_server.ui_url, run_id, who, why, approve, tmp_path)
-            if answer.status != 503 or attempt == RETRIES_503:
-                break
-            time.sleep(2)  # the server's SQLite was busy: answer again, as a person would
+        answer = _until_not_503(lambda: _answer_in_the_resume_form(page, prefect_server.ui_url, run_id, who, why,
+                                                                   approve, tmp_path))
         assert answer.ok, f"the API refused the answer: {answer.status} {answer.text()[:500]}"
 
         state = _wait_state(api, run_id, {"COMPLETED"}, 600)
