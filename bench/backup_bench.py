@@ -6,7 +6,7 @@
   process and its two conversion workers, then in this one the import into a staging store with Neo4j
   serving and the window: stop, swap, start, counts; then the schema) and, up to 200k nodes or with
   ``--transactional``, the batched Cypher load into a running server;
-* Redis: helix-ops' snapshot (``redis-cli --rdb`` + ``redis-check-rdb`` + zstd + sha256 into storage) next to a
+* Redis: helix-ops' snapshot (``redis-cli --rdb -`` streamed into zstd + sha256 + storage and ``redis-check-rdb``) next to a
   bare ``redis-cli --rdb`` and BGSAVE with LASTSAVE polling.
 
 The logical phases and the Redis phases run in their own spawned processes; their peak RSS is their VmHWM (not
@@ -88,10 +88,9 @@ def _phase(name, args):  # runs in a spawned process
     elif name == "helix redis snapshot":
         store = LocalStore(args["store"])
         bid = new_backup_id("bench", now, rand=os.urandom(3).hex())
-        rdb = rb.snapshot_rdb("127.0.0.1", args["port"], args["password"], Path(args["tmp"]) / "snap.rdb")
-        extra = rb.check_rdb(rdb)
         with store.begin(bid) as w:
-            w.put_file("redis.rdb", "redis", "rdb", rdb)
+            with w.object("redis.rdb", "redis", "rdb") as obj:
+                extra = rb.stream_rdb("127.0.0.1", args["port"], args["password"], obj.write)
             w.commit(Manifest(backup_id=bid, environment="bench", project="helix", created_at=now, finished_at=now,
                               duration_s=0, tool="bench", components=("redis",), objects=()))
         result = {}

@@ -1,7 +1,9 @@
 """Redis backups without exec into the server's container, and restores that survive AOF.
 
 * :func:`snapshot_rdb`: ``redis-cli --rdb <file>`` against the published port pulls an RDB over the
-  replication protocol (the password only in ``REDISCLI_AUTH``); :func:`check_rdb` runs ``redis-check-rdb``.
+  replication protocol (the password only in ``REDISCLI_AUTH``); :func:`check_rdb` runs ``redis-check-rdb``;
+  :func:`stream_rdb` is backup-helix's: ``redis-cli --rdb -`` streamed into the storage and ``redis-check-rdb``
+  at once, with no copy on disk.
 * :func:`bgsave` / :func:`wait_lastsave`: the other snapshot (BGSAVE, poll LASTSAVE until it changes) for a
   server whose data folder this process can read (the bench compares both).
 * :func:`restore_rdb_into_dir`: the AOF-safe restore into the data folder of a **stopped** server. With AOF
@@ -25,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +102,78 @@ def check_rdb(rdb: Path, tool: str = "redis-check-rdb") -> str:
         except PlanError as refused:
             raise BackupIntegrityError(str(refused)) from None
         raise
+
+
+def stream_rdb(host: str, port: int, password: SecretStr | str | None, write: Callable[[bytes], Any],
+               username: str | None = None, timeout_s: float = 900, redis_cli: str = "redis-cli",
+               check_tool: str = "redis-check-rdb", chunk: int = 1 << 20) -> str:
+    """Pull an RDB with ``redis-cli --rdb -`` and hand each chunk to ``write`` (compress, checksum, store) and
+    to ``redis-check-rdb /dev/stdin`` as it arrives; returns the check's verdict. No copy lands on disk, and
+    storing and checking overlap the transfer (one after the other they made the snapshot 1.25x a bare
+    ``redis-cli --rdb`` at 1M keys). A transfer cut short fails redis-cli and the check (no RDB end marker and
+    checksum), either raises; the caller's uncommitted backup writer then removes what ``write`` stored."""
+    secret = plain(password)
+    env = {**os.environ, **({"REDISCLI_AUTH": secret} if secret else {})}
+    cli_argv = redis_cli_rdb_argv(host, port, "-", redis_cli=redis_cli, user=username)
+    check_argv = redis_check_rdb_argv("/dev/stdin", tool=check_tool)
+    expired: list[bool] = []
+    with tempfile.TemporaryFile() as cli_err, tempfile.TemporaryFile() as check_out:
+        try:
+            cli = subprocess.Popen(cli_argv, stdout=subprocess.PIPE, stderr=cli_err, env=env)
+        except FileNotFoundError as exc:
+            raise DriverError(f"{redis_cli} is not installed", hint="install redis-tools") from exc
+        try:
+            check = subprocess.Popen(check_argv, stdin=subprocess.PIPE, stdout=check_out, stderr=subprocess.STDOUT)
+        except FileNotFoundError as exc:
+            cli.kill()
+            cli.wait()
+            raise DriverError(f"{check_tool} is not installed", hint="install redis-tools") from exc
+
+        def stop() -> None:  # the deadline: both end, the read loop sees EOF
+            expired.append(True)
+            cli.kill()
+            check.kill()
+
+        timer = threading.Timer(timeout_s, stop)
+        timer.start()
+        size, checking = 0, True
+        try:
+            assert cli.stdout is not None and check.stdin is not None
+            while block := cli.stdout.read(chunk):
+                size += len(block)
+                if checking:
+                    try:
+                        check.stdin.write(block)
+                    except BrokenPipeError:  # it stopped reading: a refusal, its verdict follows
+                        checking = False
+                write(block)
+        except BaseException:  # write() failed or we were interrupted: no one reads the rest of the transfer
+            cli.kill()
+            raise
+        finally:
+            timer.cancel()
+            for stream in (check.stdin, cli.stdout):
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass
+            cli.wait()
+            check.wait()
+        if expired:
+            raise WaitTimeout("redis-cli --rdb to finish", f"still running after {timeout_s:.0f}s")
+        cli_err.seek(0)
+        err = cli_err.read().decode(errors="replace")
+        if secret:
+            err = err.replace(secret, "***")
+        if cli.returncode != 0:
+            raise CommandFailed(cli_argv, cli.returncode, err)
+        if size < 9:
+            raise BackupIntegrityError(f"redis-cli --rdb sent no RDB ({size} bytes)")
+        check_out.seek(0)
+        try:
+            return parse_redis_check_rdb(check.returncode, check_out.read().decode(errors="replace"))
+        except PlanError as refused:
+            raise BackupIntegrityError(str(refused)) from None
 
 
 def bgsave(client: redis.Redis, deadline_s: float = 600) -> int:

@@ -206,7 +206,7 @@ def redis_cli_rdb_argv(host: str, port: int, to_file: str, redis_cli: str = "red
         if not re.match(r"^[A-Za-z0-9._-]+\Z", user):
             raise ConfigError("redis.user", f"{user!r} is not a Redis user name")
         argv += ["--user", user]
-    return [*argv, "--rdb", _path(to_file, "to_file")]
+    return [*argv, "--rdb", "-" if to_file == "-" else _path(to_file, "to_file")]  # "-": to standard output
 
 
 def redis_check_rdb_argv(rdb_file: str, tool: str = "redis-check-rdb") -> list[str]:

@@ -95,18 +95,17 @@ def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupW
 
 @task(name="backup-redis-rdb", retries=2, retry_delay_seconds=[5, 15], timeout_seconds=1800, cache_policy=NO_CACHE)
 def backup_redis_rdb(host: str, port: int, descriptor: Descriptor, writer: BackupWriter) -> dict[str, Any]:
-    """``redis-cli --rdb`` into a private temporary file, ``redis-check-rdb`` it, store it as one object."""
+    """``redis-cli --rdb -`` streamed into one object and ``redis-check-rdb`` at once (no copy on disk); a
+    transfer cut short or an RDB the check refuses fails the task, and the partial object is discarded."""
     from blocks.secrets import load_environment_secrets
-    from drivers.redis_backup import check_rdb, connect, server_facts, snapshot_rdb
+    from drivers.redis_backup import connect, server_facts, stream_rdb
 
     secrets = load_environment_secrets(descriptor)
     user = secrets.redis_username if secrets.redis_username not in ("", "default") else None
     with connect(host, port, secrets.redis_password, user) as client:
         facts = server_facts(client)
-    with tempfile.TemporaryDirectory(prefix="helix-redis-backup-") as tmp:
-        rdb = snapshot_rdb(host, port, secrets.redis_password, Path(tmp) / "dump.rdb", username=user)
-        verdict = check_rdb(rdb)
-        writer.put_file(REDIS_OBJECT, component="redis", kind="rdb", path=rdb)
+    with writer.object(REDIS_OBJECT, component="redis", kind="rdb") as obj:
+        verdict = stream_rdb(host, port, secrets.redis_password, obj.write, username=user)
     with connect(host, port, secrets.redis_password, user) as client:
         after = server_facts(client)
     counts = redis_backup_counts(facts, after, verdict)  # the RDB's own key count, not a live moment's

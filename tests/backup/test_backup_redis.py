@@ -3,10 +3,13 @@ with AOF on (the test bed's RedisServer)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
 import shutil
+import socket
+import threading
 
 import pytest
 
@@ -17,7 +20,10 @@ from drivers.redis_backup import (
     restore_rdb_into_dir,
     server_facts,
     snapshot_rdb,
+    stream_rdb,
 )
+from drivers.storage import LocalStore
+from helix_ops.backup import Manifest, new_backup_id
 from helix_ops.errors import BackupIntegrityError, CommandFailed
 from testbed import procs
 from testbed.redis_server import RedisServer
@@ -131,6 +137,69 @@ def test_bad_password_and_corrupt_rdb(private_redis, tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(BackupIntegrityError, match="redis-check-rdb refused"):
         check_rdb(bad)
+
+
+
+def _cutting_proxy(port: int, limit: int) -> tuple[int, threading.Thread]:
+    """A TCP proxy to 127.0.0.1:``port`` that passes the client's bytes and only the first ``limit`` bytes of
+    the server's answer, then closes both sides: a replication stream cut short by the network."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        client, _ = listener.accept()
+        server = socket.create_connection(("127.0.0.1", port))
+        passed = 0
+
+        def upstream() -> None:
+            with contextlib.suppress(OSError):
+                while data := client.recv(65536):
+                    server.sendall(data)
+
+        threading.Thread(target=upstream, daemon=True).start()
+        with contextlib.suppress(OSError):
+            while passed < limit and (data := server.recv(min(65536, limit - passed))):
+                client.sendall(data)
+                passed += len(data)
+        for s in (client, server, listener):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+def test_backup_streams_the_rdb_and_refuses_a_cut_stream(private_redis, tmp_path):
+    """backup-helix's path (``stream_rdb``): the RDB goes into the storage and redis-check-rdb as it arrives.
+    Kept: the same bytes a snapshot to a file gets (same key count, the object's raw size is the RDB's). A
+    stream cut halfway by the network raises, and the backup keeps no object and no manifest."""
+    with private_redis.client() as c:
+        fill(c, 3000)
+    whole = snapshot_rdb("127.0.0.1", private_redis.port, private_redis.password, tmp_path / "whole.rdb")
+    store = LocalStore(tmp_path / "store")
+    now = dt.datetime.now(dt.UTC)
+    good_id, cut_id = (new_backup_id("t", now, rand=os.urandom(3).hex()) for _ in range(2))
+    with store.begin(good_id) as w:
+        with w.object("redis.rdb.zst", "redis", "rdb") as obj:
+            verdict = stream_rdb("127.0.0.1", private_redis.port, private_redis.password, obj.write)
+        assert verdict == "RDB looks OK (3001 keys read)"  # 3000 + the db3 key
+        # an RDB's bytes differ from snapshot to snapshot only in its header fields (ctime, used-mem)
+        assert abs(w.entries[0].raw_size - whole.stat().st_size) < 64
+        kept = w.commit(Manifest(backup_id=good_id, environment="t", project="helix", created_at=now,
+                                 finished_at=now, duration_s=0, tool="test", components=("redis",), objects=()))
+    assert check_rdb(store.fetch_to_file(good_id, kept.objects[0], tmp_path / "back.rdb")) == verdict
+
+    port, proxy = _cutting_proxy(private_redis.port, whole.stat().st_size // 2)
+    with pytest.raises((CommandFailed, BackupIntegrityError)) as cut:
+        with store.begin(cut_id) as w:
+            with w.object("redis.rdb.zst", "redis", "rdb") as obj:
+                stream_rdb("127.0.0.1", port, private_redis.password, obj.write, timeout_s=60)
+    proxy.join(10)
+    assert "I/O Error" in str(cut.value) or "redis-check-rdb refused" in str(cut.value)
+    assert private_redis.password not in str(cut.value) + getattr(cut.value, "stderr", "")
+    assert not w.entries and w.committed is None
+    assert cut_id not in store._ids() and not (tmp_path / "store" / cut_id).exists()
 
 
 def test_round_trip_through_both_storages_and_both_restores(private_redis, bed, tmp_path):
