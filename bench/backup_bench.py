@@ -21,6 +21,7 @@ default (512m, 128m) keeps a 1M graph's store out of the page cache and roughly 
 
     .venv/bin/python bench/backup_bench.py                     # small: 20k nodes / 40k relationships
     .venv/bin/python bench/backup_bench.py --nodes 1000000 --rels 2000000 --redis-keys 1000000
+    .venv/bin/python bench/backup_bench.py --sizes 10000,100000,1000000 --plot docs/bench-scale.png  # the curve
 """
 
 from __future__ import annotations
@@ -227,7 +228,7 @@ def physical(name: str, server, store_root: Path, work: Path, bid: str | None = 
             r = no.load_offline(host, store.raw_chunks(bid, entry), entry.raw_size)
             extra = f"downtime {r.downtime_s:.1f}s, neo4j-admin alone {admin_s[0]:.1f}s"
     return shown({"bid": bid, "name": name, "seconds": time.monotonic() - t0, "rss": float("nan"),
-                  "child_rss": peak.peak_mib, "extra": extra})
+                  "child_rss": peak.peak_mib, "extra": extra, "admin_s": admin_s[0], "downtime_s": r.downtime_s})
 
 
 def import_window(csvs, server, work: Path) -> dict:
@@ -242,9 +243,122 @@ def import_window(csvs, server, work: Path) -> dict:
     with ProcPeak(b"Neo4jAdminBoot") as peak:  # neo4j-admin's JVM
         r = ni.import_csv_set(host, csvs, server.uri, server.user, server.password)
     return shown({"name": "import window", "seconds": time.monotonic() - t0, "rss": float("nan"),
-                  "child_rss": peak.peak_mib,
+                  "child_rss": peak.peak_mib, "import_s": r.import_s, "downtime_s": r.physical.downtime_s,
                   "extra": f"import {r.import_s:.1f}s (Neo4j serving), downtime {r.physical.downtime_s:.1f}s "
                            f"(stop, swap, start, counts), schema {r.schema_s:.1f}s"})
+
+
+def neo4j_phases(bed, a, nodes: int, rels: int, tmp: Path, servers: list, transactional: bool, check: str) -> list:
+    """The Neo4j rows at one size: generate, restart (checkpoint), logical backup cold and warm, dump, (Cypher
+    restore), conversion + import window, load; each restore compared with the source (``check``)."""
+    from bench.graphgen import content_digest, generate
+    from drivers.neo4j_load import graph_counts
+
+    def fingerprint(server):
+        if check == "digest":
+            return content_digest(server.uri, server.user, server.password)
+        return graph_counts(server.uri, server.user, server.password)
+
+    rows = []
+    src = bed.new_neo4j(f"bench-src-{nodes}", heap=a.heap, pagecache=a.pagecache)
+    servers.append(src)
+    t = time.monotonic()
+    generate(src.uri, src.user, src.password, nodes, rels, batch=2000)
+    print(f"generated {nodes} nodes / {rels} relationships in {time.monotonic() - t:.0f}s", file=sys.stderr)
+    # both backups start from a settled store, with no checkpoint of the generation running under either:
+    # Community has no db.checkpoint(), a stop checkpoints
+    t = time.monotonic()
+    src.stop()
+    src.start()
+    print(f"restarted (checkpoint) in {time.monotonic() - t:.0f}s", file=sys.stderr)
+    want = fingerprint(src)
+    base = {"uri": src.uri, "user": src.user, "password": src.password, "store": str(tmp / "store"),
+            "home": str(src.home), "port": src.bolt_port, "work": str(tmp / "work")}
+    # twice: right after the restart Neo4j's page cache is cold (Community has no warm-up), then warm, as on
+    # a server that has been up (the store, 1.3 GiB at 1M, fits the guide's 2G page cache)
+    rows.append({**run("logical-backup", base), "name": "logical-backup-cold"})
+    lb = run("logical-backup", base)
+    rows.append(lb)
+    dump = physical("dump", src, tmp / "store", tmp / "work")
+    rows.append(dump)
+    dst = bed.new_neo4j(f"bench-dst-{nodes}", heap=a.heap, pagecache=a.pagecache)
+    servers.append(dst)
+    if transactional:
+        lr = run("logical-restore", {**base, "uri": dst.uri, "password": dst.password, "bid": lb["bid"]})
+        rows.append(lr)
+        t = time.monotonic()
+        assert fingerprint(dst) == want, "logical restore differs"
+        print(f"logical restore {check} equal ({time.monotonic() - t:.0f}s to compare)", file=sys.stderr)
+    conv = run("logical-convert", {**base, "bid": lb["bid"]})
+    win = import_window(conv["csvs"], dst, tmp / "work")
+    rows += [conv, win, {"name": "logical-import", "seconds": conv["seconds"] + win["seconds"],
+                         "rss": conv["rss"], "child_rss": win["child_rss"], "extra": ""}]
+    t = time.monotonic()
+    assert fingerprint(dst) == want, "logical import differs"
+    print(f"logical import {check} equal ({time.monotonic() - t:.0f}s to compare)", file=sys.stderr)
+    ld = physical("load", dst, tmp / "store", tmp / "work", bid=dump["bid"])  # overwrites dst's database
+    rows.append(ld)
+    # the users live in the system database, which a dump of `neo4j` does not touch: dst's password stays
+    assert fingerprint(dst) == want, "dump/load differs"
+    return rows
+
+
+def redis_phases(bed, keys: int, tmp: Path) -> list:
+    """The Redis rows: ``keys`` hashes, then a bare ``redis-cli --rdb``, helix-ops' snapshot, BGSAVE."""
+    redis = bed.redis()
+    with redis.client() as c:
+        pipe = c.pipeline(transaction=False)
+        for i in range(keys):
+            pipe.hset(f"h:{i}", mapping={"a": i, "b": "x" * 40})
+            if i % 5000 == 4999:
+                pipe.execute()
+        pipe.execute()
+    rbase = {"port": redis.port, "password": redis.password, "tmp": str(tmp), "store": str(tmp / "rstore")}
+    return [run(name, rbase) for name in ("redis-cli --rdb", "helix redis snapshot", "BGSAVE+LASTSAVE")]
+
+
+def scale_report(curve: list, plot: Path, a) -> None:
+    """The scale curve: one table line per size, and a PNG with time and peak RSS against nodes (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {"logical backup": ("logical-backup", "rss"), "neo4j-admin dump": ("dump", "child_rss"),
+              "restore (convert + import + swap)": ("logical-import", "rss"), "neo4j-admin load": ("load", "child_rss")}
+    print(f"\nScale curve: Neo4j 5.26 Community, 2 relationships per node, every property type; heap {a.heap}, "
+          f"page cache {a.pagecache}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"{'nodes':>9}" + "".join(f"{name:>36}" for name in series))
+    print(f"{'':>9}" + "".join(f"{'time s':>18}{'peak RSS MiB':>18}" for _ in series))
+    for n, rows in curve:
+        by = {r["name"]: r for r in rows}
+        print(f"{n:>9}" + "".join(f"{by[k]['seconds']:>18.1f}{by[k][m]:>18.0f}" for k, m in series.values()))
+    print(f"\n{'nodes':>9}{'backup / dump':>16}{'outage s':>10}{'load alone s':>14}{'outage / load':>15}"
+          f"{'restore / floor':>17}   (floor: the importer's own time + the swap)")
+    for n, rows in curve:
+        by = {r["name"]: r for r in rows}
+        win, load = by["import window"], by["load"]
+        floor = win["import_s"] + win["downtime_s"]
+        print(f"{n:>9}{by['logical-backup']['seconds'] / by['dump']['seconds']:>16.2f}{win['downtime_s']:>10.1f}"
+              f"{load['admin_s']:>14.1f}{win['downtime_s'] / load['admin_s']:>15.2f}"
+              f"{by['logical-import']['seconds'] / floor:>17.2f}")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    xs = [n for n, _ in curve]
+    for name, (key, mem) in series.items():
+        by_n = [{r["name"]: r for r in rows}[key] for _, rows in curve]
+        left.plot(xs, [r["seconds"] for r in by_n], marker="o", label=name)
+        right.plot(xs, [r[mem] for r in by_n], marker="o", label=name)
+    for ax, what in ((left, "time (s)"), (right, "peak RSS (MiB; neo4j-admin: its JVM)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("nodes (2 relationships each)")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle("helix-ops backup and restore against neo4j-admin, by graph size")
+    fig.tight_layout()
+    fig.savefig(plot, dpi=110)
+    print(f"plot: {plot}")
 
 
 def main() -> None:
@@ -265,17 +379,20 @@ def main() -> None:
     p.add_argument("--pagecache", default="2g",
                    help="page cache of both Neo4j servers (default: the guide's production figure, 2G; with the "
                         "bed's 128m the 1M graph's store does not fit and the export took twice as long)")
+    p.add_argument("--sizes", default="",
+                   help="the scale curve instead (issue 23 goal 6): comma-separated node counts (2 relationships per "
+                        "node), e.g. 10000,100000,1000000; backup, dump, import restore and load at each, as a table "
+                        "and a PNG (--plot)")
+    p.add_argument("--plot", default="bench-scale.png", help="where --sizes writes its plot (matplotlib)")
     a = p.parse_args()
+    try:
+        sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--sizes: {a.sizes!r} is not a comma-separated list of node counts")
+    curve: list = []
     transactional = a.transactional if a.transactional is not None else a.nodes <= 200_000
     check = a.check or ("digest" if a.nodes <= 200_000 else "counts")
 
-    from bench.graphgen import content_digest, generate
-    from drivers.neo4j_load import graph_counts
-
-    def fingerprint(server):
-        if check == "digest":
-            return content_digest(server.uri, server.user, server.password)
-        return graph_counts(server.uri, server.user, server.password)
     from testbed.bed import Bed
 
     bed = Bed.create(log=lambda m: print(f"[bed] {m}", file=sys.stderr))
@@ -283,64 +400,23 @@ def main() -> None:
     servers = []  # stopped early (before the Redis phases) to free their memory; Bed.down() stops them too
     try:
         tmp = Path(tempfile.mkdtemp(prefix="helix-bench-"))
-        src = bed.new_neo4j("bench-src", heap=a.heap, pagecache=a.pagecache)
-        servers.append(src)
-        t = time.monotonic()
-        generate(src.uri, src.user, src.password, a.nodes, a.rels, batch=2000)
-        print(f"generated {a.nodes} nodes / {a.rels} relationships in {time.monotonic() - t:.0f}s", file=sys.stderr)
-        # both backups start from a settled store, with no checkpoint of the generation running under either:
-        # Community has no db.checkpoint(), a stop checkpoints
-        t = time.monotonic()
-        src.stop()
-        src.start()
-        print(f"restarted (checkpoint) in {time.monotonic() - t:.0f}s", file=sys.stderr)
-        want = fingerprint(src)
-        base = {"uri": src.uri, "user": src.user, "password": src.password, "store": str(tmp / "store"),
-                "home": str(src.home), "port": src.bolt_port, "work": str(tmp / "work")}
-        # twice: right after the restart Neo4j's page cache is cold (Community has no warm-up), then warm, as on
-        # a server that has been up (the store, 1.3 GiB at 1M, fits the guide's 2G page cache)
-        rows.append({**run("logical-backup", base), "name": "logical-backup-cold"})
-        lb = run("logical-backup", base)
-        rows.append(lb)
-        dump = physical("dump", src, tmp / "store", tmp / "work")
-        rows.append(dump)
-        dst = bed.new_neo4j("bench-dst", heap=a.heap, pagecache=a.pagecache)
-        servers.append(dst)
-        if transactional:
-            lr = run("logical-restore", {**base, "uri": dst.uri, "password": dst.password, "bid": lb["bid"]})
-            rows.append(lr)
-            t = time.monotonic()
-            assert fingerprint(dst) == want, "logical restore differs"
-            print(f"logical restore {check} equal ({time.monotonic() - t:.0f}s to compare)", file=sys.stderr)
-        conv = run("logical-convert", {**base, "bid": lb["bid"]})
-        win = import_window(conv["csvs"], dst, tmp / "work")
-        rows += [conv, win, {"name": "logical-import", "seconds": conv["seconds"] + win["seconds"],
-                             "rss": conv["rss"], "child_rss": win["child_rss"], "extra": ""}]
-        t = time.monotonic()
-        assert fingerprint(dst) == want, "logical import differs"
-        print(f"logical import {check} equal ({time.monotonic() - t:.0f}s to compare)", file=sys.stderr)
-        ld = physical("load", dst, tmp / "store", tmp / "work", bid=dump["bid"])  # overwrites dst's database
-        rows.append(ld)
-        # the users live in the system database, which a dump of `neo4j` does not touch: dst's password stays
-        assert fingerprint(dst) == want, "dump/load differs"
-        for server in servers:
-            server.stop()
-
-        redis = bed.redis()
-        with redis.client() as c:
-            pipe = c.pipeline(transaction=False)
-            for i in range(a.redis_keys):
-                pipe.hset(f"h:{i}", mapping={"a": i, "b": "x" * 40})
-                if i % 5000 == 4999:
-                    pipe.execute()
-            pipe.execute()
-        rbase = {"port": redis.port, "password": redis.password, "tmp": str(tmp), "store": str(tmp / "rstore")}
-        for name in ("redis-cli --rdb", "helix redis snapshot", "BGSAVE+LASTSAVE"):
-            rows.append(run(name, rbase))
+        for n in sizes:  # the scale curve
+            curve.append((n, neo4j_phases(bed, a, n, 2 * n, tmp / str(n), servers, False, "counts")))
+            for server in servers:  # free their memory for the next size
+                server.stop()
+            servers.clear()
+        if not sizes:
+            rows += neo4j_phases(bed, a, a.nodes, a.rels, tmp, servers, transactional, check)
+            for server in servers:
+                server.stop()
+            rows += redis_phases(bed, a.redis_keys, tmp)
     finally:
         for server in servers:
             server.stop()
         bed.down()
+    if sizes:
+        scale_report(curve, Path(a.plot), a)
+        return
 
     by = {r["name"]: r for r in rows}
     print(f"\nNeo4j 5.26 Community: {a.nodes} nodes, {a.rels} relationships (all property types; restores "
@@ -360,6 +436,14 @@ def main() -> None:
     for r in (by["dump"], by["load"], by["logical-backup"], by["logical-convert"], by["import window"]):
         if r["extra"]:
             print(f"  {r['name']}: {r['extra'].strip()}")
+    win, load, restore = by["import window"], by["load"], by["logical-import"]
+    floor = win["import_s"] + win["downtime_s"]
+    print(f"restore, Neo4j outage (stop, swap, start, counts){win['downtime_s']:>11.1f}s   neo4j-admin load "
+          f"{load['admin_s']:.1f}s alone, {load['seconds']:.1f}s with stop/start   ratio "
+          f"{win['downtime_s'] / load['admin_s']:.2f} (goal <= 1.0)")
+    print(f"restore, total {restore['seconds']:.1f}s   floor (importer {win['import_s']:.1f}s + swap "
+          f"{win['downtime_s']:.1f}s) {floor:.1f}s   ratio {restore['seconds'] / floor:.2f} (goal <= 1.15); "
+          f"the rest: conversion {by['logical-convert']['seconds']:.1f}s, schema and counts")
     print(f"\nRedis: {a.redis_keys} hashes")
     bare = by["redis-cli --rdb"]["seconds"]
     for name in ("redis-cli --rdb", "helix redis snapshot", "BGSAVE+LASTSAVE"):
