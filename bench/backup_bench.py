@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import multiprocessing as mp
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -318,12 +320,8 @@ def redis_phases(bed, keys: int, tmp: Path) -> list:
 
 
 def scale_report(curve: list, plot: Path, a) -> None:
-    """The scale curve: one table line per size, and a PNG with time and peak RSS against nodes (log-log)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The scale curve: one table line per size, and a PNG with time and peak RSS against nodes (log-log),
+    drawn by bench/plot_scale.py from the figures it writes beside the PNG (.json)."""
     series = {"logical backup": ("logical-backup", "rss"), "neo4j-admin dump": ("dump", "child_rss"),
               "restore (convert + import + swap)": ("logical-import", "rss"), "neo4j-admin load": ("load", "child_rss")}
     print(f"\nScale curve: Neo4j 5.26 Community, 2 relationships per node, every property type; heap {a.heap}, "
@@ -342,22 +340,16 @@ def scale_report(curve: list, plot: Path, a) -> None:
         print(f"{n:>9}{by['logical-backup']['seconds'] / by['dump']['seconds']:>16.2f}{win['downtime_s']:>10.1f}"
               f"{load['admin_s']:>14.1f}{win['downtime_s'] / load['admin_s']:>15.2f}"
               f"{by['logical-import']['seconds'] / floor:>17.2f}")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    xs = [n for n, _ in curve]
+    data = {"title": "helix-ops backup and restore against neo4j-admin, by graph size",
+            "nodes": [n for n, _ in curve], "series": {}}
     for name, (key, mem) in series.items():
         by_n = [{r["name"]: r for r in rows}[key] for _, rows in curve]
-        left.plot(xs, [r["seconds"] for r in by_n], marker="o", label=name)
-        right.plot(xs, [r[mem] for r in by_n], marker="o", label=name)
-    for ax, what in ((left, "time (s)"), (right, "peak RSS (MiB; neo4j-admin: its JVM)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("nodes (2 relationships each)")
-        ax.set_ylabel(what)
-        ax.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8)
-    fig.suptitle("helix-ops backup and restore against neo4j-admin, by graph size")
-    fig.tight_layout()
-    fig.savefig(plot, dpi=110)
+        data["series"][name] = {"seconds": [r["seconds"] for r in by_n], "rss_mib": [r[mem] for r in by_n]}
+    table = plot.with_suffix(".json")
+    table.write_text(json.dumps(data, indent=1))
+    # matplotlib in an environment of its own: see bench/plot_scale.py
+    subprocess.run(["python3", "-m", "uv", "run", "-q", "--no-project", "--with", "matplotlib>=3.8", "python",
+                    str(Path(__file__).with_name("plot_scale.py")), str(table), str(plot)], check=True)
     print(f"plot: {plot}")
 
 
@@ -383,7 +375,9 @@ def main() -> None:
                    help="the scale curve instead (issue 23 goal 6): comma-separated node counts (2 relationships per "
                         "node), e.g. 10000,100000,1000000; backup, dump, import restore and load at each, as a table "
                         "and a PNG (--plot)")
-    p.add_argument("--plot", default="bench-scale.png", help="where --sizes writes its plot (matplotlib)")
+    p.add_argument("--plot", default="bench-scale.png",
+                   help="where --sizes writes its plot (bench/plot_scale.py draws it with matplotlib, in an "
+                        "environment of its own) and, beside it (.json), the figures")
     a = p.parse_args()
     try:
         sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
