@@ -331,14 +331,15 @@ def scale_report(curve: list, plot: Path, a) -> None:
     for n, rows in curve:
         by = {r["name"]: r for r in rows}
         print(f"{n:>9}" + "".join(f"{by[k]['seconds']:>18.1f}{by[k][m]:>18.0f}" for k, m in series.values()))
-    print(f"\n{'nodes':>9}{'backup / dump':>16}{'outage s':>10}{'load alone s':>14}{'outage / load':>15}"
-          f"{'restore / floor':>17}   (floor: the importer's own time + the swap)")
+    print(f"\n{'nodes':>9}{'backup / dump':>16}{'outage s':>10}{'load s':>8}{'outage / load':>15}"
+          f"{'restore / floor':>17}   (outage: stop, swap, start, counts; load: neo4j-admin load with the stop "
+          "and start it needs too; floor: the importer's own time + the swap)")
     for n, rows in curve:
         by = {r["name"]: r for r in rows}
         win, load = by["import window"], by["load"]
         floor = win["import_s"] + win["downtime_s"]
         print(f"{n:>9}{by['logical-backup']['seconds'] / by['dump']['seconds']:>16.2f}{win['downtime_s']:>10.1f}"
-              f"{load['admin_s']:>14.1f}{win['downtime_s'] / load['admin_s']:>15.2f}"
+              f"{load['seconds']:>8.1f}{win['downtime_s'] / load['seconds']:>15.2f}"
               f"{by['logical-import']['seconds'] / floor:>17.2f}")
     data = {"title": "helix-ops backup and restore against neo4j-admin, by graph size",
             "nodes": [n for n, _ in curve], "series": {}}
@@ -434,7 +435,7 @@ def main() -> None:
     floor = win["import_s"] + win["downtime_s"]
     print(f"restore, Neo4j outage (stop, swap, start, counts){win['downtime_s']:>11.1f}s   neo4j-admin load "
           f"{load['admin_s']:.1f}s alone, {load['seconds']:.1f}s with stop/start   ratio "
-          f"{win['downtime_s'] / load['admin_s']:.2f} (goal <= 1.0)")
+          f"{win['downtime_s'] / load['seconds']:.2f} (goal <= 1.0; a load too needs Neo4j stopped and started)")
     print(f"restore, total {restore['seconds']:.1f}s   floor (importer {win['import_s']:.1f}s + swap "
           f"{win['downtime_s']:.1f}s) {floor:.1f}s   ratio {restore['seconds'] / floor:.2f} (goal <= 1.15); "
           f"the rest: conversion {by['logical-convert']['seconds']:.1f}s, schema and counts")
