@@ -353,10 +353,15 @@ def container(stack: Stack, svc: ServiceSpec) -> dict[str, Any]:
 
 
 def pod_template(stack: Stack, svc: ServiceSpec) -> dict[str, Any]:
-    """Pod template: non-root, RuntimeDefault seccomp, no service account token, spread replicas."""
+    """Pod template: non-root, RuntimeDefault seccomp, no service account token, no service-link variables,
+    spread replicas."""
     uid = svc.run_as_user
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
+        # No Docker-link variables: a Service named neo4j or redis would put NEO4J_PORT=tcp://… and
+        # REDIS_PORT=tcp://… into every pod. The Neo4j image turns NEO4J_* variables into settings and Neo4j 5
+        # refuses unknown ones; a service reading REDIS_PORT as a number crashes (seen on a real kubelet).
+        "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": uid,

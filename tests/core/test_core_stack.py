@@ -220,6 +220,19 @@ def test_kubernetes_secret_template_and_supplied_values():
         secret(s, {**values, "neo4j-auth": "neo4j/x"})
 
 
+def test_no_pod_gets_service_link_variables():
+    """A Service named neo4j/redis would inject NEO4J_PORT=tcp://… / REDIS_PORT=tcp://… into every pod: the Neo4j
+    image reads NEO4J_* as settings, and helix-probe refused REDIS_PORT "tcp://…" on a real kubelet."""
+    from helix_ops.render.kubernetes import render_kubernetes
+
+    objects = render_kubernetes(stack())
+    pods = [o["spec"]["template"]["spec"] for o in objects if o.get("kind") in ("Deployment", "StatefulSet")]
+    assert len(pods) >= 7
+    assert all(p.get("enableServiceLinks") is False for p in pods)
+    services = {o["metadata"]["name"] for o in objects if o.get("kind") == "Service"}
+    assert "neo4j" in services and any(n.startswith("redis") for n in services)  # the names that would inject
+
+
 def test_cluster_on_community_refused_before_rendering():
     data = mutate(descriptor_data("prod"), "services.neo4j.edition", "community")
     with pytest.raises(ConfigError, match="needs edition enterprise"):
