@@ -1,8 +1,8 @@
 """Rolling a service to a new spec on the container engine, without taking it down.
 
 * start-first services (the dashboard and the stateless MCP servers): one replica at a time, start the new
-  one, wait until it is healthy, add it to the load balancer (if the service sits behind it), take an old one
-  out (graceful reload: in-flight requests finish), let it drain, stop it. The service never has fewer
+  one, wait until it is healthy, swap it for an old one in the load balancer (if the service sits behind it:
+  one graceful reload, in-flight requests finish), let the old one drain, stop it. The service never has fewer
   healthy replicas than requested.
 * stop-first services (mcp-graph, the single writer; the databases; the load balancer): stop, then start (the
   old replicas are removed once the new ones are healthy); the downtime is measured.
@@ -134,15 +134,14 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
             down_at = None
         log(f"{name}: {plan.name} healthy ({status})")
         report.started.append(plan.name)
-        if members_hook is not None:
-            serving = [*serving, plan.name]
+        victim = old.pop(0) if start_first and old else None
+        draining = victim is not None and victim.name in serving
+        if members_hook is not None:  # one graceful reload swaps them: the healthy new replica in, the old out
+            serving = [*(n for n in serving if victim is None or n != victim.name), plan.name]
             members_hook(serving)
-        if start_first and old:
-            victim = old.pop(0)
-            if members_hook is not None and victim.name in serving:
-                serving = [n for n in serving if n != victim.name]
-                members_hook(serving)
-                time.sleep(drain_s)  # the reloaded balancer's old workers finish their requests
+            if draining:
+                time.sleep(drain_s)  # the reloaded balancer's old workers finish their requests to the victim
+        if victim is not None:
             log(f"{name}: stopping old replica {victim.name}")
             report.stopped += driver.remove([victim])
     if old:  # fewer replicas than before, leftovers of an interrupted run, or the stop-first ones parked above
