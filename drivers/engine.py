@@ -29,6 +29,7 @@ from typing import Any
 import docker
 import docker.errors
 from docker.models.containers import Container
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_fixed
 
 from drivers.engine_health import wait_container_healthy
 from helix_ops.errors import ConfigError, DriverError
@@ -173,6 +174,20 @@ def _tar_of(files: Mapping[str, str]) -> bytes:
     return buf.getvalue()
 
 
+def _copier_broke(exc: BaseException) -> bool:
+    """Podman's copy into a container runs a helper process; under load it can die as it starts, and the API
+    answers 500 "passing bulk input to subprocess: write |1: broken pipe" (seen once in CI, 2026-12-04). The
+    copy writes the same files again, so it is tried again; any other engine error is raised at once."""
+    return (isinstance(exc, docker.errors.APIError) and exc.status_code == 500
+            and "broken pipe" in str(exc.explanation or ""))
+
+
+@retry(retry=retry_if_exception(_copier_broke), stop=stop_after_attempt(3), wait=wait_fixed(1), reraise=True)
+def put_files(container: Container, files: Mapping[str, str]) -> None:
+    """Write ``files`` (absolute path → text) into ``container`` (created or running)."""
+    container.put_archive("/", _tar_of(files))
+
+
 def _stop_each(containers: Iterable[Container], grace_s: int, remove: bool) -> list[str]:
     """Stop each container (and remove it when ``remove``); one already gone counts. Their names."""
     names = []
@@ -305,7 +320,7 @@ class EngineDriver:
             raise DriverError(f"creating {plan.name} failed: {exc.explanation}",
                               hint="check the engine's log") from exc
         if plan.files:
-            container.put_archive("/", _tar_of(plan.files))
+            put_files(container, plan.files)
         container.start()
         container.reload()
         return container
@@ -413,7 +428,7 @@ class EngineDriver:
         for c in self.containers(service):
             if c.status != "running":
                 continue
-            c.put_archive("/", _tar_of({path: conf_text}))
+            put_files(c, {path: conf_text})
             result = c.exec_run(["nginx", "-t", "-q"])
             if result.exit_code != 0:
                 raise DriverError(f"nginx -t in {c.name} failed: {result.output.decode(errors='replace')[-300:]}",
