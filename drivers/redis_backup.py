@@ -95,13 +95,18 @@ def check_rdb(rdb: Path, tool: str = "redis-check-rdb") -> str:
     """``redis-check-rdb`` verdict; :class:`BackupIntegrityError` when it refuses the file."""
     try:
         out = run(redis_check_rdb_argv(str(rdb), tool=tool), timeout_s=900)
-        return parse_redis_check_rdb(0, out)
     except CommandFailed as exc:
-        try:
-            parse_redis_check_rdb(exc.rc, exc.stderr)
-        except PlanError as refused:
-            raise BackupIntegrityError(str(refused)) from None
+        _check_verdict(exc.rc, exc.stderr)  # raises BackupIntegrityError when it reads as a refusal
         raise
+    return _check_verdict(0, out)
+
+
+def _check_verdict(rc: int, output: str) -> str:
+    """``redis-check-rdb``'s verdict from its exit code and output; :class:`BackupIntegrityError` on a refusal."""
+    try:
+        return parse_redis_check_rdb(rc, output)
+    except PlanError as refused:
+        raise BackupIntegrityError(str(refused)) from None
 
 
 def stream_rdb(host: str, port: int, password: SecretStr | str | None, write: Callable[[bytes], Any],
@@ -170,10 +175,7 @@ def stream_rdb(host: str, port: int, password: SecretStr | str | None, write: Ca
         if size < 9:
             raise BackupIntegrityError(f"redis-cli --rdb sent no RDB ({size} bytes)")
         check_out.seek(0)
-        try:
-            return parse_redis_check_rdb(check.returncode, check_out.read().decode(errors="replace"))
-        except PlanError as refused:
-            raise BackupIntegrityError(str(refused)) from None
+        return _check_verdict(check.returncode, check_out.read().decode(errors="replace"))
 
 
 def bgsave(client: redis.Redis, deadline_s: float = 600) -> int:
