@@ -12,7 +12,9 @@ PY := $(VENV)/bin/python
 # iptables: netavark (podman's network backend) runs it for every container on a network; Debian lists it only as a
 # suggestion, and without it a container's start fails with "netavark: No such file or directory"
 # chromium: the browser tests (tests/ui) drive it through playwright (executable_path=/usr/bin/chromium)
-APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark iptables chromium haproxy
+# containerd, containernetworking-plugins: the real Kubernetes node (testbed/kube_node.py) runs its pods with them;
+# libc6-dev: its pause image is a static C program (testbed/images/pause)
+APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark iptables chromium haproxy containerd containernetworking-plugins libc6-dev
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 

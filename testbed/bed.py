@@ -35,7 +35,7 @@ PROJECTS_FILE = "projects.json"
 ``python -m testbed down`` removes whole (every container, network and volume with their labels, whoever
 started them: a flow run by hand passes no bed label). The quickstart records its environment there."""
 # Started only when named (``python -m testbed up kube``) or used: its first build takes tens of minutes.
-OPTIONAL_PARTS = ("kube",)
+OPTIONAL_PARTS = ("kube", "kube-node")
 
 
 def new_password() -> str:
@@ -219,6 +219,33 @@ class Bed:
             self._timed("kube", start)
         return self._parts["kube"]
 
+    def kube_node(self):
+        """One real Kubernetes node (``testbed.kube_node.RealNode``) on a control plane of its own without kwok
+        (the kwok cluster's tests must not land pods on it); the images are loaded into its containerd."""
+        if "kube-node" not in self._parts:
+            def start():
+                from testbed.kube import KubeCluster, ensure_built
+                from testbed.kube_node import RealNode, machine_ready
+
+                missing = machine_ready()
+                if missing:
+                    raise RuntimeError(f"the real Kubernetes node cannot start: {missing}")
+                images = self.images()
+                bin_dir = ensure_built(log=self.log)
+                cluster = KubeCluster(self.run_dir / "kube-node", bin_dir, node_count=0, kwok=False, log=self.log)
+                node = RealNode(cluster, bin_dir, log=self.log)
+                try:
+                    cluster.start()
+                    node.start()
+                    node.load_images(sorted(set(images.values())))
+                except BaseException:
+                    node.stop()
+                    cluster.stop()
+                    raise
+                return _NodeAndCluster(node)
+            self._timed("kube-node", start)
+        return self._parts["kube-node"].node
+
     def record_project(self, project: str, environment: str) -> Path:
         """Record that ``project`` (environment ``environment``) lives on this run's engine: ``down`` removes
         all of it, also what flows started by hand (without :meth:`container_labels`) created."""
@@ -291,6 +318,17 @@ class Bed:
                 stop()
         self._parts.clear()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+@dataclass
+class _NodeAndCluster:
+    """The bed's "kube-node" part: stopping it stops the node, then its control plane."""
+
+    node: object
+
+    def stop(self) -> None:
+        self.node.stop()
+        self.node.cluster.stop()
 
 
 def _require(path: Path, what: str) -> None:

@@ -39,6 +39,8 @@ TAGS = {
     "probe-v1": "localhost/helix-probe:v1",
     "probe-v2": "localhost/helix-probe:v2",
     "probe-broken": "localhost/helix-probe:broken",
+    # the real Kubernetes node's pod sandbox (testbed/kube_node.py)
+    "pause": "localhost/helix-pause:1",
     # the flow-run image of the Kubernetes work pool (deployments/k8s-work-pool.json's image default)
     "flow-run": f"localhost/helix-ops-flow-run:{project_version()}",
 }
@@ -144,6 +146,13 @@ def assemble_nginx(rootfs: Path) -> None:
     _owned_dir(rootfs, "/etc/nginx/conf.d", 101)
     _owned_dir(rootfs, "/var/log/nginx", 101)
     _owned_dir(rootfs, "/var/lib/nginx", 101)
+
+
+def assemble_pause(rootfs: Path) -> None:
+    """A static ``/pause`` compiled from pause.c (sleeps until TERM/INT, reaps children)."""
+    rootfs.mkdir(parents=True, exist_ok=True)
+    procs.run(["gcc", "-static", "-Os", "-s", "-o", str(rootfs / "pause"), str(IMAGES_DIR / "pause" / "pause.c")],
+              timeout_s=120)
 
 
 def build_probe_binary(out: Path, version: str, force_unhealthy: bool = False) -> None:
@@ -367,6 +376,7 @@ def specs() -> list[ImageSpec]:
         ImageSpec("redis", TAGS["redis"], IMAGES_DIR / "redis", [Path("/usr/bin/redis-check-rdb"), BUSYBOX]),
         ImageSpec("neo4j", TAGS["neo4j"], IMAGES_DIR / "neo4j", [NEO4J_LIB, *jdk_bits, BUSYBOX]),
         ImageSpec("nginx", TAGS["nginx"], IMAGES_DIR / "nginx", [Path("/usr/sbin/nginx"), BUSYBOX]),
+        ImageSpec("pause", TAGS["pause"], IMAGES_DIR / "pause"),
     ]
     for key in ("probe-v1", "probe-v2", "probe-broken"):
         out.append(ImageSpec(key, TAGS[key], PROBE_DIR, probe_src))
@@ -386,7 +396,7 @@ def _assemble(spec: ImageSpec, ctx: Path) -> None:
         return
     shutil.copy2(spec.source / "Containerfile", ctx / "Containerfile")
     rootfs = ctx / "rootfs"
-    {"redis": assemble_redis, "neo4j": assemble_neo4j, "nginx": assemble_nginx,
+    {"redis": assemble_redis, "neo4j": assemble_neo4j, "nginx": assemble_nginx, "pause": assemble_pause,
      "flow-run": assemble_flow_run}[spec.key](rootfs)
     # ADD of a local tar keeps the owners recorded in it (COPY would make everything root's).
     with tarfile.open(ctx / "rootfs.tar", "w") as tar:

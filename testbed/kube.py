@@ -79,6 +79,8 @@ class KubeCluster:
     bin: Path
     node_count: int = 2
     log: object = print
+    # False: no kwok and no fake nodes (a real node joins: testbed/kube_node.py)
+    kwok: bool = True
     api_port: int = field(default_factory=procs.free_port)
     etcd_port: int = field(default_factory=procs.free_port)
     etcd_peer_port: int = field(default_factory=procs.free_port)
@@ -114,6 +116,10 @@ class KubeCluster:
         cert, key = self._ca.issue(user, groups)
         write_secret(path, render_kubeconfig(self.server, pem_cert(self._ca.cert), user, cert, key))
         return path
+
+    def issue(self, cn: str, orgs: Sequence[str] = (), **kwargs) -> tuple[bytes, bytes]:
+        """A certificate and key signed by the cluster CA (``server=True, ips=[...], dns=[...]`` for a server)."""
+        return self._ca.issue(cn, orgs, **kwargs)
 
     def grant(self, user: str, namespace: str, rules: list[dict], name: str | None = None) -> None:
         """A Role with ``rules`` in ``namespace`` and a RoleBinding of it to ``user``."""
@@ -236,16 +242,18 @@ class KubeCluster:
                           render_kubeconfig(self.server, pem_cert(self._ca.cert), name, cert, key))
         self._start("kube-controller-manager", self._kcm_argv())
         self._start("kube-scheduler", self._scheduler_argv())
-        cert, key = self._ca.issue("kwok", ["system:masters"])
-        write_secret(self.home / "kubeconfigs" / "kwok.yaml",
-                      render_kubeconfig(self.server, pem_cert(self._ca.cert), "kwok", cert, key))
-        (self.home / "kwok.yaml").write_text(kwok_config("127.0.0.1", self.kwok_port))
-        self._create_kwok_crds()
-        self._start("kwok", self._kwok_argv())
-        self._create_storage_class()
-        self._create_nodes()
         remaining = max(30.0, deadline_s - (time.monotonic() - t0))
-        self._wait(f"{self.node_count} kwok node(s) Ready", self._nodes_ready, remaining)
+        if self.kwok:
+            cert, key = self._ca.issue("kwok", ["system:masters"])
+            write_secret(self.home / "kubeconfigs" / "kwok.yaml",
+                          render_kubeconfig(self.server, pem_cert(self._ca.cert), "kwok", cert, key))
+            (self.home / "kwok.yaml").write_text(kwok_config("127.0.0.1", self.kwok_port))
+            self._create_kwok_crds()
+            self._start("kwok", self._kwok_argv())
+            self._create_storage_class()
+            self._create_nodes()
+            remaining = max(30.0, deadline_s - (time.monotonic() - t0))
+            self._wait(f"{self.node_count} kwok node(s) Ready", self._nodes_ready, remaining)
         self._wait("the default ServiceAccount (controller manager working)",
                    lambda: self.api("GET", "/api/v1/namespaces/default/serviceaccounts/default").status_code == 200,
                    remaining)
@@ -281,7 +289,8 @@ class KubeCluster:
         cert, key = self._ca.issue("kwok-kubelet", server=True, ips=["127.0.0.1"], dns=["localhost"])
         write_secret(self.pki / "kwok-serving.crt", cert)
         write_secret(self.pki / "kwok-serving.key", key)
-        cert, key = self._ca.issue("kube-apiserver-kubelet-client")
+        # in system:masters: a real kubelet (testbed/kube_node.py) authorizes it by a SubjectAccessReview
+        cert, key = self._ca.issue("kube-apiserver-kubelet-client", ["system:masters"])
         write_secret(self.pki / "apiserver-kubelet-client.crt", cert)
         write_secret(self.pki / "apiserver-kubelet-client.key", key)
         cert, key = self._ca.issue(ADMIN_USER, ["system:masters"])

@@ -79,6 +79,14 @@ def kube(bed):
     return bed.kube()
 
 
+@pytest.fixture(scope="session")
+def kube_node(bed):
+    """One real Kubernetes node (``testbed.kube_node.RealNode``: ``.cluster``, ``.ip``, ``.load_images(tags)``)
+    on a control plane of its own, the bed's images loaded into its containerd. Tests using it are marked
+    ``real_node`` and run last, after the kwok cluster's."""
+    return bed.kube_node()
+
+
 def _refuse_in_check_tier(fixture: str) -> None:
     if check_tier():
         pytest.fail(f"the `{fixture}` fixture starts a server, and this is the check tier (HELIX_TIER=check, "
@@ -96,7 +104,10 @@ def pytest_collection_modifyitems(session, config, items):
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("bed"):
             item.add_marker(pytest.mark.bed)
-    kube_items = [item for item in items if "kube" in getattr(item, "fixturenames", ())]
+    for item in items:
+        if "kube_node" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("real_node"):
+            item.add_marker(pytest.mark.real_node)
+    kube_items = [item for item in items if {"kube", "kube_node"} & set(getattr(item, "fixturenames", ()))]
     if not kube_items or check_tier():
         return
     from testbed import kube as kubemod
@@ -107,8 +118,10 @@ def pytest_collection_modifyitems(session, config, items):
             kube_items[0].add_marker(pytest.mark.timeout(kubemod.BUILD_DEADLINE_S + 600), append=False)
     except Exception as exc:  # noqa: BLE001 - no Go here, say: the kube fixture then fails with the reason
         print(f"[testbed] could not start the Kubernetes build: {exc}")
-    others = [item for item in items if "kube" not in getattr(item, "fixturenames", ())]
-    items[:] = others + kube_items
+    in_kube = set(kube_items)
+    others = [item for item in items if item not in in_kube]
+    real = [item for item in kube_items if "kube_node" in getattr(item, "fixturenames", ())]
+    items[:] = others + [item for item in kube_items if item not in real] + real
 
 
 @pytest.fixture(scope="session")

@@ -319,6 +319,23 @@ def _volumes(svc: ServiceSpec) -> list[dict[str, Any]]:
     return out
 
 
+PRESTOP_DRAIN_S = 5
+"""How long a stateless pod keeps serving after Kubernetes decides to stop it (a ``preStop`` sleep). Its endpoint
+is removed at once, but kube-proxy (or the ingress controller) stops sending it new connections only a moment
+later; without the pause, a rolling upgrade on a real kubelet dropped new connections in that gap (ConnectError
+and ConnectTimeout, 4 of 1,098 requests; tests/kube/test_real_node.py)."""
+
+PRESTOP_SLEEP_SINCE = 30
+"""The ``sleep`` lifecycle action is on by default from Kubernetes 1.30 (beta; GA in 1.34). The app images need no
+shell for it. On 1.28 and 1.29 no pause is rendered."""
+
+
+def _drains(stack: Stack, svc: ServiceSpec) -> bool:
+    """A stateless, rolled service behind a Service, on a Kubernetes with the sleep action."""
+    minor = int(stack.descriptor.kubernetes.version.split(".")[1])
+    return svc.role in ("dashboard", "mcp") and svc.strategy == "RollingUpdate" and minor >= PRESTOP_SLEEP_SINCE
+
+
 def container(stack: Stack, svc: ServiceSpec) -> dict[str, Any]:
     """The one container of a service's pod."""
     r = svc.resources
@@ -338,6 +355,7 @@ def container(stack: Stack, svc: ServiceSpec) -> dict[str, Any]:
         },
         "readinessProbe": probe(svc.probe),
         "livenessProbe": probe(svc.probe, liveness=True),
+        **({"lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_DRAIN_S}}}} if _drains(stack, svc) else {}),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},

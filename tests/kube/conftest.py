@@ -114,3 +114,33 @@ def pytest_collection_modifyitems(session, config, items):
     kwok has been seen to stop moving new pods to Ready (a test-bed issue), which would fail any later rollout."""
     last = [i for i in items if i.name == "test_an_api_server_that_is_down_is_a_clear_error_with_a_hint"]
     items[:] = [i for i in items if i not in last] + last
+
+
+def write_node_descriptor(dest: Path, environment: str, namespace: str, s3_endpoint: str, bucket: str) -> Path:
+    """A ``target: kubernetes`` descriptor for the bed's real node (``kube_node``): the local images (Neo4j,
+    Redis, the probe as the dashboard and MCP services), each service's memory at the guide's minimum and a
+    small CPU request, so the whole stack fits one 2-core node; backups go to the bed's S3 ``bucket``."""
+    from helix_ops.guide import SIZING
+
+    data = yaml.safe_load((REPO / "deployments" / "staging.yaml").read_text())
+    local = yaml.safe_load((REPO / "deployments" / "local.yaml").read_text())
+    data["environment"] = environment
+    data["kubernetes"]["namespace"] = namespace
+    data["ingress"] = {"domain": f"{environment}.example.com", "tls": False}
+    for name, spec in local["services"].items():
+        service = {k: v for k, v in spec.items() if k != "host_port"}
+        if name != "nginx":
+            memory = SIZING[name].min_memory
+            service["resources"] = {"requests": {"cpu": "50m", "memory": memory},
+                                    "limits": {"cpu": "1", "memory": memory}}
+        if name == "neo4j":
+            service.update(heap_initial="256Mi", heap_max="512Mi", pagecache="128Mi", storage="1Gi")
+        if name == "redis":
+            service["storage"] = "1Gi"
+        data["services"][name] = service
+    data["backup"]["storage"] = {"kind": "s3", "bucket": bucket, "prefix": f"{environment}/", "endpoint": s3_endpoint}
+    data["credentials"] = {k: f"{environment}-{k}" for k in ("neo4j", "redis", "dashboard", "anthropic", "storage")}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "deployments" / "helix.config.yaml", dest.parent / "helix.config.yaml")
+    dest.write_text(yaml.safe_dump(data, sort_keys=False))
+    return dest

@@ -150,3 +150,21 @@ def test_take_back_replaces_what_another_manager_changed_and_removes_what_it_add
                    {"op": "remove", "path": f"{at}/0/livenessProbe"},
                    {"op": "remove", "path": f"{at}/1"}]
     assert take_back_ops(manifest, manifest) == []  # nothing to take back
+
+
+@pytest.mark.parametrize("version, drains", [("1.31", True), ("1.30", True), ("1.29", False)])
+def test_stateless_pods_keep_serving_a_moment_after_being_told_to_stop(tmp_path, version, drains):
+    import yaml
+
+    data = yaml.safe_load((REPO / "deployments" / "prod.yaml").read_text())
+    data["kubernetes"]["version"] = version
+    (tmp_path / "helix.config.yaml").write_text((REPO / "deployments" / "helix.config.yaml").read_text())
+    path = tmp_path / "prod.yaml"
+    path.write_text(yaml.safe_dump(data))
+    objs = render_kubernetes(build_stack(load_descriptor(path)), VALUES)
+    pre_stop = {o["metadata"]["name"]: o["spec"]["template"]["spec"]["containers"][0].get("lifecycle")
+                for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
+    rolled = {"dashboard", "mcp-discovery", "mcp-derivation", "mcp-cascade", "mcp-verification"}
+    sleep = {"preStop": {"sleep": {"seconds": 5}}}
+    assert {n for n, v in pre_stop.items() if v == sleep} == (rolled if drains else set())
+    assert all(v in (None, sleep) for v in pre_stop.values())  # mcp-graph (replaced) and the data services: none
