@@ -2,6 +2,7 @@
 #   make check       lint (ruff), import contracts, and every test that needs no server (HELIX_TIER=check: a
 #                    test that reaches a server fails there), on both cores; under a minute
 #   make test        installs what is missing, builds the images, brings the bed up (from the fixtures), runs pytest
+#                    (the real Kubernetes node's tests in a second session beside it; `make test-node`: only them)
 #   make quickstart  the local quickstart (see README): the Prefect UI on http://127.0.0.1:4200 (HELIX_UI_PORT), Helix on :8080
 #   make down        stops the quickstart and every `make bed-up` run (not the test beds of running pytest sessions)
 #   make bed-up / make bed-down   the test bed by hand
@@ -18,7 +19,7 @@ APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: check deps apt venv maven images kube kube-background test bed-up bed-down down quickstart clean
+.PHONY: check deps apt venv maven images kube kube-background test test-node bed-up bed-down down quickstart clean
 
 deps: apt venv maven
 
@@ -59,8 +60,24 @@ check: venv
 	$(VENV)/bin/lint-imports
 	HELIX_TIER=check $(PY) -m pytest -q -p no:cacheprovider -m "not bed" -n 2 $(PYTEST_ARGS)
 
+# The real Kubernetes node's tests (-m real_node, tests/kube/test_real_node.py) spend most of their time waiting
+# on readiness probes: `make test` runs them beside the rest, in a pytest session (and test bed) of their own, and
+# fails when either fails. Their output goes to .testbed/test-node.log and its tail is printed at the end.
+NODE_LOG := .testbed/test-node.log
+NODE_PYTEST_ARGS ?= -q -p no:cacheprovider --durations=10
+
 test: kube-background deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@mkdir -p .testbed; \
+	$(PY) -m pytest -m real_node $(NODE_PYTEST_ARGS) > $(NODE_LOG) 2>&1 & node=$$!; \
+	$(PY) -m pytest -m "not real_node" $(PYTEST_ARGS); rc=$$?; \
+	wait $$node; node_rc=$$?; \
+	echo "--- the real node's tests (pytest -m real_node, beside the rest; exit $$node_rc; log $(NODE_LOG)) ---"; \
+	grep -vE '^[IWE][0-9]{4} ' $(NODE_LOG) | tail -n 60; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$node_rc
+
+# only the real node's tests (see test)
+test-node: kube-background deps
+	$(PY) -m pytest -m real_node $(NODE_PYTEST_ARGS)
 
 bed-up: deps
 	$(PY) -m testbed up

@@ -61,6 +61,11 @@ def workloads(driver: KubeDriver) -> list[dict[str, Any]]:
     return out
 
 
+def pods(driver: KubeDriver) -> list[dict[str, Any]]:
+    """Every Pod of the namespace (``kind`` set on each): what runs, also what no helix-ops workload started."""
+    return [{**p, "kind": "Pod"} for p in _list(driver, "Pod", "v1", "pods")]
+
+
 def config_maps(driver: KubeDriver) -> list[dict[str, Any]]:
     """Every ConfigMap of the namespace. Holds whatever the ConfigMaps hold: reduce it with
     :func:`configmap_leaks` and drop it."""

@@ -162,13 +162,19 @@ def security_problems(sec: Mapping[str, Any]) -> list[str]:
 
 
 def workload_container_facts(workloads: Sequence[Mapping[str, Any]]) -> tuple[ContainerFacts, ...]:
-    """Every container and init container of Deployments / StatefulSets (live dicts or the rendering) as
+    """Every container and init container of Deployments / StatefulSets (live dicts or the rendering) and of
+    live Pods (what runs, whoever started it: a pod created by hand is checked too; finished pods are not) as
     :class:`ContainerFacts` named ``<Kind>/<name>:<container>`` with :func:`effective_security`."""
     out = []
     for w in workloads:
-        if w.get("kind") not in ("Deployment", "StatefulSet"):
+        if w.get("kind") == "Pod":
+            if ((w.get("status") or {}).get("phase")) in ("Succeeded", "Failed"):
+                continue
+            template = w
+        elif w.get("kind") in ("Deployment", "StatefulSet"):
+            template = (w.get("spec") or {}).get("template") or {}
+        else:
             continue
-        template = (w.get("spec") or {}).get("template") or {}
         pod_spec = template.get("spec") or {}
         app = ((template.get("metadata") or {}).get("labels") or {}).get("app") or w["metadata"]["name"]
         for c in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:

@@ -182,7 +182,7 @@ def _kube_reads(descriptor: Descriptor, driver, errors: dict[str, str]) -> dict[
     except HelixOpsError as exc:
         errors["network"] = str(exc)
     try:
-        facts["containers"] = workload_container_facts(kube_audit.workloads(driver))
+        facts["containers"] = workload_container_facts([*kube_audit.workloads(driver), *kube_audit.pods(driver)])
     except HelixOpsError as exc:
         errors["containers"] = str(exc)
     try:

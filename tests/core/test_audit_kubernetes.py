@@ -193,3 +193,16 @@ def test_configmap_leaks_name_the_key_never_the_value():
     leaks = configmap_leaks(cms, {"redis-password": secret, "short": "neo4j"})
     assert leaks == [("bin", "blob"), ("helix-config", "helix.config.yaml")]
     assert secret not in repr(evaluate(kube_facts(configmap_leaks=tuple(leaks))).to_dict())
+
+
+def test_a_pod_started_by_hand_without_a_security_context_fails_non_root_and_finished_pods_do_not_count():
+    bare = {"kind": "Pod", "metadata": {"name": "debug", "labels": {}},
+            "spec": {"containers": [{"name": "sh", "image": "busybox:1.36"}]}, "status": {"phase": "Running"}}
+    done = {**copy.deepcopy(bare), "metadata": {"name": "old-job"}, "status": {"phase": "Succeeded"}}
+    report = evaluate(kube_facts(containers=workload_container_facts([*rendering(), done])))
+    assert report.finding("non-root").status == "pass"
+    report = evaluate(kube_facts(containers=workload_container_facts([*rendering(), bare, done])))
+    finding = report.finding("non-root")
+    assert finding.status == "fail"
+    assert "Pod/debug:sh: runAsNonRoot is not true" in finding.detail and "old-job" not in finding.detail
+    assert "service account token mounted" in finding.detail

@@ -126,7 +126,7 @@ def write_node_descriptor(dest: Path, environment: str, namespace: str, s3_endpo
     local = yaml.safe_load((REPO / "deployments" / "local.yaml").read_text())
     data["environment"] = environment
     data["kubernetes"]["namespace"] = namespace
-    data["ingress"] = {"domain": f"{environment}.example.com", "tls": False}
+    data["ingress"]["domain"] = f"{environment}.example.com"
     for name, spec in local["services"].items():
         service = {k: v for k, v in spec.items() if k != "host_port"}
         if name != "nginx":

@@ -137,3 +137,150 @@ def test_a_never_ready_image_is_rolled_back_with_no_failed_request(env):
     assert images_now(env["admin"]) == before
     assert served_versions(env["url"]) == {"v2"}
     assert all(c["ready"] for p in pods_of(env["admin"], "dashboard") for c in p["status"]["containerStatuses"])
+
+
+# --- data, rotation and audit on the real pods ----------------------------------------------------------------
+
+NODES = 400
+
+
+def pod_ip(admin, app: str) -> str:
+    pods = [p for p in pods_of(admin, app) if p["status"].get("podIP")]
+    assert len(pods) == 1, (app, [p["metadata"]["name"] for p in pods])
+    return pods[0]["status"]["podIP"]
+
+
+def password(env, block: str) -> tuple[str, str]:
+    """(user, password) of the environment's Neo4j or Redis block (what the pods were given)."""
+    from blocks.credentials import Neo4jCredentials, RedisCredentials
+
+    if block == "neo4j":
+        b = Neo4jCredentials.load(f"{env['environment']}-neo4j")
+        return b.user, b.password.get_secret_value()
+    b = RedisCredentials.load(f"{env['environment']}-redis")
+    return b.username, b.password.get_secret_value()
+
+
+def bolt(env) -> str:
+    """Neo4j's pod, straight over the node's bridge (an address of the bed's own network namespace)."""
+    return f"bolt://{pod_ip(env['admin'], 'neo4j')}:7687"
+
+
+def test_backup_and_restore_over_a_real_port_forward_bring_back_equal_content(env):
+    import redis as redis_lib
+
+    from bench.graphgen import content_digest, generate
+    from drivers.redis_backup import dataset_fingerprint
+    from flows.backup import backup_helix
+    from flows.restore import restore_helix
+    from tests.backup.test_backup_redis import fill
+
+    user, pw = password(env, "neo4j")
+    _, rpw = password(env, "redis")
+    generate(bolt(env), user, pw, NODES, 2 * NODES)
+    redis_ip = pod_ip(env["admin"], "redis")
+    with redis_lib.Redis(host=redis_ip, port=6379, password=rpw) as c:
+        c.flushall()
+        fill(c, 700)
+    graph = content_digest(bolt(env), user, pw)
+    dataset = dataset_fingerprint(redis_ip, 6379, rpw)
+
+    t0 = time.monotonic()
+    result = backup_helix(**env["common"])
+    print(f"backup on the real node: {time.monotonic() - t0:.1f}s")
+    bid = result["backup_id"]
+    from drivers.storage import S3Store, s3_client
+
+    s3 = env["s3"]
+    manifest = S3Store(s3_client(s3.endpoint, s3.access_key, s3.secret_key), env["bucket"],
+                       f"{env['environment']}/").read_manifest(bid)
+    assert manifest.verified and manifest.neo4j.writer_paused, manifest
+    assert result["counts"]["neo4j"]["nodes"] >= NODES and result["counts"]["redis"]["keys"] == 701, result["counts"]
+    assert env["admin"].get("Deployment", "mcp-graph")["spec"]["replicas"] == 1  # the writer is back
+
+    import neo4j as neo4j_lib
+
+    with neo4j_lib.GraphDatabase.driver(bolt(env), auth=(user, pw)) as drv:
+        drv.execute_query("MATCH (x:Entity) WITH x LIMIT 50 DETACH DELETE x")
+        drv.execute_query("CREATE (:Entity {uid: 'after-backup'})")
+    with redis_lib.Redis(host=redis_ip, port=6379, password=rpw) as c:
+        c.flushall()
+        c.set("after-backup", "x")
+    t0 = time.monotonic()
+    restored = restore_helix(backup_id=bid, **env["common"])
+    print(f"restore on the real node: {time.monotonic() - t0:.1f}s")
+    assert restored["problems"] == [] and restored["safety_backup_id"], restored
+    assert content_digest(bolt(env), user, pw) == graph
+    assert dataset_fingerprint(pod_ip(env["admin"], "redis"), 6379, rpw) == dataset
+    wait_serving(env["url"])
+
+
+def test_rotation_restarts_the_consumers_with_the_new_secret_and_they_serve(env):
+    import neo4j as neo4j_lib
+    import redis as redis_lib
+
+    from flows.rotate import rotate_helix_secrets
+
+    _, old_redis = password(env, "redis")
+    before = {app: {p["metadata"]["uid"] for p in pods_of(env["admin"], app)} for app in APPS}
+    result = rotate_helix_secrets(credentials=["redis", "neo4j"], health_timeout_s=240, **env["common"])
+    assert set(result["rotated"]) == {"redis", "neo4j"}, result
+    _, new_redis = password(env, "redis")
+    assert new_redis != old_redis
+    redis_ip = pod_ip(env["admin"], "redis")
+    with pytest.raises(redis_lib.AuthenticationError):
+        redis_lib.Redis(host=redis_ip, port=6379, password=old_redis).ping()
+    assert redis_lib.Redis(host=redis_ip, port=6379, password=new_redis).ping()
+    user, pw = password(env, "neo4j")
+    with neo4j_lib.GraphDatabase.driver(bolt(env), auth=(user, pw)) as drv:
+        assert drv.execute_query("RETURN 1 AS one").records[0]["one"] == 1
+    # every Redis consumer runs in a new pod (its template's secret checksum changed), Ready with the new values
+    after = {app: {p["metadata"]["uid"] for p in pods_of(env["admin"], app)} for app in APPS}
+    assert all(not (before[a] & after[a]) for a in APPS), (before, after)
+    wait_serving(env["url"])
+    body = httpx.get(env["url"], timeout=5).json()
+    assert body["status"] == "ok" and all(c["ok"] for c in body["checks"].values()), body
+
+
+def test_the_audit_passes_and_a_pod_started_without_the_security_context_fails_it(env):
+    from flows.audit import audit_helix
+
+    def failing(result):
+        return {f["id"]: f["detail"] for f in result["findings"] if f["required"] and f["status"] in ("fail", "skipped")}
+
+    import yaml
+    from lightkube import codecs
+
+    from testbed.paths import REPO
+
+    # helix-ops' Role, as the set-up asks an admin to apply it (the audit's rbac-scope item reads it)
+    for doc in yaml.safe_load_all((REPO / "deployments" / "rbac" / "role.yaml").read_text()):
+        if doc["kind"] == "Role":
+            doc["metadata"]["namespace"] = env["namespace"]
+            env["admin"].client.apply(codecs.from_dict(doc), field_manager="tests")
+    common = {k: env["common"][k] for k in ("descriptor", "kubeconfig")}
+    result = audit_helix(env=env["environment"], **common)
+    assert result["passed"], failing(result)
+    # Pod Security "restricted" refuses such a pod in the namespace; an admin who lifts it can start one
+    admin = env["admin"]
+    ns = admin.get("Namespace", env["namespace"])
+    labels = ns["metadata"]["labels"]
+    from lightkube.types import PatchType
+
+    admin.client.patch(admin.res("Namespace"), env["namespace"],
+                       {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}},
+                       patch_type=PatchType.MERGE)
+    try:
+        admin.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "by-hand"},
+                      "spec": {"containers": [{"name": "probe", "image": "localhost/helix-probe:v1",
+                                               "imagePullPolicy": "IfNotPresent"}]}})
+        result = audit_helix(env=env["environment"], **common)
+    finally:
+        admin.client.delete(admin.res("Pod"), "by-hand", namespace=env["namespace"], grace_period=0)
+        admin.client.patch(admin.res("Namespace"), env["namespace"],
+                           {"metadata": {"labels": {"pod-security.kubernetes.io/enforce":
+                                                    labels["pod-security.kubernetes.io/enforce"]}}},
+                           patch_type=PatchType.MERGE)
+    assert not result["passed"]
+    assert list(failing(result)) == ["non-root"], failing(result)
+    assert "Pod/by-hand:probe: runAsNonRoot is not true" in failing(result)["non-root"]
