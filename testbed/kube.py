@@ -367,16 +367,7 @@ class KubeCluster:
         self._procs[name] = procs.start(name, argv, self.home, env=env)
 
     def _wait(self, what: str, check, deadline_s: float) -> None:
-        def guarded():
-            for name, proc in self._procs.items():
-                if not proc.alive():
-                    raise RuntimeError(f"{name} exited; log tail:\n{proc.log_tail()}")
-            return check()
-        try:
-            procs.wait_until(what, guarded, deadline_s, interval_s=0.5)
-        except Exception:
-            self.log(f"kube: {what} failed; see the logs under {self.home}")
-            raise
+        procs.wait_while_alive(what, check, deadline_s, self._procs, lambda m: self.log(f"kube: {m}"), self.home)
 
     def _etcd_healthy(self) -> bool:
         import httpx

@@ -240,16 +240,7 @@ class RealNode:
         self._procs[name] = procs.start(name, argv, self.home, env={"GOMAXPROCS": "2"})
 
     def _wait(self, what: str, check, deadline_s: float) -> None:
-        def guarded():
-            for name, proc in self._procs.items():
-                if not proc.alive():
-                    raise RuntimeError(f"{name} exited; log tail:\n{proc.log_tail()}")
-            return check()
-        try:
-            procs.wait_until(what, guarded, deadline_s, interval_s=0.5)
-        except Exception:
-            self.log(f"kube-node: {what} failed; see the logs under {self.home}")
-            raise
+        procs.wait_while_alive(what, check, deadline_s, self._procs, lambda m: self.log(f"kube-node: {m}"), self.home)
 
     def _ctr_argv(self, *args: str) -> list[str]:
         return ["ctr", "-a", str(self.socket), "-n", NAMESPACE, *args]

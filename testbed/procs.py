@@ -117,6 +117,21 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def wait_while_alive(what: str, check, deadline_s: float, processes: dict[str, Proc], log, where: Path) -> None:
+    """:func:`wait_until` ``check`` holds, failing at once (with its log's tail) when one of ``processes`` exits;
+    on a failure, ``log`` says where the logs are."""
+    def guarded():
+        for name, proc in processes.items():
+            if not proc.alive():
+                raise RuntimeError(f"{name} exited; log tail:\n{proc.log_tail()}")
+        return check()
+    try:
+        wait_until(what, guarded, deadline_s, interval_s=0.5)
+    except Exception:
+        log(f"{what} failed; see the logs under {where}")
+        raise
+
+
 def start(name: str, argv: Sequence[str], workdir: Path, env: dict[str, str] | None = None) -> Proc:
     """Start ``argv`` in its own process group, logging to ``workdir/<name>.log``, with a pid file."""
     workdir.mkdir(parents=True, exist_ok=True)
