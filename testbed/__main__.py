@@ -90,6 +90,9 @@ def remove_run(run, spare_live: bool = True) -> int:
     recorded (:data:`testbed.bed.PROJECTS_FILE`: the quickstart's environment, whoever started them; a live
     pytest session's are spared unless ``spare_live`` is False), then the other containers labelled as the
     run's, then the engine. Says what it removed."""
+    from testbed.kube_node import clean_up_run
+
+    clean_up_run(run)  # first: its pods' containers are gone only while containerd still runs
     pidfiles = sorted(run.rglob("*.pid"), key=lambda p: p.stem == "podman")
     stopped = sum(procs.reap_stale(p) for p in pidfiles if p.stem != "podman")
     projects = bedmod.recorded_projects(run)

@@ -85,6 +85,9 @@ def reap_stale_runs(log=print) -> list[str]:
             owner = None
         if owner is not None and procs.pid_alive(owner):
             continue
+        from testbed.kube_node import clean_up_run
+
+        clean_up_run(run, log)  # first: its pods' containers are gone only while containerd still runs
         for pidfile in run.rglob("*.pid"):
             if procs.reap_stale(pidfile):
                 log(f"stopped a leftover {pidfile.stem} of run {run.name}")
@@ -261,7 +264,7 @@ class Bed:
 
     def up(self, parts: tuple[str, ...] = PARTS) -> None:
         for part in parts:
-            getattr(self, part)()
+            getattr(self, part.replace("-", "_"))()
         self.write_state()
 
     def state(self) -> dict:
@@ -286,6 +289,10 @@ class Bed:
         if "kube" in self._parts:
             k = self._parts["kube"]
             out["kube"] = {"server": k.server, "kubeconfig": str(k.kubeconfig), "nodes": k.nodes}
+        if "kube-node" in self._parts:
+            node = self._parts["kube-node"].node
+            out["kube-node"] = {"server": node.cluster.server, "kubeconfig": str(node.cluster.kubeconfig),
+                                "node": node.name, "ip": node.ip}
         return out
 
     def write_state(self) -> Path:

@@ -31,6 +31,7 @@ Set-up facts that were not obvious (testbed/kube/node/README.md has the explorat
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -50,6 +51,7 @@ NODE_IP = "10.227.0.1"
 CNI_BIN = Path("/usr/lib/cni")
 PAUSE_IMAGE = "localhost/helix-pause:1"
 LOCK_FILE = Path("/run/lock/helix-ops-real-node.lock")
+STATE_FILE = "node.json"  # what a later clean-up needs: the binaries' folder, the sysctls as they were
 VOLUME_POOL = 24
 NAMESPACE = "k8s.io"
 SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet")
@@ -70,7 +72,7 @@ def machine_ready() -> str | None:
 
 @dataclass
 class RealNode:
-    cluster: KubeCluster
+    cluster: KubeCluster | None  # None: a leftover node being cleaned up (:meth:`leftover`)
     bin: Path
     log: object = print
     name: str = NODE_NAME
@@ -83,10 +85,20 @@ class RealNode:
     _procs: dict[str, procs.Proc] = field(default_factory=dict, repr=False)
     _lock: object = field(default=None, repr=False)
     _sysctls: dict[str, str] = field(default_factory=dict, repr=False)
+    home: Path | None = None
 
-    @property
-    def home(self) -> Path:
-        return self.cluster.home / "node"
+    def __post_init__(self) -> None:
+        if self.home is None:
+            self.home = self.cluster.home / "node"
+
+    @classmethod
+    def leftover(cls, home: Path, log=print) -> RealNode:
+        """The node whose folder is ``home``, of a run whose process is gone: :meth:`stop` then removes what it
+        left (its processes by their pid files, its pods' containers, iptables chains, mounts, bridge, sysctls)."""
+        state = json.loads((home / STATE_FILE).read_text())
+        node = cls(None, Path(state["bin"]), log=log, home=home)
+        node._sysctls = state.get("sysctls", {})
+        return node
 
     @property
     def socket(self) -> Path:
@@ -99,6 +111,7 @@ class RealNode:
         self._take_lock()
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._remember_sysctls()
+        (self.home / STATE_FILE).write_text(json.dumps({"bin": str(self.bin), "sysctls": self._sysctls}))
         for key in SYSCTLS:
             _sysctl(key, "1")
         self._bridge_up()
@@ -252,7 +265,7 @@ class RealNode:
 
     def _delete_pods(self) -> None:
         kubelet = self._procs.get("kubelet")
-        if kubelet is None or not kubelet.alive() or not self.cluster.apiserver_up():
+        if self.cluster is None or kubelet is None or not kubelet.alive() or not self.cluster.apiserver_up():
             return
         pods = self.cluster.api("GET", "/api/v1/pods").json().get("items", [])
         for pod in pods:
@@ -263,14 +276,19 @@ class RealNode:
         while self._ctr("tasks", "ls", "-q", check=False).stdout.split() and deadline.pause(0.5):
             pass
 
+    def _stop_process(self, name: str) -> None:
+        proc = self._procs.pop(name, None)
+        if proc is not None:
+            proc.stop(grace_s=10)
+        else:  # a leftover: by its pid file (checked against the process's start time)
+            procs.reap_stale(self.home / f"{name}.pid")
+
     def _stop_node_processes(self) -> None:
         for name in ("coredns", "kube-proxy", "kubelet"):
-            proc = self._procs.pop(name, None)
-            if proc is not None:
-                proc.stop(grace_s=10)
+            self._stop_process(name)
 
     def _remove_sandboxes(self) -> None:
-        if "containerd" not in self._procs:
+        if not self.socket.exists() or self._ctr("version", check=False).returncode != 0:
             return
         tasks = self._ctr("tasks", "ls", "-q", check=False).stdout.split()
         for t in tasks:
@@ -281,9 +299,7 @@ class RealNode:
             self._ctr("containers", "rm", c, check=False)
 
     def _stop_containerd(self) -> None:
-        proc = self._procs.pop("containerd", None)
-        if proc is not None:
-            proc.stop(grace_s=10)
+        self._stop_process("containerd")
         # the runc shims of this containerd (their -address is this socket) run in sessions of their own
         out = subprocess.run(["pgrep", "-f", f"containerd-shim-runc-v2 .*-address {self.socket}"],
                              capture_output=True, text=True).stdout.split()
@@ -333,6 +349,13 @@ class RealNode:
                                                               capture_output=True).returncode == 0:
                 continue  # Podman's containers need forwarding too
             _sysctl(key, value)
+
+
+def clean_up_run(run: Path, log=print) -> None:
+    """Remove what a real node of the test-bed run folder ``run`` left, when it has one (its owner is gone)."""
+    for state in run.glob(f"*/node/{STATE_FILE}"):
+        log(f"cleaning up the real Kubernetes node of run {run.name}")
+        RealNode.leftover(state.parent, log).stop()
 
 
 def _sysctl(key: str, value: str) -> None:
