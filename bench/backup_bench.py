@@ -58,8 +58,7 @@ def _phase(name, args):  # runs in a spawned process
     from helix_ops.backup import Manifest, new_backup_id
 
     now = dt.datetime.now(dt.UTC)
-    # the export's / conversion's worker processes, and the export's JVM reader (exporter/)
-    workers = ProcPeak((b"drivers.neo4j_", b"dev.helixops.export"), interval_s=0.2)
+    workers = ProcPeak(b"drivers.neo4j_", interval_s=0.2)  # the export's / conversion's worker processes
     workers.start()
     t0 = time.monotonic()
     extra = ""
@@ -68,12 +67,10 @@ def _phase(name, args):  # runs in a spawned process
         bid = new_backup_id("bench", now, rand=os.urandom(3).hex())
         with store.begin(bid) as w:
             with w.object("neo4j", component="neo4j", kind=name) as obj:
-                st = ne.export_logical(args["uri"], args["user"], args["password"], obj.write,
-                                       reader=args.get("reader", "auto"))
+                ne.export_logical(args["uri"], args["user"], args["password"], obj.write)
             m = w.commit(Manifest(backup_id=bid, environment="bench", project="helix", created_at=now,
                                   finished_at=now, duration_s=0, tool="bench", components=("neo4j",), objects=()))
-        extra = (f"reader {st.reader}, stored {m.objects[0].size / 2**20:.1f} MiB "
-                 f"(raw {m.objects[0].raw_size / 2**20:.1f})")
+        extra = f"stored {m.objects[0].size / 2**20:.1f} MiB (raw {m.objects[0].raw_size / 2**20:.1f})"
         result = {"bid": bid}
     elif name == "logical-restore":
         store = LocalStore(args["store"])
@@ -109,16 +106,12 @@ def _phase(name, args):  # runs in a spawned process
     seconds = time.monotonic() - t0
     workers.stop()
     own, kids = _own_peak_mib(), workers.peak_mib
-    if name == "logical-backup":  # its reader processes (the JVM reader, or the Python workers), each its own peak
-        peaks = workers.peaks_mib
-        extra += (f"; peak RSS {own:.0f} MiB (writing) + {len(peaks)} reader process(es) "
-                  f"{' + '.join(f'{x:.0f}' for x in peaks)} MiB")
-        own += sum(peaks)
-    elif name == "logical-convert":  # its worker processes: counted in, each at the largest's
+    if name in ("logical-backup", "logical-convert"):  # their worker processes: counted in, each at the largest's
         from drivers import neo4j_csv as nc
 
-        n = nc.CONVERT_WORKERS
-        extra += f"; peak RSS {own:.0f} MiB (reading) + {n} conversion workers x {kids:.0f} MiB (the largest's peak)"
+        role, kind, n = (("writing", "export", ne.EXPORT_WORKERS) if name == "logical-backup"
+                         else ("reading", "conversion", nc.CONVERT_WORKERS))
+        extra += f"; peak RSS {own:.0f} MiB ({role}) + {n} {kind} workers x {kids:.0f} MiB (the largest's peak)"
         own += n * kids
     return {**result, "name": name, "seconds": seconds, "rss": own, "child_rss": kids, "extra": extra}
 
@@ -142,13 +135,12 @@ class ProcPeak:
     ``marker``. Only this process's descendants are read (not all of /proc: that scan cost the measured phase
     CPU). A peak in a process's last interval can be missed."""
 
-    def __init__(self, marker: bytes | tuple[bytes, ...], interval_s: float = 0.2) -> None:
+    def __init__(self, marker: bytes, interval_s: float = 0.2) -> None:
         import threading
 
-        self.markers = (marker,) if isinstance(marker, bytes) else marker
+        self.marker = marker
         self.interval_s = interval_s
         self.peak_kib = 0
-        self.by_pid: dict[int, int] = {}  # each matching process's highest VmHWM seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -170,11 +162,6 @@ class ProcPeak:
     def peak_mib(self) -> float:
         return self.peak_kib / 1024
 
-    @property
-    def peaks_mib(self) -> list[float]:
-        """Each matching process's peak (they ran at the same time: their sum is the phase's peak, at most)."""
-        return [kib / 1024 for _, kib in sorted(self.by_pid.items())]
-
     @staticmethod
     def _descendants() -> set[int]:
         """This process's children, theirs, and so on (a launcher JVM may start the working one)."""
@@ -193,15 +180,12 @@ class ProcPeak:
             for pid in self._descendants():
                 try:  # the command line read each time: a child caught between fork and exec shows its parent's
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        cmdline = f.read()
-                        if not any(m in cmdline for m in self.markers):
+                        if self.marker not in f.read():
                             continue
                     with open(f"/proc/{pid}/status") as f:
                         for line in f:
                             if line.startswith("VmHWM:"):
-                                kib = int(line.split()[1])
-                                self.peak_kib = max(self.peak_kib, kib)
-                                self.by_pid[pid] = max(self.by_pid.get(pid, 0), kib)
+                                self.peak_kib = max(self.peak_kib, int(line.split()[1]))
                 except OSError:
                     continue
             self._stop.wait(self.interval_s)
@@ -266,8 +250,7 @@ def import_window(csvs, server, work: Path) -> dict:
                            f"(stop, swap, start, counts), schema {r.schema_s:.1f}s"})
 
 
-def neo4j_phases(bed, a, nodes: int, rels: int, tmp: Path, servers: list, transactional: bool, check: str,
-                 python_reader: bool = False) -> list:
+def neo4j_phases(bed, a, nodes: int, rels: int, tmp: Path, servers: list, transactional: bool, check: str) -> list:
     """The Neo4j rows at one size: generate, restart (checkpoint), logical backup cold and warm, dump, (Cypher
     restore), conversion + import window, load; each restore compared with the source (``check``)."""
     from bench.graphgen import content_digest, generate
@@ -298,8 +281,6 @@ def neo4j_phases(bed, a, nodes: int, rels: int, tmp: Path, servers: list, transa
     rows.append({**run("logical-backup", base), "name": "logical-backup-cold"})
     lb = run("logical-backup", base)
     rows.append(lb)
-    if python_reader:  # the Python reader (the oracle, and the fallback) on the same warm server, for comparison
-        rows.append({**run("logical-backup", {**base, "reader": "python"}), "name": "logical-backup-python"})
     dump = physical("dump", src, tmp / "store", tmp / "work")
     rows.append(dump)
     dst = bed.new_neo4j(f"bench-dst-{nodes}", heap=a.heap, pagecache=a.pagecache)
@@ -420,7 +401,7 @@ def main() -> None:
                 server.stop()
             servers.clear()
         if not sizes:
-            rows += neo4j_phases(bed, a, a.nodes, a.rels, tmp, servers, transactional, check, python_reader=True)
+            rows += neo4j_phases(bed, a, a.nodes, a.rels, tmp, servers, transactional, check)
             for server in servers:
                 server.stop()
             rows += redis_phases(bed, a.redis_keys, tmp)
@@ -438,7 +419,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     print(f"{'':22}{'logical':>24}{'neo4j-admin':>24}{'ratio':>8}")
     pairs = [("backup", "logical-backup", "dump"), ("backup, cold cache", "logical-backup-cold", "dump"),
-             ("backup, Python reader", "logical-backup-python", "dump"), ("restore (import)", "logical-import", "load")]
+             ("restore (import)", "logical-import", "load")]
     if "logical-restore" in by:
         pairs.append(("restore (Cypher)", "logical-restore", "load"))
     for what, left, right in pairs:
@@ -447,8 +428,7 @@ def main() -> None:
         print(f"{what + ' peak RSS':30}{by[left]['rss']:>12.0f} MiB{by[right]['child_rss']:>14.0f} MiB (JVM)")
     print(f"  logical-import: neo4j-admin import JVM peak {by['logical-import']['child_rss']:.0f} MiB "
           "(the helix-ops process: the RSS above)")
-    for r in (by["dump"], by["load"], by["logical-backup"], by["logical-backup-python"], by["logical-convert"],
-              by["import window"]):
+    for r in (by["dump"], by["load"], by["logical-backup"], by["logical-convert"], by["import window"]):
         if r["extra"]:
             print(f"  {r['name']}: {r['extra'].strip()}")
     win, load, restore = by["import window"], by["load"], by["logical-import"]

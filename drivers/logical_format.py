@@ -74,7 +74,6 @@ class LogicalStats:
     constraints: int = 0
     indexes: int = 0
     seconds: float = 0.0
-    reader: str = "python"  # who read the graph: "jvm" (exporter/) or "python" (the oracle, and the fallback)
 
 
 def parse_line(raw: bytes) -> dict[str, Any]:

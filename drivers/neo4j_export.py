@@ -7,11 +7,6 @@ It reads parts of :data:`PART_IDS` ids (a record per :data:`CHUNK_IDS` ids, a re
 graph. Values come as text straight from Bolt's fields (:mod:`drivers.neo4j_raw`), or typed by the server for
 the few the client cannot write (:func:`drivers.neo4j_values.typed_props_cypher`).
 
-When it is built (``exporter/``, ``mvn -B -q -f exporter/pom.xml package``), ``java`` is on the path and the URI is
-``bolt://``, the parts are read by the JVM reader instead (:mod:`drivers.neo4j_export_jvm`: one process, a thread
-and a connection per worker, the same queries, byte for byte the same lines; tests/backup/test_export_jvm.py); the
-Python workers stay the oracle and the fallback (``reader="python"``, ``HELIX_EXPORTER=python``).
-
 Consistency: Neo4j's read-committed isolation means a long read is not a snapshot while writers run; the
 flow pauses the writer (mcp-graph) for the export and says so in the manifest.
 """
@@ -19,7 +14,6 @@ flow pauses the writer (mcp-graph) for the export and says so in the manifest.
 from __future__ import annotations
 
 import base64
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -60,7 +54,6 @@ _REL_TYPED = ("UNWIND range($lo, $hi) AS i MATCH ()-[x]->() WHERE id(x) = i "
               f"RETURN collect([type(x), id(startNode(x)), id(endNode(x)), {typed_props_cypher('x')}, i])")
 _PASS = frozenset({str, int, bool, dict, type(None)})  # dict: a value neo4j_raw already wrote in the format
 _LINE = orjson.OPT_APPEND_NEWLINE
-log = logging.getLogger(__name__)
 
 EXPORT_WORKERS = 2
 """Processes reading the graph for an export, besides the one writing it. The client's work (unpacking Bolt,
@@ -94,18 +87,9 @@ def _encode_hydrated(v: Any) -> Any:
                       hint="a Neo4j type this format does not know yet")
 
 
-_NODE_MATCH = ("MATCH (n)", "n")
-_REL_MATCH = ("MATCH ()-[x]->()", "x")
-
-
-def _typed_query(match: str, var: str) -> str:
-    """One entity's properties typed by the server, by id ``$i`` (the JVM reader is given it too)."""
-    return f"{match} WHERE id({var}) = $i RETURN {typed_props_cypher(var)} AS p"
-
-
 def _typed_props(tx: neo4j.Transaction, match: str, var: str, i: int) -> dict[str, Any]:
     """One entity's properties typed by the server (the slow way), for values the client cannot write."""
-    rec = tx.run(_typed_query(match, var), i=i).single(strict=True)
+    rec = tx.run(f"{match} WHERE id({var}) = $i RETURN {typed_props_cypher(var)} AS p", i=i).single(strict=True)
     return props_from_typed(rec[0], _encode_hydrated)  # points still come hydrated by neo4j_raw
 
 
@@ -153,14 +137,14 @@ def _export_part(kind: str, lo: int, hi: int, chunk: int = CHUNK_IDS) -> _Part:
                 params = {"lo": c, "hi": min(hi, c + chunk - 1)}
                 if kind == "n":
                     for i, labels, props in tx.run(_NODE_CHUNK if fast else _NODE_TYPED, params).single(strict=True)[0]:
-                        p = _encoded(tx, props, *_NODE_MATCH, i) if fast else props_from_typed(props)
+                        p = _encoded(tx, props, "MATCH (n)", "n", i) if fast else props_from_typed(props)
                         out += dumps({"n": i, "l": labels, "p": p}, option=_LINE)
                         count += 1
                         for lab in labels:
                             kinds[lab] = kinds.get(lab, 0) + 1
                 else:
                     for t, a, b, props, i in tx.run(_REL_CHUNK if fast else _REL_TYPED, params).single(strict=True)[0]:
-                        p = _encoded(tx, props, *_REL_MATCH, i) if fast else props_from_typed(props)
+                        p = _encoded(tx, props, "MATCH ()-[x]->()", "x", i) if fast else props_from_typed(props)
                         out += dumps({"r": t, "s": a, "e": b, "p": p}, option=_LINE)
                         count += 1
                         kinds[t] = kinds.get(t, 0) + 1
@@ -266,55 +250,9 @@ class _Workers:
         self.workers.close()
 
 
-def _jvm_parts(parts: list[tuple[str, int, int]], connect: tuple[str, str, str, str], workers: int,
-               used: list[str]) -> Iterator[_Part] | None:
-    """The parts read by the JVM reader (:mod:`drivers.neo4j_export_jvm`), or None when it cannot serve."""
-    from drivers import neo4j_export_jvm as jvm
-
-    if not jvm.available(connect[0]):
-        return None
-    queries = (_NODE_CHUNK, _REL_CHUNK, _typed_query(*_NODE_MATCH), _typed_query(*_REL_MATCH))
-    try:
-        reader = jvm.JvmExport(connect, queries, parts, max(1, workers), CHUNK_IDS)
-    except jvm.Unavailable as exc:
-        log.info("logical export: the JVM reader cannot serve (%s); the Python workers read", exc)
-        return None
-    used.append("jvm")
-
-    def gen() -> Iterator[_Part]:
-        try:
-            for count, kinds, pieces in reader.parts(len(parts)):
-                yield _Part(pieces, count, kinds)
-        finally:
-            reader.close()
-
-    return gen()
-
-
-READERS = ("auto", "jvm", "python")
-"""Who reads the graph: ``auto`` the JVM reader when it can serve (built, ``java`` present, ``bolt://``), else
-the Python workers; ``jvm`` the JVM reader or an error; ``python`` the Python workers (the oracle)."""
-
-
-def _in_order(parts: list[tuple[str, int, int]], connect: tuple[str, str, str, str], workers: int,
-              reader: str = "auto", used: list[str] | None = None) -> Iterator[_Part]:
-    """The parts exported in order: by the JVM reader (``workers`` threads; see :data:`READERS`), or by
-    ``workers`` Python processes; ``workers=0``: the Python reader in this process. Memory is bounded by the part
-    size, not the graph. ``used`` gets the reader's name."""
-    used = [] if used is None else used
-    if reader not in READERS:
-        raise ValueError(f"reader {reader!r}: one of {', '.join(READERS)}")
-    if workers > 0 and reader != "python":
-        jvm_parts = _jvm_parts(parts, connect, workers, used)
-        if jvm_parts is not None:
-            yield from jvm_parts
-            return
-        if reader == "jvm":
-            raise DriverError("the JVM export reader cannot serve this export",
-                          hint="build it (mvn -B -q -f exporter/pom.xml package), have java on the PATH, a bolt:// URI")
-    elif reader == "jvm":
-        raise DriverError("the JVM export reader needs workers > 0", hint="workers=0 is the Python reader")
-    used.append("python")
+def _in_order(parts: list[tuple[str, int, int]], connect: tuple[str, str, str, str], workers: int) -> Iterator[_Part]:
+    """The parts exported by ``workers`` processes (0: this one), in order. Memory is bounded by the part
+    size, not the graph."""
     if workers <= 0:
         _open_reader(*connect)
         try:
@@ -330,7 +268,7 @@ def _in_order(parts: list[tuple[str, int, int]], connect: tuple[str, str, str, s
 
 
 def export_logical(uri: str, user: str, password: SecretStr | str, write: Callable[[bytes], Any], *,
-                   database: str = "neo4j", workers: int = EXPORT_WORKERS, reader: str = "auto",
+                   database: str = "neo4j", workers: int = EXPORT_WORKERS,
                    progress: Callable[[int, int, LogicalStats], Any] | None = None) -> LogicalStats:
     """Stream the whole database into ``write`` (bytes of JSON lines, nodes and relationships in id order).
     Returns the counts; ``progress(parts done, parts, counts so far)`` is called after each part.
@@ -348,8 +286,7 @@ def export_logical(uri: str, user: str, password: SecretStr | str, write: Callab
             write(orjson.dumps({"format": FORMAT, "version": FORMAT_VERSION, "server_version": rec["v"],
                                 "edition": rec["edition"], "database": database}, option=_LINE))
             parts = _parts(drv, database)
-            used: list[str] = []
-            with closing(_in_order(parts, (uri, user, secret, database), workers, reader, used)) as exported:
+            with closing(_in_order(parts, (uri, user, secret, database), workers)) as exported:
                 for done, ((kind, _, _), part) in enumerate(zip(parts, exported), 1):
                     if kind == "n":
                         stats.nodes += part.count
@@ -375,5 +312,4 @@ def export_logical(uri: str, user: str, password: SecretStr | str, write: Callab
         raise translate_error(exc, "exporting", uri) from exc
     write(orjson.dumps({"end": True, "nodes": stats.nodes, "relationships": stats.relationships}, option=_LINE))
     stats.seconds = time.monotonic() - t0
-    stats.reader = used[0] if used else "python"
     return stats

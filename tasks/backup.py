@@ -82,8 +82,8 @@ def backup_neo4j_logical(neo4j_uri: str, descriptor: Descriptor, writer: BackupW
     with writer.object(NEO4J_OBJECT, component="neo4j", kind="logical") as obj:
         stats = export_logical(neo4j_uri, secrets.neo4j_user, secrets.neo4j_password, obj.write,
                                workers=descriptor.backup.export_workers, progress=ExportProgress(facts))
-    get_run_logger().info("neo4j: exported %d nodes, %d relationships in %.1fs (%s reader)", stats.nodes,
-                          stats.relationships, stats.seconds, stats.reader)
+    get_run_logger().info("neo4j: exported %d nodes, %d relationships in %.1fs", stats.nodes, stats.relationships,
+                          stats.seconds)
     warnings = () if writer_paused else (
         "online export with the writer (mcp-graph) running: read-committed, not a snapshot",)
     return {"strategy": "logical", "server_version": str(facts["server_version"]),

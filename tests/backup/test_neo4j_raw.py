@@ -156,7 +156,7 @@ def test_worker_processes_write_what_one_process_writes(server, monkeypatch):
     nb.export_logical(server.uri, server.user, server.password, one.append, workers=0)
     seen: list[tuple[int, int]] = []
     two: list[bytes] = []
-    stats = nb.export_logical(server.uri, server.user, server.password, two.append, workers=2, reader="python",
+    stats = nb.export_logical(server.uri, server.user, server.password, two.append, workers=2,
                               progress=lambda done, total, st: seen.append((done, total)))
     assert b"".join(two) == b"".join(one)
     lines = b"".join(one).splitlines()
@@ -183,6 +183,6 @@ def test_a_killed_worker_fails_the_export_with_one_error_and_leaves_no_process(s
                 killed.append(pid)
 
     with pytest.raises(DriverError, match="export worker"):
-        nb.export_logical(server.uri, server.user, server.password, write, workers=2, reader="python")
+        nb.export_logical(server.uri, server.user, server.password, write, workers=2)
     assert len(killed) == 2
     assert children() == before
