@@ -115,11 +115,11 @@ class RealNode:
         for key in SYSCTLS:
             _sysctl(key, "1")
         self._bridge_up()
-        self._write_configs()
+        kubelet_kubeconfig = self._write_configs()
         self._start("containerd", ["containerd", "--config", str(self.home / "containerd.toml")])
         self._wait("containerd's socket", lambda: self._ctr("version", check=False).returncode == 0, 60)
         self.load_images([PAUSE_IMAGE])
-        self._start("kubelet", self._kubelet_argv())
+        self._start("kubelet", self._kubelet_argv(kubelet_kubeconfig))
         self._wait(f"node {self.name} Ready", self._node_ready, deadline_s)
         self._start("kube-proxy", [str(self.bin / "kube-proxy"), f"--config={self.home / 'kube-proxy.yaml'}",
                                    "--v=1"])
@@ -186,7 +186,8 @@ class RealNode:
             procs.run(["ip", "addr", "add", f"{self.ip}/{SUBNET.split('/')[1]}", "dev", BRIDGE])
         procs.run(["ip", "link", "set", BRIDGE, "up"])
 
-    def _write_configs(self) -> None:
+    def _write_configs(self) -> Path:
+        """Every configuration file of the node; returns the kubelet's kubeconfig."""
         h = self.home
         (h / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
         (h / "cni" / "net.d" / "10-helix.conflist").write_text(CNI_CONF.format(bridge=BRIDGE, subnet=SUBNET,
@@ -202,15 +203,15 @@ class RealNode:
         (h / "kubelet.yaml").write_text(KUBELET_CONFIG.format(
             socket=self.socket, ip=self.ip, port=self.kubelet_port, healthz=self.kubelet_healthz_port,
             cert=h / "kubelet-serving.crt", key=h / "kubelet-serving.key", ca=self.cluster.ca_file))
-        self._kubelet_kubeconfig = kubelet_kc
         (h / "kube-proxy.yaml").write_text(KUBE_PROXY_CONFIG.format(
             kubeconfig=proxy_kc, name=self.name, subnet=SUBNET, ip=self.ip, healthz=self.proxy_healthz_port,
             metrics=self.proxy_metrics_port))
         (h / "Corefile").write_text(COREFILE.format(ip=self.ip, kubeconfig=self.cluster.kubeconfig))
+        return kubelet_kc
 
-    def _kubelet_argv(self) -> list[str]:
+    def _kubelet_argv(self, kubeconfig: Path) -> list[str]:
         return [str(self.bin / "kubelet"), f"--config={self.home / 'kubelet.yaml'}",
-                f"--kubeconfig={self._kubelet_kubeconfig}", f"--root-dir={self.home / 'kubelet'}",
+                f"--kubeconfig={kubeconfig}", f"--root-dir={self.home / 'kubelet'}",
                 f"--hostname-override={self.name}", f"--node-ip={self.ip}", "--v=1"]
 
     def _node_ready(self) -> bool:

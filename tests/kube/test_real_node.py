@@ -14,6 +14,7 @@ import pytest
 from bench.mixed_load import MixedLoad
 from flows.deploy import deploy_helix
 from flows.upgrade import UpgradeRolledBack, upgrade_helix
+from helix_ops.wait import wait_until
 from tests.kube.conftest import Admin, new_names, write_node_descriptor
 
 pytestmark = [pytest.mark.bed, pytest.mark.real_node]
@@ -78,15 +79,8 @@ def served_versions(url: str, n: int = 20) -> set[str]:
 
 
 def wait_serving(url: str, deadline_s: float = 60) -> None:
-    end = time.monotonic() + deadline_s
-    while True:
-        try:
-            if httpx.get(url, timeout=3).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < end, f"{url} did not answer 200 within {deadline_s}s"
-        time.sleep(0.5)
+    wait_until(f"{url} answering 200", lambda: httpx.get(url, timeout=3).status_code == 200, deadline_s,
+               interval_s=0.5)
 
 
 def test_every_pod_runs_for_real_and_the_service_routes(env, kube_node):
