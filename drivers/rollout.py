@@ -7,8 +7,8 @@
 * stop-first services (mcp-graph, the single writer; the databases; the load balancer): stop, then start (the
   old replicas are removed once the new ones are healthy); the downtime is measured.
 
-A rollout resumes cleanly: replicas of the new spec that already run healthy are kept, so a rerun after a
-crash finishes the job instead of starting over.
+A rollout resumes cleanly: replicas of the new spec that already run and pass the health gate are kept, so a
+rerun after a crash finishes the job instead of starting over.
 
 ``roll_id`` re-creates every replica from the same spec (a restart that re-reads the secrets, as
 rotate-helix-secrets needs): the new replicas' names end in ``-<roll_id>``, so only replicas of that roll count
@@ -112,8 +112,19 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
 
     for plan in plans:
         if plan.name in current:
-            report.kept.append(plan.name)
-            continue
+            # A replica of this spec (and roll) that runs is kept only once it passes the same health gate as
+            # a new one: a killed run may have created it without ever gating it (still starting, or its
+            # published port lost by the engine: the gate restarts it once). One that fails is replaced.
+            kept = current[plan.name]
+            try:
+                driver.wait_healthy(kept, health(kept), f"{name} ({plan.name}, kept) to be healthy", deadline_s,
+                                    recheck=lambda: health(kept))
+            except Exception as exc:  # noqa: BLE001 - replaced below, its own failure is only logged
+                log(f"{name}: kept replica {plan.name} is not healthy ({exc}); replacing it")
+                report.stopped += driver.remove([kept], grace_s=2)
+            else:
+                report.kept.append(plan.name)
+                continue
         log(f"{name}: starting {plan.name} ({plan.image})")
         container = driver.create_container(plan, secrets)
         try:

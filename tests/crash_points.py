@@ -181,21 +181,37 @@ def lease_free(environment: str = "local") -> None:
 
 
 def settled_health(target, descriptor, services, settle_s: float = 90) -> list[dict]:
-    """``service_status`` of ``services`` once every replica that runs answers its probe, waiting up to
-    ``settle_s`` for replicas just created (a killed roll's); fails naming the unhealthy ones after that."""
-    import time
+    """``service_status`` of ``services`` once every replica that runs passes the product's own health gate
+    (``EngineDriver.wait_healthy``), waiting up to ``settle_s`` for replicas just created (a killed roll's);
+    fails naming the unhealthy ones after that.
 
+    As in every roll, a replica whose published port refuses every connection while its process listens inside
+    (the engine lost the port's forwarding: seen under load, see ``drivers.engine_health.REFUSED_RESTART_S``)
+    is restarted once. A restart keeps what the replica holds (its environment), so "it logs in with what it
+    holds" is still what passes; a replica that answers but fails its login is never restarted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from helix_ops.errors import WaitTimeout
     from helix_ops.stack import build_stack
-    from tasks.engine import ProbeSpec, service_status
+    from tasks.engine import ProbeSpec, health_check, secret_env, service_status
 
     stack = build_stack(descriptor)
     probes = {n: ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path)
               for n in services for svc in [stack.service(n)]}
-    deadline = time.monotonic() + settle_s
-    while True:
-        rows = service_status.fn(target, probes, descriptor)
-        bad = [(r["service"], r["health"]) for r in rows if r["replicas"] and r["health"].startswith("unhealthy")]
-        if not bad:
-            return rows
-        assert time.monotonic() < deadline, f"replicas still unhealthy after {settle_s} s: {bad}"
-        time.sleep(3)
+    driver, secrets = target.driver(), secret_env(descriptor)
+    replicas = [(c.labels.get("helix-ops.service"), c) for c in driver.containers() if c.status == "running"
+                and c.labels.get("helix-ops.service") in probes]
+
+    def gate(job) -> str | None:
+        name, c = job
+        check = lambda: health_check(driver, c, probes[name], secrets)  # noqa: E731 - the gate's recheck
+        try:
+            driver.wait_healthy(c, check(), f"{name} ({c.name}) to be healthy", settle_s, recheck=check)
+        except WaitTimeout as exc:
+            return f"{name} ({c.name}): {exc}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bad = [b for b in pool.map(gate, replicas) if b]
+    assert not bad, f"replicas still unhealthy after {settle_s} s: {bad}"
+    return service_status.fn(target, probes, descriptor)

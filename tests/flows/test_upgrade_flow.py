@@ -178,3 +178,45 @@ def test_a_deploy_keeps_what_upgrades_changed_until_reset(env, docker_client):
     after = images_now(docker_client, env["project"])
     assert all(after[s] == {"v1"} for s in ("mcp-graph", "mcp-cascade", "mcp-verification")), after
     assert Variable.get(name, default=None) is None
+
+
+def test_a_rerun_replaces_a_replica_of_its_roll_that_runs_but_is_not_healthy(env):
+    """A killed roll can leave a replica of the new spec (its name, its hash) created but never health-gated.
+    The rerun keeps such a replica only once it passes the gate: this one holds a wrong Redis password, so its
+    health fails and the rerun replaces it with one that logs in."""
+    import dataclasses
+
+    import httpx
+
+    from drivers.engine import EngineDriver, container_plans
+    from helix_ops.descriptor import load_descriptor
+    from helix_ops.plan import compose_objects, template_hash
+    from helix_ops.render.compose import render_compose
+    from helix_ops.stack import build_stack
+    from tasks.engine import EngineTarget, ProbeSpec, apply_service, secret_env
+
+    common = env["common"]
+    desc = load_descriptor(env["path"])
+    driver = EngineDriver.connect(common["engine_url"], env["project"], "local", common["container_labels"])
+    stack = build_stack(desc)
+    spec = {o.identity: o.spec for o in compose_objects(render_compose(stack))}["service/mcp-cascade"]
+    svc, roll_id = stack.service("mcp-cascade"), "rtest0000001"
+    secrets = secret_env(desc)
+    [first, *_] = container_plans(env["project"], "local", "mcp-cascade", spec, template_hash(spec), {},
+                                  svc.probe.port, driver.extra_labels, probe_host=driver.probe_host)
+    name = f"{first.name}-{roll_id}"
+    left = driver.create_container(dataclasses.replace(first, name=name), {**secrets, "REDIS_PASSWORD": "wrong"})
+    left.reload()
+    assert left.status == "running"
+
+    report = apply_service(EngineTarget(common["engine_url"], env["project"], "local", common["container_labels"]),
+                           "mcp-cascade", spec, template_hash(spec),
+                           ProbeSpec(svc.probe.kind, svc.probe.port, svc.probe.path), desc,
+                           health_deadline_s=20, roll_id=roll_id)
+    assert name in report["started"] and name in report["stopped"] and report["kept"] == [], report
+    [now] = [c for c in driver.containers("mcp-cascade") if c.name == name]
+    assert now.id != left.id
+    env_now = dict(e.split("=", 1) for e in now.attrs["Config"]["Env"])
+    assert env_now["REDIS_PASSWORD"] == secrets["REDIS_PASSWORD"]
+    r = httpx.get("http://%s:%d/api/health" % driver.probe_address(now, svc.probe.port), timeout=10)
+    assert r.status_code == 200 and r.json()["checks"]["redis"]["ok"], r.text[:300]
