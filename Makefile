@@ -7,6 +7,8 @@
 #   make down        stops the quickstart and every `make bed-up` run (not the test beds of running pytest sessions)
 #   make bed-up / make bed-down   the test bed by hand
 #   make kube        builds the local Kubernetes control plane (Go modules; once per machine, see testbed/kube)
+#   make kube-node   builds it and starts one real node on it (kubelet, containerd, kube-proxy, CoreDNS), the bed's
+#                    images loaded; `make bed-down` stops it (python -m testbed status prints its kubeconfig)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,7 +21,7 @@ APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 
-.PHONY: check deps apt venv maven images kube kube-background test test-node bed-up bed-down down quickstart clean
+.PHONY: check deps apt venv maven images kube kube-node kube-background test test-node bed-up bed-down down quickstart clean
 
 deps: apt venv maven
 
@@ -51,6 +53,9 @@ images: deps
 # overlaps the rest of `make test`; the tests that use it run last and wait for it (tests/conftest.py).
 kube:
 	bash testbed/kube/build.sh
+
+kube-node: kube deps
+	$(PY) -m testbed up kube-node
 
 kube-background:
 	@bash testbed/kube/build.sh --background

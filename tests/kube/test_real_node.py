@@ -2,7 +2,8 @@
 containerd, kube-proxy, CoreDNS): the pods run the local images, Services route real requests, readiness probes
 gate the rollouts, init-helix-db reaches Neo4j through a real ``pods/portforward``.
 
-Traffic goes to 127.0.0.1 only: a NodePort Service of the test's own in front of the dashboard pods."""
+Traffic goes to 127.0.0.1 only: a NodePort Service of the test's own in front of an nginx pod (the bed's nginx
+image) that sends every request to the dashboard's Service, as an ingress controller would."""
 
 from __future__ import annotations
 
@@ -46,16 +47,61 @@ def env(bed, kube_node, prefect_harness, audit_dir, tmp_path_factory):
     result = deploy_helix(health_timeout_s=300, **common)
     deployed_s = time.monotonic() - t0
     print(f"first deploy on the real node: {deployed_s:.1f}s (node up in {kube_node.started_s:.1f}s)")
-    # the test's own door to the dashboard: a NodePort Service on 127.0.0.1 (kube-proxy, localhostNodePorts)
+    # the load's door to the dashboard pods: a NodePort Service on 127.0.0.1 (kube-proxy, localhostNodePorts)
     admin.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dashboard-door"},
                   "spec": {"type": "NodePort", "selector": {"app": "dashboard"},
                            "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}})
     node_port = admin.get("Service", "dashboard-door")["spec"]["ports"][0]["nodePort"]
     url = f"http://127.0.0.1:{node_port}/api/health"
-    yield {"common": common, "admin": admin, "first": result, "url": url, "workdir": workdir, "path": path,
+    nginx_url = f"http://127.0.0.1:{nginx_door(admin, namespace)}/api/health"
+    yield {"common": common, "admin": admin, "first": result, "url": url, "nginx_url": nginx_url, "workdir": workdir,
+           "path": path,
            "namespace": namespace, "deployed_s": deployed_s, "s3": s3, "bucket": bucket,
            "environment": environment}
     admin.delete_namespace()
+
+
+DOOR_CONF = """server {{
+  listen 8080;
+  location = /healthz {{ return 200 "ok\\n"; }}
+  location / {{
+    proxy_pass http://dashboard.{namespace}.svc.cluster.local:80;
+    proxy_connect_timeout 3s;
+  }}
+}}
+"""
+"""The door's nginx: every request to the dashboard's own Service (its ClusterIP, by CoreDNS's name), as an ingress
+controller in front of it would send it (the rendering's Ingress needs a controller the bed does not have)."""
+
+
+def nginx_door(admin, namespace: str) -> int:
+    """The test's door to the dashboard: the bed's nginx image in a pod (Pod Security ``restricted``), reached
+    through a NodePort Service on 127.0.0.1 (kube-proxy, localhostNodePorts); returns the node port."""
+    from testbed.images import TAGS
+
+    labels = {"app": "door"}
+    admin.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "door"},
+                  "data": {"helix.conf": DOOR_CONF.format(namespace=namespace)}})
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    admin.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "door", "labels": labels},
+                  "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+                      "metadata": {"labels": labels},
+                      "spec": {"automountServiceAccountToken": False,  # audit-helix checks every live pod
+                               "securityContext": {"runAsNonRoot": True, "runAsUser": 101, "runAsGroup": 101,
+                                                   "seccompProfile": {"type": "RuntimeDefault"}},
+                               "containers": [{"name": "nginx", "image": TAGS["nginx"],
+                                               "imagePullPolicy": "IfNotPresent", "securityContext": restricted,
+                                               "ports": [{"name": "http", "containerPort": 8080}],
+                                               "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                                                                  "periodSeconds": 1},
+                                               "resources": {"requests": {"cpu": "20m", "memory": "32Mi"},
+                                                             "limits": {"memory": "64Mi"}},
+                                               "volumeMounts": [{"name": "conf", "mountPath": "/etc/nginx/conf.d"}]}],
+                               "volumes": [{"name": "conf", "configMap": {"name": "door"}}]}}}})
+    admin.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "door"},
+                  "spec": {"type": "NodePort", "selector": labels,
+                           "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}})
+    return admin.get("Service", "door")["spec"]["ports"][0]["nodePort"]
 
 
 def pods_of(admin, app: str) -> list[dict]:
@@ -96,6 +142,10 @@ def test_every_pod_runs_for_real_and_the_service_routes(env, kube_node):
     # the probe reports what it reaches: Neo4j and Redis through their Services' DNS names (CoreDNS, kube-proxy)
     body = httpx.get(env["url"], timeout=5).json()
     assert body.get("version") == "v1", body
+    # and through the nginx pod, which sends to the dashboard's own Service (ClusterIP, by its CoreDNS name)
+    wait_serving(env["nginx_url"], deadline_s=120)
+    r = httpx.get(env["nginx_url"], timeout=5)
+    assert r.json().get("version") == "v1" and r.headers.get("server", "").startswith("nginx"), (r.headers, r.text)
 
 
 def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_request(env):
