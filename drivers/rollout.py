@@ -122,6 +122,7 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
             except Exception as exc:  # noqa: BLE001 - replaced below, its own failure is only logged
                 log(f"{name}: kept replica {plan.name} is not healthy ({exc}); replacing it")
                 report.stopped += driver.remove([kept], grace_s=2)
+                serving = [n for n in serving if n != plan.name]  # its successor joins the balancer once healthy
             else:
                 report.kept.append(plan.name)
                 continue
