@@ -68,15 +68,17 @@ check: venv
 # The real Kubernetes node's tests (-m real_node, tests/kube/test_real_node.py) spend most of their time waiting
 # on readiness probes: `make test` runs them beside the rest, in a pytest session (and test bed) of their own, and
 # fails when either fails. Their output goes to .testbed/test-node.log and its tail is printed at the end.
+# A test marked `unsettled` (fails now and then, cause not found; its docstring says what is seen) is left out
+# of `make test`; `make test-node` runs every real-node test.
 NODE_LOG := .testbed/test-node.log
 NODE_PYTEST_ARGS ?= -q -p no:cacheprovider --durations=10
 
 test: kube-background deps
 	@mkdir -p .testbed; \
-	$(PY) -m pytest -m real_node $(NODE_PYTEST_ARGS) > $(NODE_LOG) 2>&1 & node=$$!; \
+	$(PY) -m pytest -m "real_node and not unsettled" $(NODE_PYTEST_ARGS) > $(NODE_LOG) 2>&1 & node=$$!; \
 	$(PY) -m pytest -m "not real_node" $(PYTEST_ARGS); rc=$$?; \
 	wait $$node; node_rc=$$?; \
-	echo "--- the real node's tests (pytest -m real_node, beside the rest; exit $$node_rc; log $(NODE_LOG)) ---"; \
+	echo "--- the real node's tests (pytest -m 'real_node and not unsettled', beside the rest; exit $$node_rc; log $(NODE_LOG)) ---"; \
 	grep -vE '^[IWE][0-9]{4} ' $(NODE_LOG) | tail -n 60; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$node_rc
 
