@@ -12,8 +12,9 @@ Two kinds of client, each sending GET requests one after another at ``--rps`` (l
 
 A request fails when it gets no answer (connect error, reset, timeout of 5 s) or a status other than 200.
 A 429 (the load balancer's rate limit) is counted apart and is not a failure. No request is retried.
-Writes per kind ``{sent, ok, failed, rate_limited, errors, connections, max_latency_s, failures_at}`` (failure
-times in seconds since the load started) and ``started_at`` (time.time()) to ``--out``.
+Writes per kind ``{sent, ok, failed, rate_limited, errors, connections, max_latency_s, failures_at,
+error_samples}`` (failure times in seconds since the load started; the first five failures' messages, with their
+cause's errno) and ``started_at`` (time.time()) to ``--out``.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ class Tally:
         self.counts: collections.Counter = collections.Counter()
         self.errors: collections.Counter = collections.Counter()
         self.failures_at: list[float] = []
+        self.error_samples: list[str] = []
         self.max_latency = 0.0
 
-    def add(self, outcome: str, why: str | None, at: float, latency: float, connects: int) -> None:
+    def add(self, outcome: str, why: str | None, at: float, latency: float, connects: int,
+            detail: str | None = None) -> None:
         with self.lock:
             self.counts["sent"] += 1
             self.counts[outcome] += 1
@@ -49,12 +52,14 @@ class Tally:
                 self.errors[why] += 1
                 if len(self.failures_at) < 200:
                     self.failures_at.append(round(at, 2))
+                if detail and len(self.error_samples) < 5:  # the errno tells refused, reset and unreachable apart
+                    self.error_samples.append(f"{round(at, 2)}s {detail}"[:300])
 
     def as_dict(self) -> dict:
         return {"sent": self.counts["sent"], "ok": self.counts["ok"], "failed": self.counts["failed"],
                 "rate_limited": self.counts["rate_limited"], "errors": dict(self.errors),
                 "connections": self.counts["connections"], "max_latency_s": round(self.max_latency, 3),
-                "failures_at": self.failures_at}
+                "failures_at": self.failures_at, "error_samples": self.error_samples}
 
 
 def client_loop(kind: str, url: str, rps: float, offset: float, start: float, stop: threading.Event,
@@ -80,6 +85,7 @@ def client_loop(kind: str, url: str, rps: float, offset: float, start: float, st
                     connects += 1
 
             t0 = time.monotonic()
+            detail = None
             try:
                 r = client.get(url, extensions={"trace": trace})
                 code = r.status_code
@@ -87,7 +93,9 @@ def client_loop(kind: str, url: str, rps: float, offset: float, start: float, st
                 why = f"HTTP {code}"
             except httpx.HTTPError as exc:
                 outcome, why = "failed", type(exc).__name__
-            tally.add(outcome, why, t0 - start, time.monotonic() - t0, connects)
+                cause = exc.__cause__ or exc.__context__
+                detail = f"{why}: {exc}" + (f" ({type(cause).__name__}: {cause})" if cause and str(cause) != str(exc) else "")
+            tally.add(outcome, why, t0 - start, time.monotonic() - t0, connects, detail)
     finally:
         client.close()
 
