@@ -175,6 +175,8 @@ def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_requ
 
 def test_a_never_ready_image_is_rolled_back_with_no_failed_request(env):
     before = images_now(env["admin"])
+    served = served_versions(env["url"])  # v2 after the upgrade test, v1 when it is left out (unsettled)
+    assert len(served) == 1, served
     load = MixedLoad(env["url"], env["workdir"], keepalive_clients=1, new_clients=1, rps=10)
     try:
         time.sleep(2)
@@ -185,7 +187,7 @@ def test_a_never_ready_image_is_rolled_back_with_no_failed_request(env):
     for kind in ("keepalive", "new"):
         assert traffic[kind]["sent"] > 20 and traffic[kind]["failed"] == 0, (kind, traffic[kind])
     assert images_now(env["admin"]) == before
-    assert served_versions(env["url"]) == {"v2"}
+    assert served_versions(env["url"]) == served
     assert all(c["ready"] for p in pods_of(env["admin"], "dashboard") for c in p["status"]["containerStatuses"])
 
 
