@@ -110,6 +110,9 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
     else:
         down_at = None
 
+    def gate(container: Container, what: str) -> str:  # the health gate of every replica, new or kept
+        return driver.wait_healthy(container, health(container), what, deadline_s, recheck=lambda: health(container))
+
     for plan in plans:
         if plan.name in current:
             # A replica of this spec (and roll) that runs is kept only once it passes the same health gate as
@@ -117,8 +120,7 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
             # published port lost by the engine: the gate restarts it once). One that fails is replaced.
             kept = current[plan.name]
             try:
-                driver.wait_healthy(kept, health(kept), f"{name} ({plan.name}, kept) to be healthy", deadline_s,
-                                    recheck=lambda: health(kept))
+                gate(kept, f"{name} ({plan.name}, kept) to be healthy")
             except Exception as exc:  # noqa: BLE001 - replaced below, its own failure is only logged
                 log(f"{name}: kept replica {plan.name} is not healthy ({exc}); replacing it")
                 report.stopped += driver.remove([kept], grace_s=2)
@@ -129,8 +131,7 @@ def roll_service(driver: EngineDriver, name: str, spec: Mapping[str, Any], spec_
         log(f"{name}: starting {plan.name} ({plan.image})")
         container = driver.create_container(plan, secrets)
         try:
-            status = driver.wait_healthy(container, health(container), f"{name} ({plan.name}) to be healthy",
-                                         deadline_s, recheck=lambda: health(container))
+            status = gate(container, f"{name} ({plan.name}) to be healthy")
         except Exception as exc:
             driver.remove([container], grace_s=2)
             if parked and not report.started:  # stop-first: the old replicas serve again, then the failure is raised
