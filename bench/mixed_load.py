@@ -4,7 +4,8 @@ its interpreter):
     python bench/mixed_load.py --url http://127.0.0.1:8080/ --keepalive-clients 1 --new-clients 1 --rps 10 \
         --stop-file F --out R.json
 
-Two kinds of client, each sending GET requests one after another at ``--rps`` (loopback only):
+Two kinds of client, each sending GET requests one after another at ``--rps`` (to this machine only: loopback or
+an address of one of its own interfaces, such as the test bed's Kubernetes node bridge):
 
 * keep-alive: one ``httpx.Client`` per client, reused, so its requests share one persistent HTTP/1.1
   connection (a new one only when the server closed it; the number of connections opened is reported);
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ipaddress
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -100,11 +103,31 @@ def client_loop(kind: str, url: str, rps: float, offset: float, start: float, st
         client.close()
 
 
+def on_this_machine(host: str) -> bool:
+    """Whether ``host`` is loopback or an address this machine holds (a socket can bind to it); no name lookup
+    beyond ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if ip.is_loopback:
+        return True
+    with socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, 0))
+        except OSError:
+            return False
+    return True
+
+
 def run(url: str, keepalive_clients: int, new_clients: int, rps: float, max_seconds: float,
         stop_file: Path | None) -> dict:
-    host = urlparse(url).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit(f"refusing to send load to {host}: loopback only")
+    host = urlparse(url).hostname or ""
+    if not on_this_machine(host):
+        raise SystemExit(f"refusing to send load to {host!r}: only to this machine (loopback or an address of one "
+                         "of its interfaces)")
     tallies = {k: Tally() for k in KINDS}
     stop = threading.Event()
     started_at, start = time.time(), time.monotonic()
@@ -144,7 +167,10 @@ class MixedLoad:
 
     def stop(self) -> dict:
         self.stop_file.touch()
-        self.proc.wait(timeout=60)
+        code = self.proc.wait(timeout=60)
+        if code != 0 or not self.out.exists():
+            raise RuntimeError(f"the load process ended with exit code {code} and wrote no figures (its output is "
+                               "above); nothing was measured")
         return json.loads(self.out.read_text())
 
 
