@@ -122,7 +122,7 @@ class RealNode:
         self._start("kubelet", self._kubelet_argv(kubelet_kubeconfig))
         self._wait(f"node {self.name} Ready", self._node_ready, deadline_s)
         self._start("kube-proxy", [str(self.bin / "kube-proxy"), f"--config={self.home / 'kube-proxy.yaml'}",
-                                   "--v=1"])
+                                   "--v=2"])  # v2: each rule sync's time (tests/kube/timeline.py reads it)
         self._start("coredns", [str(self.bin / "coredns"), "-conf", str(self.home / "Corefile")])
         self._storage()
         self._wait("CoreDNS on the node's address", lambda: procs.port_open(53, self.ip), 60)

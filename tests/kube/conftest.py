@@ -69,7 +69,8 @@ class Admin:
         from drivers.kube import API_VERSIONS
         from lightkube.core.resource_registry import resource_registry
 
-        return resource_registry.load(API_VERSIONS.get(kind, "v1"), kind)
+        more = {"EndpointSlice": "discovery.k8s.io/v1", "Event": "v1"}
+        return resource_registry.load({**API_VERSIONS, **more}.get(kind, "v1"), kind)
 
     def objects(self, kinds=KINDS) -> dict[str, dict[str, Any]]:
         """``Kind/name`` → the object (as a dict), every object of ``kinds`` in the namespace."""

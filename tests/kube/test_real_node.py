@@ -17,6 +17,7 @@ from flows.deploy import deploy_helix
 from flows.upgrade import UpgradeRolledBack, upgrade_helix
 from helix_ops.wait import wait_until
 from tests.kube.conftest import Admin, new_names, write_node_descriptor
+from tests.kube.timeline import Timeline
 
 pytestmark = [pytest.mark.bed, pytest.mark.real_node]
 
@@ -47,13 +48,13 @@ def env(bed, kube_node, prefect_harness, audit_dir, tmp_path_factory):
     result = deploy_helix(health_timeout_s=300, **common)
     deployed_s = time.monotonic() - t0
     print(f"first deploy on the real node: {deployed_s:.1f}s (node up in {kube_node.started_s:.1f}s)")
-    # the load's door to the dashboard pods: a NodePort Service on 127.0.0.1 (kube-proxy, localhostNodePorts)
+    # the load's door to the dashboard pods: a NodePort Service on the node's address (kube-proxy)
     admin.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dashboard-door"},
                   "spec": {"type": "NodePort", "selector": {"app": "dashboard"},
                            "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}})
     node_port = admin.get("Service", "dashboard-door")["spec"]["ports"][0]["nodePort"]
-    url = f"http://127.0.0.1:{node_port}/api/health"
-    nginx_url = f"http://127.0.0.1:{nginx_door(admin, namespace)}/api/health"
+    url = f"http://{kube_node.ip}:{node_port}/api/health"
+    nginx_url = f"http://{kube_node.ip}:{nginx_door(admin, namespace)}/api/health"
     yield {"common": common, "admin": admin, "first": result, "url": url, "nginx_url": nginx_url, "workdir": workdir,
            "path": path,
            "namespace": namespace, "deployed_s": deployed_s, "s3": s3, "bucket": bucket,
@@ -92,8 +93,11 @@ def nginx_door(admin, namespace: str) -> int:
                                "containers": [{"name": "nginx", "image": TAGS["nginx"],
                                                "imagePullPolicy": "IfNotPresent", "securityContext": restricted,
                                                "ports": [{"name": "http", "containerPort": 8080}],
+                                               # patient: a probe timing out under load would take the
+                                               # door's one endpoint away (a refused connection)
                                                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
-                                                                  "periodSeconds": 1},
+                                                                  "periodSeconds": 2, "timeoutSeconds": 5,
+                                                                  "failureThreshold": 5},
                                                "resources": {"requests": {"cpu": "20m", "memory": "32Mi"},
                                                              "limits": {"memory": "64Mi"}},
                                                "volumeMounts": [{"name": "conf", "mountPath": "/etc/nginx/conf.d"}]}],
@@ -149,12 +153,15 @@ def test_every_pod_runs_for_real_and_the_service_routes(env, kube_node):
 
 
 @pytest.mark.unsettled
-def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_request(env):
-    """Unsettled (2026-12-04): 1 of about 1,100 new connections failed with ConnectError in 2 of the last 7 runs
-    (at 73.8 s through the direct NodePort, in a clean-clone CI beside the main session; at 27.6 s through the
-    nginx pod); the keep-alive client never failed. Cause not found (kube-proxy's rules lagging the endpoint
-    removal past the 5 s preStop sleep under load is one guess, but the nginx pod's own port did not change).
-    ``make test`` leaves it out until it is; ``make test-node`` runs it."""
+def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_request(env, kube_node):
+    """Unsettled (2026-12-04): through a NodePort on 127.0.0.1, 1 of about 1,100 new connections was refused in 2
+    of 8 runs. Not the rollout's doing: on the same loaded machine a steady load with nothing changing lost 1 of
+    2,976 (ECONNREFUSED, no EndpointSlice change and no kube-proxy sync within 15 s), and the rollback test 1 of
+    482 with its two ready endpoints never changing. The load now goes to the node's address; there it passed
+    (0 of 2,490, beside other tests), but once is not enough to call it settled. ``make test`` leaves it out;
+    ``make test-node`` runs it. A failure prints the namespace's EndpointSlices, pods and kube-proxy's syncs
+    around it (``tests/kube/timeline.py``)."""
+    timeline = Timeline(env["admin"], kube_node.home / "kube-proxy.log").start()
     load = MixedLoad(env["url"], env["workdir"], keepalive_clients=1, new_clients=1, rps=10)
     try:
         time.sleep(2)
@@ -164,19 +171,30 @@ def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_requ
         rolled_s = time.monotonic() - t0
     finally:
         traffic = load.stop()
+        timeline.stop()
     print(f"rolling upgrade of {len(APPS)} services on the real node: {rolled_s:.1f}s; traffic {traffic}")
     assert result["result"] == "succeeded" and sorted(result["changed"]) == sorted(APPS), result
-    for kind in ("keepalive", "new"):
-        assert traffic[kind]["sent"] > 50 and traffic[kind]["failed"] == 0, (kind, traffic[kind])
+    assert_no_failed_request(traffic, timeline, least=50)
     now = images_now(env["admin"])
     assert all(now[s] == "localhost/helix-probe:v2" for s in APPS), now
     assert served_versions(env["url"]) == {"v2"}
 
 
-def test_a_never_ready_image_is_rolled_back_with_no_failed_request(env):
+def assert_no_failed_request(traffic: dict, timeline: Timeline, least: int) -> None:
+    """Each client sent more than ``least`` requests and none failed; a failure's message has the errors (with
+    their errno) and what the namespace and kube-proxy did around them."""
+    failed_at = [traffic["started_at"] + t for k in ("keepalive", "new") for t in traffic[k]["failures_at"]]
+    for kind in ("keepalive", "new"):
+        t = traffic[kind]
+        assert t["sent"] > least and t["failed"] == 0, (
+            f"{kind}: {t['failed']} of {t['sent']} failed: {t['error_samples']}\n{timeline.around(failed_at)}")
+
+
+def test_a_never_ready_image_is_rolled_back_with_no_failed_request(env, kube_node):
     before = images_now(env["admin"])
     served = served_versions(env["url"])  # v2 after the upgrade test, v1 when it is left out (unsettled)
     assert len(served) == 1, served
+    timeline = Timeline(env["admin"], kube_node.home / "kube-proxy.log").start()
     load = MixedLoad(env["url"], env["workdir"], keepalive_clients=1, new_clients=1, rps=10)
     try:
         time.sleep(2)
@@ -184,8 +202,8 @@ def test_a_never_ready_image_is_rolled_back_with_no_failed_request(env):
             upgrade_helix(images={"dashboard": "broken"}, backup_first=False, health_timeout_s=40, **env["common"])
     finally:
         traffic = load.stop()
-    for kind in ("keepalive", "new"):
-        assert traffic[kind]["sent"] > 20 and traffic[kind]["failed"] == 0, (kind, traffic[kind])
+        timeline.stop()
+    assert_no_failed_request(traffic, timeline, least=20)
     assert images_now(env["admin"]) == before
     assert served_versions(env["url"]) == served
     assert all(c["ready"] for p in pods_of(env["admin"], "dashboard") for c in p["status"]["containerStatuses"])
