@@ -153,11 +153,18 @@ def _wait_state(api: str, run_id: str, types: set[str], deadline_s: float) -> di
     return state
 
 
+def _create_run(api: str, deployment_id: str, parameters: dict) -> str:
+    """A run of the deployment, created as `prefect deployment run` creates it: through Prefect's own client, which
+    tries again when the server answers 503 (its SQLite busy on a loaded machine; seen in a clean-clone CI)."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(api) as client:
+        return str(client.create_flow_run_from_deployment(deployment_id, parameters=parameters).id)
+
+
 def _deploy_and_wait(api: str, deployment_id: str, parameters: dict) -> None:
     """A deploy-helix/local run through the API (not the form), until it completes."""
-    r = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", timeout=10, json={"parameters": parameters})
-    r.raise_for_status()
-    run_id = r.json()["id"]
+    run_id = _create_run(api, deployment_id, parameters)
     try:
         _wait_state(api, run_id, {"COMPLETED"}, 900)
     finally:
@@ -232,10 +239,8 @@ def test_a_guarded_deploy_waits_for_the_answer_given_in_the_resume_form(bed, eng
     data["approval"] = {"when": "on-change", "timeout": "15m", "actions": ["deploy"]}
     guarded = tmp_path / "guarded.yaml"
     guarded.write_text(yaml.safe_dump(data, sort_keys=False))
-    r = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run", timeout=10, json={"parameters": {
-        "descriptor": str(guarded), "engine_url": engine.base_url, "container_labels": bed.container_labels()}})
-    r.raise_for_status()
-    run_id = r.json()["id"]
+    run_id = _create_run(api, deployment["id"], {
+        "descriptor": str(guarded), "engine_url": engine.base_url, "container_labels": bed.container_labels()})
     who, why = "ui-tester", f"{'ship it' if approve else 'not today'} (browser)"
     try:
         state = _wait_state(api, run_id, {"PAUSED"}, 900)  # a first deploy (the earlier test failed) takes minutes
