@@ -1,0 +1,124 @@
+"""New connections to one NodePort Service through two addresses of this machine, side by side: 127.0.0.1
+(kube-proxy's ``localhostNodePorts``) and the real node's address (the bed's bridge). Prints how many requests each
+sent and every refused or failed one, with the conntrack ``invalid`` counter around it.
+
+Needs the bed's real node: ``make kube-node`` (or ``python -m testbed up kube-node``), then::
+
+    .venv/bin/python bench/nodeport_paths.py --kubeconfig "$(ls -t .testbed/runs/*/kube-node/kubeconfigs/helix-admin.yaml | head -1)" --seconds 300
+
+``make bed-down`` stops the node. The refusals this looks for are rare (about 1 in 10^4-10^5 on a loaded machine,
+2026-12-04): run it beside other work (a clean-clone CI) for minutes, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.mixed_load import on_this_machine  # noqa: E402
+from helix_ops.wait import wait_until  # noqa: E402
+
+NAMESPACE = "nodeport-paths"
+NODE_IP = "10.227.0.1"  # testbed.kube_node's bridge address
+
+
+def conntrack_invalid() -> int:
+    """The sum over CPUs of /proc/net/stat/nf_conntrack's ``invalid`` column."""
+    rows = open("/proc/net/stat/nf_conntrack").read().split("\n")[1:]
+    return sum(int(r.split()[4], 16) for r in rows if r.strip())
+
+
+def deploy(kubeconfig: str) -> int:
+    """A 2-replica probe Deployment and a NodePort Service in front of it; returns the node port once it answers."""
+    from lightkube import Client, KubeConfig, codecs
+    from lightkube.resources.core_v1 import Service
+
+    client = Client(KubeConfig.from_file(kubeconfig), field_manager="bench")
+    labels = {"app": "probe"}
+    for obj in (
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "probe", "namespace": NAMESPACE},
+         "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels},
+                  "spec": {"containers": [{"name": "probe", "image": "localhost/helix-probe:v1",
+                                           "imagePullPolicy": "IfNotPresent", "ports": [{"containerPort": 3000}],
+                                           "readinessProbe": {"httpGet": {"path": "/", "port": 3000},
+                                                              "periodSeconds": 2}}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "probe", "namespace": NAMESPACE},
+         "spec": {"type": "NodePort", "selector": labels, "ports": [{"port": 80, "targetPort": 3000}]}},
+    ):
+        client.apply(codecs.from_dict(obj), field_manager="bench", force=True)
+    port = client.get(Service, "probe", namespace=NAMESPACE).spec.ports[0].nodePort
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until("the probe answering on its node port", answers, 180, interval_s=1)
+    return port
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--seconds", type=float, default=300)
+    p.add_argument("--clients", type=int, default=4, help="new-connection clients per address")
+    p.add_argument("--rps", type=float, default=50, help="requests per second per client")
+    a = p.parse_args()
+    port = deploy(a.kubeconfig)
+    targets = {"127.0.0.1": f"http://127.0.0.1:{port}/", "node": f"http://{NODE_IP}:{port}/"}
+    assert all(on_this_machine(h) for h in ("127.0.0.1", NODE_IP)), "the node's bridge is not up on this machine"
+    stop = threading.Event()
+    samples: list[tuple[float, int]] = []
+    fails: list[tuple[float, str, str]] = []
+    sent = {k: 0 for k in targets}
+
+    def sampler() -> None:
+        while not stop.is_set():
+            samples.append((time.time(), conntrack_invalid()))
+            time.sleep(0.05)
+
+    def client(name: str, url: str) -> None:
+        with httpx.Client(timeout=5, headers={"Connection": "close"},
+                          limits=httpx.Limits(max_keepalive_connections=0)) as c:
+            while not stop.is_set():
+                t = time.time()
+                try:
+                    if c.get(url).status_code != 200:
+                        fails.append((t, name, "status not 200"))
+                except httpx.HTTPError as exc:
+                    fails.append((t, name, f"{type(exc).__name__}: {exc}"[:160]))
+                sent[name] += 1
+                time.sleep(max(0.0, 1 / a.rps - (time.time() - t)))
+
+    threads = [threading.Thread(target=sampler)] + [
+        threading.Thread(target=client, args=(n, u)) for n, u in targets.items() for _ in range(a.clients)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(a.seconds)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    failed = {k: sum(1 for f in fails if f[1] == k) for k in targets}
+    print(f"{'address':<10} {'sent':>9} {'failed':>7}")
+    for k in targets:
+        print(f"{k:<10} {sent[k]:>9} {failed[k]:>7}")
+    for t, name, what in fails:
+        before = [v for s, v in samples if s <= t - 0.2][-1:]
+        after = [v for s, v in samples if s >= t + 0.2][:1]
+        print(f"{time.strftime('%H:%M:%S', time.gmtime(t))} {name}: {what} (conntrack invalid {before} -> {after})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
