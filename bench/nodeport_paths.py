@@ -1,6 +1,6 @@
 """New connections to one NodePort Service through two addresses of this machine, side by side: 127.0.0.1
 (kube-proxy's ``localhostNodePorts``) and the real node's address (the bed's bridge). Prints how many requests each
-sent and every refused or failed one, with the conntrack ``invalid`` counter around it.
+sent and failed, and the first five failures of each, with the conntrack ``invalid`` counter around them.
 
 Needs the bed's real node: ``make kube-node`` (or ``python -m testbed up kube-node``), then::
 
@@ -22,11 +22,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.mixed_load import on_this_machine  # noqa: E402
+from bench.mixed_load import run as run_load  # noqa: E402
 from helix_ops.wait import wait_until  # noqa: E402
+from testbed.kube_node import NODE_IP  # noqa: E402
 
 NAMESPACE = "nodeport-paths"
-NODE_IP = "10.227.0.1"  # testbed.kube_node's bridge address
 
 
 def conntrack_invalid() -> int:
@@ -75,48 +75,35 @@ def main() -> int:
     a = p.parse_args()
     port = deploy(a.kubeconfig)
     targets = {"127.0.0.1": f"http://127.0.0.1:{port}/", "node": f"http://{NODE_IP}:{port}/"}
-    assert all(on_this_machine(h) for h in ("127.0.0.1", NODE_IP)), "the node's bridge is not up on this machine"
     stop = threading.Event()
     samples: list[tuple[float, int]] = []
-    fails: list[tuple[float, str, str]] = []
-    sent = {k: 0 for k in targets}
+    results: dict[str, dict] = {}
 
     def sampler() -> None:
         while not stop.is_set():
             samples.append((time.time(), conntrack_invalid()))
             time.sleep(0.05)
 
-    def client(name: str, url: str) -> None:
-        with httpx.Client(timeout=5, headers={"Connection": "close"},
-                          limits=httpx.Limits(max_keepalive_connections=0)) as c:
-            while not stop.is_set():
-                t = time.time()
-                try:
-                    if c.get(url).status_code != 200:
-                        fails.append((t, name, "status not 200"))
-                except httpx.HTTPError as exc:
-                    fails.append((t, name, f"{type(exc).__name__}: {exc}"[:160]))
-                sent[name] += 1
-                time.sleep(max(0.0, 1 / a.rps - (time.time() - t)))
+    def load(name: str, url: str) -> None:  # bench/mixed_load.py's new-connection clients, one load per address
+        results[name] = run_load(url, keepalive_clients=0, new_clients=a.clients, rps=a.rps, max_seconds=a.seconds,
+                                 stop_file=None)
 
-    threads = [threading.Thread(target=sampler)] + [
-        threading.Thread(target=client, args=(n, u)) for n, u in targets.items() for _ in range(a.clients)]
-    for t in threads:
+    threads = [threading.Thread(target=sampler)] + [threading.Thread(target=load, args=kv) for kv in targets.items()]
+    for t in threads[1:] + threads[:1]:
         t.start()
-    try:
-        time.sleep(a.seconds)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    failed = {k: sum(1 for f in fails if f[1] == k) for k in targets}
+    for t in threads[1:]:
+        t.join()
+    stop.set()
+    threads[0].join()
     print(f"{'address':<10} {'sent':>9} {'failed':>7}")
-    for k in targets:
-        print(f"{k:<10} {sent[k]:>9} {failed[k]:>7}")
-    for t, name, what in fails:
-        before = [v for s, v in samples if s <= t - 0.2][-1:]
-        after = [v for s, v in samples if s >= t + 0.2][:1]
-        print(f"{time.strftime('%H:%M:%S', time.gmtime(t))} {name}: {what} (conntrack invalid {before} -> {after})")
+    for name in targets:
+        print(f"{name:<10} {results[name]['new']['sent']:>9} {results[name]['new']['failed']:>7}")
+    for name, r in results.items():
+        for when, what in zip((r["started_at"] + t for t in r["new"]["failures_at"]), r["new"]["error_samples"]):
+            before = [v for s, v in samples if s <= when - 0.2][-1:]
+            after = [v for s, v in samples if s >= when + 0.2][:1]
+            print(f"{time.strftime('%H:%M:%S', time.gmtime(when))} {name}: {what} (conntrack invalid {before} -> "
+                  f"{after})")
     return 0
 
 
