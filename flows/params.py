@@ -12,7 +12,9 @@ their own checks (the scaling rules, the backup id's time, …): these types onl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -53,16 +55,43 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+_ENVIRONMENT_LINE = re.compile(r"^environment:[ \t]*['\"]?([a-z][a-z0-9-]*)['\"]?[ \t]*(?:#.*)?$", re.M)
+
+
+def descriptor_environment(path: Any) -> str | None:
+    """The ``environment:`` a descriptor file names, for a run's name; None when it cannot tell (not a regular
+    file, unreadable, no such line). Reads at most 64 KiB and never waits: a FIFO or device is not opened."""
+    try:
+        file = Path(str(path))
+        if not file.is_file():
+            return None
+        with file.open("rb") as f:
+            head = f.read(65536).decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return None
+    found = _ENVIRONMENT_LINE.search(head)
+    return found.group(1) if found else None
+
+
+def format_run_name(template: str, unset: dict[str, str], parameters: dict[str, Any]) -> str:
+    """``template`` with ``parameters`` (see :func:`run_name`). A run given a ``descriptor`` acts on the
+    environment that file names, whatever its deployment's ``env``; the name says that one."""
+    given = {k: _shown(v) for k, v in parameters.items() if v is not None}
+    if parameters.get("descriptor") is not None and (named := descriptor_environment(parameters["descriptor"])):
+        given["env"] = named
+    return template.format_map({**unset, **given})
+
+
 def run_name(template: str, **unset: str) -> Callable[[], str]:
     """A ``flow_run_name`` callable: ``template`` formatted with the run's parameters (lists joined by ``+``,
     dicts as ``key=value,…``); a parameter that is None or missing is shown as ``unset[name]``, e.g.
-    ``run_name("restore-{env}-{backup_id}", backup_id="newest")``."""
+    ``run_name("restore-{env}-{backup_id}", backup_id="newest")``. ``{env}`` is the environment of the
+    ``descriptor`` parameter when one is given (the deployment's ``env`` is then not what the run acts on)."""
 
     def name() -> str:
         from prefect.runtime import flow_run
 
-        given = {k: _shown(v) for k, v in (flow_run.parameters or {}).items() if v is not None}
-        return template.format_map({**unset, **given})
+        return format_run_name(template, unset, dict(flow_run.parameters or {}))
 
     name.__qualname__ = name.__name__ = f"run_name({template!r})"
     return name

@@ -10,6 +10,7 @@ deployment gets its ``flow_run_name`` template.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import uuid
@@ -24,7 +25,8 @@ from flows.audit import audit_helix
 from flows.backup import backup_helix
 from flows.deploy import deploy_helix
 from flows.init_db import init_helix_db
-from flows.params import AppService, Component, Credential, Neo4jStrategy, ServiceName
+from flows.params import (AppService, Component, Credential, Neo4jStrategy, ServiceName, descriptor_environment,
+                          format_run_name)
 from flows.provision import provision_helix
 from flows.restore import restore_helix
 from flows.retention import prune_helix_backups
@@ -159,6 +161,24 @@ def test_prefect_yaml_parameters_validate_against_the_schemas():
 ], ids=lambda x: getattr(x, "name", x))
 def test_runs_are_named_after_what_they_do(flow, template):
     assert flow.flow_run_name.__name__ == f"run_name({template!r})"
+
+
+def test_a_run_given_a_descriptor_is_named_after_the_environment_that_file_names(tmp_path):
+    # upgrade-helix/staging run with another environment's descriptor acts on that environment: its name says so
+    desc = tmp_path / "node.yaml"
+    desc.write_text("# the real node\nenvironment: n-4f2a  # generated\ntarget: kubernetes\n")
+    params = {"env": "staging", "descriptor": str(desc), "images": {"dashboard": "v2"}}
+    assert format_run_name("upgrade-{env}-{images}", {"images": "descriptor-tags"}, params) == \
+        "upgrade-n-4f2a-dashboard=v2"
+    assert format_run_name("deploy-{env}", {}, {"env": "staging"}) == "deploy-staging"
+    # what it cannot read leaves the deployment's env, and never waits: a missing file, a directory, a FIFO
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for odd in (tmp_path / "missing.yaml", tmp_path, fifo, "\x00"):
+        assert format_run_name("deploy-{env}", {}, {"env": "staging", "descriptor": str(odd)}) == "deploy-staging"
+    assert descriptor_environment(desc) == "n-4f2a"
+    (tmp_path / "no-env.yaml").write_text("target: engine\n")
+    assert descriptor_environment(tmp_path / "no-env.yaml") is None
 
 
 # --- with the Prefect server: refused before a flow run exists -----------------------------------------------
