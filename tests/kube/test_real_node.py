@@ -1,16 +1,26 @@
 """deploy-helix and upgrade-helix on the test bed's one real Kubernetes node (``kube_node``: a kubelet with
 containerd, kube-proxy, CoreDNS): the pods run the local images, Services route real requests, readiness probes
-gate the rollouts, init-helix-db reaches Neo4j through a real ``pods/portforward``.
+gate the rollouts, init-helix-db reaches Neo4j through a real ``pods/portforward``. The rolling upgrade under load
+runs as an operator starts it: ``prefect deployment run upgrade-helix/staging`` on the bed's Prefect server, picked
+up by a process worker on staging's queue.
 
-Traffic goes to 127.0.0.1 only: a NodePort Service of the test's own in front of an nginx pod (the bed's nginx
-image) that sends every request to the dashboard's Service, as an ingress controller would."""
+Traffic goes only to this machine: NodePort Services on the node's address (the bed's bridge), in front of the
+dashboard's pods and of an nginx pod (the bed's nginx image) that sends every request to the dashboard's Service,
+as an ingress controller would."""
 
 from __future__ import annotations
 
+import inspect
+import json
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from bench.mixed_load import MixedLoad
 from flows.deploy import deploy_helix
@@ -18,15 +28,42 @@ from flows.upgrade import UpgradeRolledBack, upgrade_helix
 from helix_ops.wait import wait_until
 from tests.kube.conftest import Admin, new_names, write_node_descriptor
 from tests.kube.timeline import Timeline
+from tests.prefect_worker import client_env, sh, worker_process
 
 pytestmark = [pytest.mark.bed, pytest.mark.real_node]
 
+BIN = Path(sys.executable).parent
 APPS = ("dashboard", "mcp-graph", "mcp-discovery", "mcp-derivation", "mcp-cascade", "mcp-verification")
 STATELESS = ("dashboard", "mcp-discovery", "mcp-derivation", "mcp-cascade", "mcp-verification")
 
 
 @pytest.fixture(scope="module")
-def env(bed, kube_node, prefect_harness, audit_dir, tmp_path_factory):
+def node_api(prefect_server):
+    """The node's flows, called here and run by the worker alike, use the bed's Prefect server (one set of blocks,
+    overrides and leases, as an operator has), not Prefect's test harness."""
+    import prefect.context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    # as prefect_test_harness does: the settings for this thread and, for Prefect's log and event threads, the
+    # process-global ones; the logs and events are sent before leaving (else Prefect starts a temporary server
+    # at exit to send them)
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}), \
+            prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+        yield client_env(prefect_server)
+
+        async def drain() -> None:
+            for result in (APILogWorker.instance().drain(), EventsWorker.drain_all()):
+                if inspect.isawaitable(result):
+                    await result
+
+        run_coro_as_sync(drain())
+
+
+@pytest.fixture(scope="module")
+def env(bed, kube_node, node_api, audit_dir, tmp_path_factory):
     from pydantic import SecretStr
 
     from blocks.bootstrap import main as bootstrap
@@ -62,6 +99,36 @@ def env(bed, kube_node, prefect_harness, audit_dir, tmp_path_factory):
     admin.delete_namespace()
 
 
+@pytest.fixture(scope="module")
+def node_worker(env, node_api, bed):
+    """upgrade-helix/staging of prefect.yaml registered on the bed's Prefect server and a process worker on
+    staging's queue, as an operator has them; yields the environment of a Prefect client."""
+    from helix_ops.schedules import deployments_of
+    from testbed.paths import REPO
+
+    sh([str(BIN / "prefect"), "work-pool", "create", "helix-ops", "--type", "process", "--overwrite"], node_api)
+    names = [n for n in deployments_of(yaml.safe_load((REPO / "prefect.yaml").read_text()), "staging")
+             if n.startswith("upgrade-helix/")]
+    sh([str(BIN / "prefect"), "--no-prompt", "deploy", *[a for n in names for a in ("--name", n)]], node_api)
+    with worker_process(node_api, ["staging"], bed.run_dir / "worker-node.log"):
+        yield node_api
+
+
+def deployment_run(client: dict[str, str], deployment: str, **params) -> str:
+    """``prefect deployment run <deployment> --params … --watch``; on anything but Completed, the run's logs."""
+    from testbed.paths import REPO
+
+    argv = [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(params), "--watch",
+            "--watch-timeout", "600"]
+    out = subprocess.run(argv, env=client, cwd=REPO, capture_output=True, text=True, timeout=660)
+    if out.returncode != 0 or "Completed" not in out.stdout:
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout)
+        logs = subprocess.run([str(BIN / "prefect"), "flow-run", "logs", run_id.group(1), "--tail", "60"],
+                              env=client, capture_output=True, text=True, timeout=60).stdout if run_id else ""
+        pytest.fail(f"{deployment} did not complete (exit {out.returncode}):\n{logs[-6000:] or out.stdout[-3000:]}")
+    return out.stdout
+
+
 DOOR_CONF = """server {{
   listen 8080;
   location = /healthz {{ return 200 "ok\\n"; }}
@@ -77,7 +144,7 @@ controller in front of it would send it (the rendering's Ingress needs a control
 
 def nginx_door(admin, namespace: str) -> int:
     """The test's door to the dashboard: the bed's nginx image in a pod (Pod Security ``restricted``), reached
-    through a NodePort Service on 127.0.0.1 (kube-proxy, localhostNodePorts); returns the node port."""
+    through a NodePort Service (kube-proxy); returns the node port."""
     from testbed.images import TAGS
 
     labels = {"app": "door"}
@@ -152,24 +219,27 @@ def test_every_pod_runs_for_real_and_the_service_routes(env, kube_node):
     assert r.json().get("version") == "v1" and r.headers.get("server", "").startswith("nginx"), (r.headers, r.text)
 
 
-def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_request(env, kube_node):
-    """The load goes to the NodePort on the node's address, as a client on the network would. Through 127.0.0.1
-    (kube-proxy's route_localnet path) about 1 in 100,000 new connections is refused with nothing changing in the
-    cluster (bench/nodeport_paths.py, README); on the node's address none was in about 367,000. A failure prints
-    the namespace's EndpointSlices, pods and kube-proxy's syncs around it (``tests/kube/timeline.py``)."""
+def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_request(env, kube_node, node_worker):
+    """``prefect deployment run upgrade-helix/staging`` (the node's descriptor as its parameter) under a keep-alive
+    and a new-connection client. The load goes to the NodePort on the node's address, as a client on the network
+    would: through 127.0.0.1 (kube-proxy's route_localnet path) about 1 in 100,000 new connections is refused with
+    nothing changing in the cluster (bench/nodeport_paths.py, README); on the node's address none was in about
+    367,000. A failure prints the namespace's EndpointSlices, pods and kube-proxy's syncs around it
+    (``tests/kube/timeline.py``)."""
     timeline = Timeline(env["admin"], kube_node.home / "kube-proxy.log").start()
     load = MixedLoad(env["url"], env["workdir"], keepalive_clients=1, new_clients=1, rps=10)
     try:
         time.sleep(2)
         t0 = time.monotonic()
-        result = upgrade_helix(images={s: "v2" for s in APPS}, backup_first=False, health_timeout_s=240,
-                               **env["common"])
+        deployment_run(node_worker, "upgrade-helix/staging", descriptor=str(env["path"]),
+                       kubeconfig=env["common"]["kubeconfig"], images={s: "v2" for s in APPS}, backup_first=False,
+                       health_timeout_s=240)
         rolled_s = time.monotonic() - t0
     finally:
         traffic = load.stop()
         timeline.stop()
-    print(f"rolling upgrade of {len(APPS)} services on the real node: {rolled_s:.1f}s; traffic {traffic}")
-    assert result["result"] == "succeeded" and sorted(result["changed"]) == sorted(APPS), result
+    print(f"rolling upgrade of {len(APPS)} services on the real node through prefect deployment run: "
+          f"{rolled_s:.1f}s; traffic {traffic}")
     assert_no_failed_request(traffic, timeline, least=50)
     now = images_now(env["admin"])
     assert all(now[s] == "localhost/helix-probe:v2" for s in APPS), now
