@@ -4,10 +4,12 @@ of prefect.yaml registered on the session's Prefect server, a process worker on 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +39,29 @@ def client_env(prefect_server) -> dict[str, str]:
     """The environment of a Prefect client (CLI, worker) of ``prefect_server``; workers poll every second."""
     return {**os.environ, **prefect_server.env(), "HELIX_OPS_HOME": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+
+
+def deployment_run(env: dict[str, str], deployment: str, params: dict, watch_timeout_s: int = 900,
+                   while_running: Callable[[], object] | None = None) -> str:
+    """``prefect deployment run <deployment> --params … --watch``, as an operator types it; returns its output.
+    ``while_running`` is called once the run is asked for (an approval, say). On anything but Completed the test
+    fails with the run's last log lines."""
+    argv = [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(params), "--watch",
+            "--watch-timeout", str(watch_timeout_s)]
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if while_running:
+            while_running()
+        stdout, _ = proc.communicate(timeout=watch_timeout_s + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode != 0 or "Completed" not in stdout:
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", stdout)
+        logs = subprocess.run([str(BIN / "prefect"), "flow-run", "logs", run_id.group(1), "--tail", "60"],
+                              env=env, capture_output=True, text=True, timeout=60).stdout if run_id else ""
+        pytest.fail(f"{deployment} did not complete (exit {proc.returncode}):\n{logs[-6000:] or stdout[-3000:]}")
+    return stdout
 
 
 @contextmanager

@@ -11,9 +11,6 @@ scratch restore of verify-helix-backup.
 
 from __future__ import annotations
 
-import json
-import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import yaml
 
 from testbed.paths import REPO
 from tests.e2e.test_deploy_e2e import scheduled_parameters
-from tests.prefect_worker import client_env, sh, worker_process
+from tests.prefect_worker import client_env, deployment_run, sh, worker_process
 
 pytestmark = [pytest.mark.bed, pytest.mark.timeout(1800)]
 BIN = Path(sys.executable).parent
@@ -91,20 +88,11 @@ def run(w, deployment: str, approve: str | None = None, **params) -> str:
     """``prefect deployment run <deployment> --params … --watch``; on anything but Completed, the run's logs.
     With ``approve`` (a reason), the run is expected to wait for an approval (the environment's policy), and is
     approved with ``helix-ops approve`` as an operator would."""
-    argv = [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(params), "--watch",
-            "--watch-timeout", "900"]
-    proc = subprocess.Popen(argv, env=w["env"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if approve:
+    def approve_it() -> None:
         sh([str(BIN / "helix-ops"), "approve", waiting_run(w, deployment), "--reason", approve, "--approver", "e2e"],
            w["env"])
-    stdout, _ = proc.communicate(timeout=960)
-    out = subprocess.CompletedProcess(argv, proc.returncode, stdout, "")
-    if out.returncode != 0 or "Completed" not in out.stdout:
-        run_id = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout)
-        logs = subprocess.run([str(BIN / "prefect"), "flow-run", "logs", run_id.group(1), "--tail", "60"],
-                              env=w["env"], capture_output=True, text=True, timeout=60).stdout if run_id else ""
-        pytest.fail(f"{deployment} did not complete (exit {out.returncode}):\n{logs[-6000:] or out.stdout[-3000:]}")
-    return out.stdout
+
+    return deployment_run(w["env"], deployment, params, while_running=approve_it if approve else None)
 
 
 def waiting_run(w, deployment: str, deadline_s: float = 600) -> str:

@@ -11,9 +11,6 @@ as an ingress controller would."""
 from __future__ import annotations
 
 import inspect
-import json
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +25,7 @@ from flows.upgrade import UpgradeRolledBack, upgrade_helix
 from helix_ops.wait import wait_until
 from tests.kube.conftest import Admin, new_names, write_node_descriptor
 from tests.kube.timeline import Timeline
-from tests.prefect_worker import client_env, sh, worker_process
+from tests.prefect_worker import client_env, deployment_run, sh, worker_process
 
 pytestmark = [pytest.mark.bed, pytest.mark.real_node]
 
@@ -112,21 +109,6 @@ def node_worker(env, node_api, bed):
     sh([str(BIN / "prefect"), "--no-prompt", "deploy", *[a for n in names for a in ("--name", n)]], node_api)
     with worker_process(node_api, ["staging"], bed.run_dir / "worker-node.log"):
         yield node_api
-
-
-def deployment_run(client: dict[str, str], deployment: str, **params) -> str:
-    """``prefect deployment run <deployment> --params … --watch``; on anything but Completed, the run's logs."""
-    from testbed.paths import REPO
-
-    argv = [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(params), "--watch",
-            "--watch-timeout", "600"]
-    out = subprocess.run(argv, env=client, cwd=REPO, capture_output=True, text=True, timeout=660)
-    if out.returncode != 0 or "Completed" not in out.stdout:
-        run_id = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout)
-        logs = subprocess.run([str(BIN / "prefect"), "flow-run", "logs", run_id.group(1), "--tail", "60"],
-                              env=client, capture_output=True, text=True, timeout=60).stdout if run_id else ""
-        pytest.fail(f"{deployment} did not complete (exit {out.returncode}):\n{logs[-6000:] or out.stdout[-3000:]}")
-    return out.stdout
 
 
 DOOR_CONF = """server {{
@@ -231,9 +213,9 @@ def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_requ
     try:
         time.sleep(2)
         t0 = time.monotonic()
-        deployment_run(node_worker, "upgrade-helix/staging", descriptor=str(env["path"]),
-                       kubeconfig=env["common"]["kubeconfig"], images={s: "v2" for s in APPS}, backup_first=False,
-                       health_timeout_s=240)
+        deployment_run(node_worker, "upgrade-helix/staging", {
+            "descriptor": str(env["path"]), "kubeconfig": env["common"]["kubeconfig"],
+            "images": {s: "v2" for s in APPS}, "backup_first": False, "health_timeout_s": 240}, watch_timeout_s=600)
         rolled_s = time.monotonic() - t0
     finally:
         traffic = load.stop()
