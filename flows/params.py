@@ -12,9 +12,7 @@ their own checks (the scaling rules, the backup id's time, …): these types onl
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -55,22 +53,16 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-_ENVIRONMENT_LINE = re.compile(r"^environment:[ \t]*['\"]?([a-z][a-z0-9-]*)['\"]?[ \t]*(?:#.*)?$", re.M)
-
-
 def descriptor_environment(path: Any) -> str | None:
-    """The ``environment:`` a descriptor file names, for a run's name; None when it cannot tell (not a regular
-    file, unreadable, no such line). Reads at most 64 KiB and never waits: a FIFO or device is not opened."""
+    """The environment a descriptor file names, for a run's name; None when it cannot tell. Read as the flow
+    reads it (:func:`helix_ops.descriptor.load_descriptor`: bounded, a FIFO is not waited on); a run's name
+    must never fail its run, so whatever goes wrong here leaves the deployment's ``env``."""
+    from helix_ops.descriptor import load_descriptor
+
     try:
-        file = Path(str(path))
-        if not file.is_file():
-            return None
-        with file.open("rb") as f:
-            head = f.read(65536).decode("utf-8", "replace")
-    except (OSError, ValueError):
+        return load_descriptor(str(path)).environment
+    except Exception:  # noqa: BLE001 - naming a run never fails it; the flow reports a bad descriptor itself
         return None
-    found = _ENVIRONMENT_LINE.search(head)
-    return found.group(1) if found else None
 
 
 def format_run_name(template: str, unset: dict[str, str], parameters: dict[str, Any]) -> str:

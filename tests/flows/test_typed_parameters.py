@@ -166,7 +166,9 @@ def test_runs_are_named_after_what_they_do(flow, template):
 def test_a_run_given_a_descriptor_is_named_after_the_environment_that_file_names(tmp_path):
     # upgrade-helix/staging run with another environment's descriptor acts on that environment: its name says so
     desc = tmp_path / "node.yaml"
-    desc.write_text("# the real node\nenvironment: n-4f2a  # generated\ntarget: kubernetes\n")
+    staging = yaml.safe_load((REPO / "deployments" / "staging.yaml").read_text())
+    desc.write_text(yaml.safe_dump({**staging, "environment": "n-4f2a"}, sort_keys=False))
+    (tmp_path / "helix.config.yaml").write_text((REPO / "deployments" / "helix.config.yaml").read_text())
     params = {"env": "staging", "descriptor": str(desc), "images": {"dashboard": "v2"}}
     assert format_run_name("upgrade-{env}-{images}", {"images": "descriptor-tags"}, params) == \
         "upgrade-n-4f2a-dashboard=v2"
