@@ -156,7 +156,7 @@ def deploy_helix(env: EnvName = "local", descriptor: str | None = None, engine_u
                 if current:
                     logger.info("init-helix-db not needed: %s", current)
                 else:
-                    init_helix_db(neo4j_uri=uri, credentials_block=desc.credentials.neo4j)
+                    init_helix_db(env=desc.environment, neo4j_uri=uri, credentials_block=desc.credentials.neo4j)
         return steps.deploy_status(target, desc)
 
     def refuse(proposal: Proposal) -> DriftRefused | None:

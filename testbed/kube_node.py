@@ -59,12 +59,13 @@ SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet")
 
 def machine_ready() -> str | None:
     """None when this machine can run the node, else what is missing (and how to get it)."""
-    missing = [p for p in ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "iptables", "podman")
+    missing = [p for p in ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "iptables", "podman", "conntrack")
                if shutil.which(p) is None]
     missing += [str(CNI_BIN / p) for p in ("bridge", "host-local", "portmap", "loopback")
                 if not (CNI_BIN / p).exists()]
     if missing:
-        return f"missing {', '.join(missing)}: run `make apt` (containerd, containernetworking-plugins, runc)"
+        return (f"missing {', '.join(missing)}: run `make apt` (containerd, containernetworking-plugins, runc, "
+                f"conntrack)")
     if os.geteuid() != 0:
         return "the real node needs root (network bridge, iptables, mounts)"
     return None
@@ -350,6 +351,25 @@ class RealNode:
                                                               capture_output=True).returncode == 0:
                 continue  # Podman's containers need forwarding too
             _sysctl(key, value)
+
+
+def forget_untranslated(host: str, port: int) -> int:
+    """Delete this machine's conntrack entries of TCP connections to ``host:port`` that were never translated (their
+    reply comes from ``host`` itself, not from a pod); returns how many were deleted.
+
+    Why: a client on the node itself that connects to a NodePort before kube-proxy routes it has its SYN confirmed
+    in conntrack on the output path, untranslated; kube-proxy's REJECT only comes later, in INPUT. The entry then
+    lives in SYN_SENT for ``nf_conntrack_tcp_timeout_syn_sent`` (120 s), and a new connection that reuses its
+    source port within that time matches it, skips the DNAT and is refused by the node's own stack. Waiting for a
+    Service to answer leaves such entries; call this after the wait and before a load that counts refusals.
+    (Found with ``conntrack -E`` and ``tcpdump`` beside bench/nodeport_paths.py, 2026-12-04: the one refused
+    connection of 120,004 reused the source port of one of the wait's two untranslated entries, 86 s later.)"""
+    done = subprocess.run(["conntrack", "-D", "-p", "tcp", "--dport", str(port), "--reply-src", host],
+                          capture_output=True, text=True, timeout=30)
+    found = re.search(r"(\d+) flow entries have been deleted", done.stderr + done.stdout)
+    if found is None:  # exit 1 with "0 flow entries" is conntrack's "nothing matched"; anything else is an error
+        raise RuntimeError(f"conntrack -D for {host}:{port} failed (exit {done.returncode}): {done.stderr.strip()}")
+    return int(found.group(1))
 
 
 def clean_up_run(run: Path, log=print) -> None:

@@ -68,12 +68,18 @@ def test_init_db_applied_its_migrations(deployed, docker_client):
     assert sorted(applied) == [m.version for m in MIGRATIONS]
 
 
-def init_db_runs() -> int:
-    """How many init-helix-db flow runs the harness's API has seen."""
+def init_db_run_names() -> list[str]:
+    """The names of the init-helix-db flow runs the harness's API has seen."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     with get_client(sync_client=True) as client:
-        return len(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["init-helix-db"]))))
+        return [r.name for r in client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["init-helix-db"])))]
+
+
+def init_db_runs() -> int:
+    """How many init-helix-db flow runs the harness's API has seen."""
+    return len(init_db_run_names())
 
 
 def neo4j_client(deployed):
@@ -103,9 +109,13 @@ def test_a_deploy_runs_init_db_when_the_ledger_lags_the_code(deployed, engine, b
     with neo4j_client(deployed) as db:
         db._run("forgetting a migration", f"MATCH (m:{LEDGER_LABEL} {{version: $v}}) DELETE m", v=last)
         assert last not in db.applied_migrations()
-    runs = init_db_runs()
+    from helix_ops.descriptor import load_descriptor
+
+    runs = init_db_run_names()
     result = run(deployed, engine, bed)
-    assert result["unhealthy"] == [] and init_db_runs() == runs + 1
+    # one init-helix-db run more, named after the environment it initialises
+    expected = f"init-db-{load_descriptor(deployed['path']).environment}"
+    assert result["unhealthy"] == [] and sorted(init_db_run_names()) == sorted([*runs, expected]), runs
     with neo4j_client(deployed) as db:
         assert sorted(db.applied_migrations()) == [m.version for m in MIGRATIONS]
 
