@@ -1,8 +1,10 @@
 """deploy-helix and upgrade-helix on the test bed's one real Kubernetes node (``kube_node``: a kubelet with
 containerd, kube-proxy, CoreDNS): the pods run the local images, Services route real requests, readiness probes
-gate the rollouts, init-helix-db reaches Neo4j through a real ``pods/portforward``. The rolling upgrade under load
-runs as an operator starts it: ``prefect deployment run upgrade-helix/staging`` on the bed's Prefect server, picked
-up by a process worker on staging's queue.
+gate the rollouts, init-helix-db reaches Neo4j through a real ``pods/portforward``. The rolling upgrade under load,
+the backup and restore, the rotation and the passing audit run as an operator starts them: ``prefect deployment run
+<flow>/staging`` with the node's descriptor and kubeconfig as parameters, on the bed's Prefect server, picked up by
+a process worker on staging's queue. The first deploy, the rolled-back upgrade and the failing audit are called in
+this process (against the same server), so the test can read what they return or raise.
 
 Traffic goes only to this machine: NodePort Services on the node's address (the bed's bridge), in front of the
 dashboard's pods and of an nginx pod (the bed's nginx image) that sends every request to the dashboard's Service,
@@ -35,6 +37,7 @@ pytestmark = [pytest.mark.bed, pytest.mark.real_node]
 
 BIN = Path(sys.executable).parent
 APPS = ("dashboard", "mcp-graph", "mcp-discovery", "mcp-derivation", "mcp-cascade", "mcp-verification")
+NODE_DEPLOYMENTS = ("upgrade-helix", "backup-helix", "restore-helix", "rotate-helix-secrets", "audit-helix")
 STATELESS = ("dashboard", "mcp-discovery", "mcp-derivation", "mcp-cascade", "mcp-verification")
 
 
@@ -102,14 +105,15 @@ def env(bed, kube_node, node_api, audit_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def node_worker(env, node_api, bed):
-    """upgrade-helix/staging of prefect.yaml registered on the bed's Prefect server and a process worker on
-    staging's queue, as an operator has them; yields the environment of a Prefect client."""
+    """staging's deployments of prefect.yaml that these tests start (upgrade, backup, restore, rotation, audit)
+    registered on the bed's Prefect server and a process worker on staging's queue, as an operator has them;
+    yields the environment of a Prefect client."""
     from helix_ops.schedules import deployments_of
     from testbed.paths import REPO
 
     sh([str(BIN / "prefect"), "work-pool", "create", "helix-ops", "--type", "process", "--overwrite"], node_api)
     names = [n for n in deployments_of(yaml.safe_load((REPO / "prefect.yaml").read_text()), "staging")
-             if n.startswith("upgrade-helix/")]
+             if n.split("/")[0] in NODE_DEPLOYMENTS]
     sh([str(BIN / "prefect"), "--no-prompt", "deploy", *[a for n in names for a in ("--name", n)]], node_api)
     with worker_process(node_api, ["staging"], bed.run_dir / "worker-node.log"):
         yield node_api
@@ -171,6 +175,12 @@ def images_now(admin) -> dict[str, str]:
     return {k.split("/")[1]: v["spec"]["template"]["spec"]["containers"][0]["image"] for k, v in objs.items()}
 
 
+def on_the_node(env) -> dict[str, str]:
+    """A staging deployment's parameters that point its run at the node's environment: its descriptor file and the
+    cluster's kubeconfig (what an operator passes to ``prefect deployment run … --params``)."""
+    return {"descriptor": str(env["path"]), "kubeconfig": env["common"]["kubeconfig"]}
+
+
 def served_versions(url: str, n: int = 20) -> set[str]:
     out = set()
     with httpx.Client(timeout=5, headers={"Connection": "close"}) as client:
@@ -221,8 +231,8 @@ def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_requ
         time.sleep(2)
         t0 = time.monotonic()
         deployment_run(node_worker, "upgrade-helix/staging", {
-            "descriptor": str(env["path"]), "kubeconfig": env["common"]["kubeconfig"],
-            "images": {s: "v2" for s in APPS}, "backup_first": False, "health_timeout_s": 240}, watch_timeout_s=600)
+            **on_the_node(env), "images": {s: "v2" for s in APPS}, "backup_first": False, "health_timeout_s": 240},
+            watch_timeout_s=600)
         rolled_s = time.monotonic() - t0
     finally:
         traffic = load.stop()
@@ -356,13 +366,15 @@ def bolt(env) -> str:
     return f"bolt://{pod_ip(env['admin'], 'neo4j')}:7687"
 
 
-def test_backup_and_restore_over_a_real_port_forward_bring_back_equal_content(env):
+def test_backup_and_restore_over_a_real_port_forward_bring_back_equal_content(env, node_worker):
+    """``prefect deployment run backup-helix/staging`` then ``restore-helix/staging`` (its ``backup_id``), the
+    node's descriptor as their parameter: the restored graph and dataset equal what was backed up."""
+    import neo4j as neo4j_lib
     import redis as redis_lib
 
     from bench.graphgen import content_digest, generate
     from drivers.redis_backup import dataset_fingerprint
-    from flows.backup import backup_helix
-    from flows.restore import restore_helix
+    from drivers.storage import S3Store, s3_client
     from tests.backup.test_backup_redis import fill
 
     user, pw = password(env, "neo4j")
@@ -374,21 +386,19 @@ def test_backup_and_restore_over_a_real_port_forward_bring_back_equal_content(en
         fill(c, 700)
     graph = content_digest(bolt(env), user, pw)
     dataset = dataset_fingerprint(redis_ip, 6379, rpw)
+    s3 = env["s3"]
+    store = S3Store(s3_client(s3.endpoint, s3.access_key, s3.secret_key), env["bucket"], f"{env['environment']}/")
+    before = {m.backup_id for m in store.list()}
 
     t0 = time.monotonic()
-    result = backup_helix(**env["common"])
-    print(f"backup on the real node: {time.monotonic() - t0:.1f}s")
-    bid = result["backup_id"]
-    from drivers.storage import S3Store, s3_client
-
-    s3 = env["s3"]
-    manifest = S3Store(s3_client(s3.endpoint, s3.access_key, s3.secret_key), env["bucket"],
-                       f"{env['environment']}/").read_manifest(bid)
-    assert manifest.verified and manifest.neo4j.writer_paused, manifest
-    assert result["counts"]["neo4j"]["nodes"] >= NODES and result["counts"]["redis"]["keys"] == 701, result["counts"]
+    deployment_run(node_worker, "backup-helix/staging", on_the_node(env), watch_timeout_s=600)
+    print(f"backup on the real node through prefect deployment run: {time.monotonic() - t0:.1f}s")
+    made = [m for m in store.list() if m.backup_id not in before]
+    assert len(made) == 1, [m.backup_id for m in made]
+    manifest = made[0]
+    assert manifest.environment == env["environment"] and manifest.verified and manifest.neo4j.writer_paused, manifest
+    assert manifest.neo4j.nodes >= NODES and manifest.redis.keys == 701, (manifest.neo4j, manifest.redis)
     assert env["admin"].get("Deployment", "mcp-graph")["spec"]["replicas"] == 1  # the writer is back
-
-    import neo4j as neo4j_lib
 
     with neo4j_lib.GraphDatabase.driver(bolt(env), auth=(user, pw)) as drv:
         drv.execute_query("MATCH (x:Entity) WITH x LIMIT 50 DETACH DELETE x")
@@ -397,26 +407,29 @@ def test_backup_and_restore_over_a_real_port_forward_bring_back_equal_content(en
         c.flushall()
         c.set("after-backup", "x")
     t0 = time.monotonic()
-    restored = restore_helix(backup_id=bid, **env["common"])
-    print(f"restore on the real node: {time.monotonic() - t0:.1f}s")
-    assert restored["problems"] == [] and restored["safety_backup_id"], restored
+    deployment_run(node_worker, "restore-helix/staging", {**on_the_node(env), "backup_id": manifest.backup_id},
+                   watch_timeout_s=600)
+    print(f"restore on the real node through prefect deployment run: {time.monotonic() - t0:.1f}s")
+    # the restore kept what it replaced: a safety backup of the state before it, naming the backup restored
+    safety = [m for m in store.list() if m.backup_id not in before | {manifest.backup_id}]
+    assert [m.safety_for for m in safety] == [manifest.backup_id], [(m.backup_id, m.safety_for) for m in safety]
     assert content_digest(bolt(env), user, pw) == graph
     assert dataset_fingerprint(pod_ip(env["admin"], "redis"), 6379, rpw) == dataset
     wait_serving(env["url"])
 
 
-def test_rotation_restarts_the_consumers_with_the_new_secret_and_they_serve(env):
+def test_rotation_restarts_the_consumers_with_the_new_secret_and_they_serve(env, node_worker):
+    """``prefect deployment run rotate-helix-secrets/staging`` (the node's descriptor as its parameter)."""
     import neo4j as neo4j_lib
     import redis as redis_lib
 
-    from flows.rotate import rotate_helix_secrets
-
     _, old_redis = password(env, "redis")
+    old_neo4j = password(env, "neo4j")
     before = {app: {p["metadata"]["uid"] for p in pods_of(env["admin"], app)} for app in APPS}
-    result = rotate_helix_secrets(credentials=["redis", "neo4j"], health_timeout_s=240, **env["common"])
-    assert set(result["rotated"]) == {"redis", "neo4j"}, result
+    deployment_run(node_worker, "rotate-helix-secrets/staging",
+                   {**on_the_node(env), "credentials": ["redis", "neo4j"], "health_timeout_s": 240}, watch_timeout_s=900)
     _, new_redis = password(env, "redis")
-    assert new_redis != old_redis
+    assert new_redis != old_redis and password(env, "neo4j") != old_neo4j
     redis_ip = pod_ip(env["admin"], "redis")
     with pytest.raises(redis_lib.AuthenticationError):
         redis_lib.Redis(host=redis_ip, port=6379, password=old_redis).ping()
@@ -432,13 +445,14 @@ def test_rotation_restarts_the_consumers_with_the_new_secret_and_they_serve(env)
     assert body["status"] == "ok" and all(c["ok"] for c in body["checks"].values()), body
 
 
-def test_the_audit_passes_and_a_pod_started_without_the_security_context_fails_it(env):
+def test_the_audit_passes_and_a_pod_started_without_the_security_context_fails_it(env, node_worker):
+    """``prefect deployment run audit-helix/staging`` with ``fail_on_findings`` completes (no required item
+    fails); a pod started by hand without the security context then fails ``non-root``."""
     from flows.audit import audit_helix
 
     def failing(result):
         return {f["id"]: f["detail"] for f in result["findings"] if f["required"] and f["status"] in ("fail", "skipped")}
 
-    import yaml
     from lightkube import codecs
 
     from testbed.paths import REPO
@@ -448,15 +462,12 @@ def test_the_audit_passes_and_a_pod_started_without_the_security_context_fails_i
         if doc["kind"] == "Role":
             doc["metadata"]["namespace"] = env["namespace"]
             env["admin"].client.apply(codecs.from_dict(doc), field_manager="tests")
+    deployment_run(node_worker, "audit-helix/staging", {**on_the_node(env), "fail_on_findings": True})
     common = {k: env["common"][k] for k in ("descriptor", "kubeconfig")}
-    result = audit_helix(env=env["environment"], **common)
-    assert result["passed"], failing(result)
     # Pod Security "restricted" refuses such a pod in the namespace; an admin who lifts it can start one
     admin = env["admin"]
     ns = admin.get("Namespace", env["namespace"])
     labels = ns["metadata"]["labels"]
-    from lightkube.types import PatchType
-
     admin.client.patch(admin.res("Namespace"), env["namespace"],
                        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}},
                        patch_type=PatchType.MERGE)
