@@ -17,9 +17,10 @@ PY := $(VENV)/bin/python
 # chromium: the browser tests (tests/ui) drive it through playwright (executable_path=/usr/bin/chromium)
 # containerd, containernetworking-plugins: the real Kubernetes node (testbed/kube_node.py) runs its pods with them;
 # libc6-dev: its pause image is a static C program (testbed/images/pause)
+# ipset: kube-router, the real node's NetworkPolicy firewall, keeps its policies' address sets in it
 # conntrack: the real node's load tests delete the untranslated entries their waits left (testbed/kube_node.py,
 # forget_untranslated)
-APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark iptables chromium haproxy containerd containernetworking-plugins libc6-dev conntrack
+APT_PACKAGES := podman runc redis-server nginx-light busybox-static uidmap slirp4netns fuse-overlayfs aardvark-dns netavark iptables chromium haproxy containerd containernetworking-plugins libc6-dev conntrack ipset
 MAVEN_STAMP := testbed/maven/target/.stamp
 PYTEST_ARGS ?=
 

@@ -1,7 +1,9 @@
 """One real Kubernetes node for the test bed: Debian's containerd, the CNI bridge and host-local plugins, a kubelet
-and kube-proxy (iptables) built with the control plane by ``testbed/kube/build.sh``, and CoreDNS, joined to a
+and kube-proxy (iptables) built with the control plane by ``testbed/kube/build.sh``, CoreDNS, and kube-router as
+the NetworkPolicy firewall (iptables and ipset; no routing, no service proxy), joined to a
 :class:`testbed.kube.KubeCluster` started without kwok. Pods run for real: Services route through kube-proxy,
-``pods/portforward`` and ``pods/exec`` go to the real kubelet, readiness probes gate rollouts.
+``pods/portforward`` and ``pods/exec`` go to the real kubelet, readiness probes gate rollouts, NetworkPolicies are
+enforced on the pods' ingress (traffic from the node itself is always let in, as kube-router does for probes).
 
 Interface (``bed.kube_node()`` or the session fixture ``kube_node``)::
 
@@ -15,7 +17,8 @@ Interface (``bed.kube_node()`` or the session fixture ``kube_node``)::
                                    what the node added: KUBE-*/CNI-* iptables chains, netns mounts, veths, the
                                    bridge, the kubelet's mounts and cgroups, sysctls it changed
 
-What it needs from the machine (``make apt``): containerd, containernetworking-plugins, runc, iptables. One real
+What it needs from the machine (``make apt``): containerd, containernetworking-plugins, runc, iptables, ipset,
+conntrack. One real
 node per machine (a lock file): its bridge and address range are fixed (``BRIDGE``, ``SUBNET``).
 
 Set-up facts that were not obvious (testbed/kube/node/README.md has the exploration):
@@ -23,6 +26,9 @@ Set-up facts that were not obvious (testbed/kube/node/README.md has the explorat
   ``netns_mounts_under_state_dir`` (Podman makes /run/netns a shared bind mount over itself), a local pause image;
 - the kubelet: ``failCgroupV1: false`` (this machine mounts cgroup v1), started after containerd's socket answers;
 - CoreDNS runs on the host, bound to the node's address, reading the API as the admin: pods need no API access;
+- kube-router runs on the host too, as the admin (``--kubeconfig``), firewall only: the bridge plugin enforces no
+  NetworkPolicy. The sigs project kube-network-policies cannot run here: this kernel lacks nftables' ``queue``
+  (``CONFIG_NFT_QUEUE``); kube-router v2.1.0 is the only version the Go module proxy serves here;
 - volumes: a default StorageClass without a provisioner and a pool of pre-made host folders (mode 0777), since
   the host-path provisioner makes root-owned 0750 folders that non-root pods (Neo4j's uid 7474) cannot write;
 - the API server's client identity towards the kubelet is in system:masters (the kubelet authorizes by webhook).
@@ -34,6 +40,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -42,7 +49,7 @@ from pathlib import Path
 
 from testbed import procs
 from testbed.kube import KubeCluster
-from testbed.kube_setup import write_secret
+from testbed.kube_setup import SERVICE_CIDR, write_secret
 
 NODE_NAME = "helix-node"
 BRIDGE = "helixbr0"
@@ -59,13 +66,14 @@ SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet")
 
 def machine_ready() -> str | None:
     """None when this machine can run the node, else what is missing (and how to get it)."""
-    missing = [p for p in ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "iptables", "podman", "conntrack")
+    missing = [p for p in ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "iptables", "podman", "conntrack",
+                                           "ipset")
                if shutil.which(p) is None]
     missing += [str(CNI_BIN / p) for p in ("bridge", "host-local", "portmap", "loopback")
                 if not (CNI_BIN / p).exists()]
     if missing:
         return (f"missing {', '.join(missing)}: run `make apt` (containerd, containernetworking-plugins, runc, "
-                f"conntrack)")
+                f"conntrack, ipset)")
     if os.geteuid() != 0:
         return "the real node needs root (network bridge, iptables, mounts)"
     return None
@@ -125,6 +133,10 @@ class RealNode:
         self._start("kube-proxy", [str(self.bin / "kube-proxy"), f"--config={self.home / 'kube-proxy.yaml'}",
                                    "--v=2"])  # v2: each rule sync's time (tests/kube/timeline.py reads it)
         self._start("coredns", [str(self.bin / "coredns"), "-conf", str(self.home / "Corefile")])
+        self._start("kube-router", [str(self.bin / "kube-router"), f"--kubeconfig={self.cluster.kubeconfig}",
+                                    f"--hostname-override={self.name}", "--run-firewall=true", "--run-router=false",
+                                    "--run-service-proxy=false", "--enable-cni=false", "--health-port=0",
+                                    "--metrics-port=0", f"--service-cluster-ip-range={SERVICE_CIDR}"])
         self._storage()
         self._wait("CoreDNS on the node's address", lambda: procs.port_open(53, self.ip), 60)
         self._wait("kube-proxy healthy", self._proxy_healthy, 60)
@@ -286,7 +298,7 @@ class RealNode:
             procs.reap_stale(self.home / f"{name}.pid")
 
     def _stop_node_processes(self) -> None:
-        for name in ("coredns", "kube-proxy", "kubelet"):
+        for name in ("kube-router", "coredns", "kube-proxy", "kubelet"):
             self._stop_process(name)
 
     def _remove_sandboxes(self) -> None:
@@ -316,11 +328,17 @@ class RealNode:
                 rules = subprocess.run([ipt, "-t", table, "-S"], capture_output=True, text=True).stdout
                 for line in rules.splitlines():
                     if re.match(r"^-A (PREROUTING|INPUT|OUTPUT|POSTROUTING|FORWARD) .*-j (KUBE-|CNI-)", line):
-                        subprocess.run([ipt, "-t", table, "-D", *line.split()[1:]], capture_output=True)
+                        # shlex: kube-router's rules carry quoted comments with spaces
+                        subprocess.run([ipt, "-t", table, "-D", *shlex.split(line)[1:]], capture_output=True)
                 chains = [line.split()[1] for line in rules.splitlines() if re.match(r"^-N (KUBE-|CNI-)", line)]
                 for flag in ("-F", "-X"):
                     for chain in chains:
                         subprocess.run([ipt, "-t", table, flag, chain], capture_output=True)
+        # kube-router's ipsets (its policies' pod and peer sets), free once the rules above are gone
+        names = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True).stdout.split()
+        for name in names:
+            if re.match(r"^(KUBE-|kube-router-)", name):
+                subprocess.run(["ipset", "destroy", name], capture_output=True)
 
     def _clean_network(self) -> None:
         state = str(self.home / "containerd" / "state")

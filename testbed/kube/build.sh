@@ -7,6 +7,8 @@
 #   kwok/  kwok (sigs.k8s.io/kwok), which plays the nodes and the pods' status
 #   k8s/   also kubelet and kube-proxy, and coredns/ CoreDNS (github.com/coredns/coredns, CGO_ENABLED=0): the
 #          one real node (testbed/kube_node.py) with Debian's containerd
+#   kuberouter/  kube-router (github.com/cloudnativelabs/kube-router/v2, CGO_ENABLED=0), run on the real node as
+#          its NetworkPolicy firewall only (no routing, no service proxy): the bridge CNI enforces no policy
 #
 # The binaries go to ${HELIX_KUBE_CACHE:-~/.cache/helix-ops/kube}/<hash of the inputs>/bin; a finished build
 # leaves <dir>/build.json (its timings). A lock makes a second caller wait for a running build instead of
@@ -30,12 +32,13 @@ main() {
 
   # What the binaries depend on: the modules, the Go version and how they are built (bump RECIPE when the steps
   # below change what they produce; comments here do not).
-  RECIPE="v3 -trimpath -ldflags=-s -w, Kubernetes version stamped; etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns"
+  RECIPE="v3 -trimpath -ldflags=-s -w, Kubernetes version stamped; etcd kwok kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kube-router"
   inputs() {
     cd "$here"
     echo "$RECIPE"
     cat k8s/go.mod k8s/go.sum k8s/tools.go etcd/go.mod etcd/go.sum etcd/main.go kwok/go.mod kwok/go.sum \
-      kwok/tools.go coredns/go.mod coredns/go.sum coredns/tools.go
+      kwok/tools.go coredns/go.mod coredns/go.sum coredns/tools.go kuberouter/go.mod kuberouter/go.sum \
+      kuberouter/tools.go
     go version
   }
   hash="$(inputs | sha256sum | cut -c1-16)"
@@ -91,9 +94,10 @@ main() {
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
   flags=(-p "$p" -trimpath "-ldflags=-s -w")
   CGO_ENABLED=0 step coredns coredns github.com/coredns/coredns
+  CGO_ENABLED=0 step kube-router kuberouter github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
   total=$(( $(date +%s) - t0 ))
-  printf '{"hash": "%s", "go": "%s", "p": %s, "seconds": {"etcd": %s, "kwok": %s, "kubernetes": %s, "coredns": %s, "total": %s}}\n' \
-    "$hash" "$(go env GOVERSION)" "$p" "$t_etcd" "$t_kwok" "$t_k8s" "$t_coredns" "$total" > "$tmp/build.json"
+  printf '{"hash": "%s", "go": "%s", "p": %s, "seconds": {"etcd": %s, "kwok": %s, "kubernetes": %s, "coredns": %s, "kube-router": %s, "total": %s}}\n' \
+    "$hash" "$(go env GOVERSION)" "$p" "$t_etcd" "$t_kwok" "$t_k8s" "$t_coredns" "$t_kuberouter" "$total" > "$tmp/build.json"
   mv "$tmp" "$out"
   # older versions' binaries (about 400 MB each) are no longer needed on this machine
   local d

@@ -25,6 +25,7 @@ def write_descriptor(dest: Path, environment: str, namespace: str, sentinel: boo
     data = yaml.safe_load((REPO / "deployments" / "staging.yaml").read_text())
     data["environment"] = environment
     data["kubernetes"]["namespace"] = namespace
+    data["kubernetes"]["ingress_namespace"] = f"{namespace}-ingress"
     data["kubernetes"]["version"] = "1.31"
     if sentinel:
         data["services"]["redis"]["mode"] = "sentinel"
@@ -100,6 +101,13 @@ class Admin:
 
         self.client.create(codecs.from_dict(obj), namespace=self.namespace)
 
+    def create_namespace(self, pod_security: str = "restricted") -> None:
+        """This namespace, its pods held to the Pod Security level ``pod_security``."""
+        from lightkube.resources.core_v1 import Namespace
+
+        self.client.create(Namespace.from_dict({"metadata": {"name": self.namespace, "labels": {
+            "pod-security.kubernetes.io/enforce": pod_security}}}))
+
     def delete_namespace(self) -> None:
         from lightkube.resources.core_v1 import Namespace
 
@@ -120,13 +128,15 @@ def pytest_collection_modifyitems(session, config, items):
 def write_node_descriptor(dest: Path, environment: str, namespace: str, s3_endpoint: str, bucket: str) -> Path:
     """A ``target: kubernetes`` descriptor for the bed's real node (``kube_node``): the local images (Neo4j,
     Redis, the probe as the dashboard and MCP services), each service's memory at the guide's minimum and a
-    small CPU request, so the whole stack fits one 2-core node; backups go to the bed's S3 ``bucket``."""
+    small CPU request, so the whole stack fits one 2-core node; backups go to the bed's S3 ``bucket``. Its
+    ingress controller's namespace (whose pods the dashboard's NetworkPolicy lets in) is ``<namespace>-ingress``."""
     from helix_ops.guide import SIZING
 
     data = yaml.safe_load((REPO / "deployments" / "staging.yaml").read_text())
     local = yaml.safe_load((REPO / "deployments" / "local.yaml").read_text())
     data["environment"] = environment
     data["kubernetes"]["namespace"] = namespace
+    data["kubernetes"]["ingress_namespace"] = f"{namespace}-ingress"
     data["ingress"]["domain"] = f"{environment}.example.com"
     for name, spec in local["services"].items():
         service = {k: v for k, v in spec.items() if k != "host_port"}

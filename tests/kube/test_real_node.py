@@ -95,11 +95,16 @@ def env(bed, kube_node, node_api, audit_dir, tmp_path_factory):
                            "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}})
     node_port = admin.get("Service", "dashboard-door")["spec"]["ports"][0]["nodePort"]
     url = f"http://{kube_node.ip}:{node_port}/api/health"
-    nginx_url = f"http://{kube_node.ip}:{nginx_door(admin, namespace)}/api/health"
+    # the door stands where the descriptor's ingress controller would (kubernetes.ingress_namespace): the only
+    # namespace the dashboard's NetworkPolicy lets in (kube-router enforces it on the node)
+    door = Admin(cluster.kubeconfig, f"{namespace}-ingress")
+    door.create_namespace()
+    nginx_url = f"http://{kube_node.ip}:{nginx_door(door, namespace)}/api/health"
     yield {"common": common, "admin": admin, "first": result, "url": url, "nginx_url": nginx_url, "workdir": workdir,
            "path": path,
            "namespace": namespace, "deployed_s": deployed_s, "s3": s3, "bucket": bucket,
            "environment": environment}
+    door.delete_namespace()
     admin.delete_namespace()
 
 
@@ -213,6 +218,23 @@ def test_every_pod_runs_for_real_and_the_service_routes(env, kube_node):
     wait_serving(env["nginx_url"], deadline_s=120)
     r = httpx.get(env["nginx_url"], timeout=5)
     assert r.json().get("version") == "v1" and r.headers.get("server", "").startswith("nginx"), (r.headers, r.text)
+
+
+def test_the_dashboards_network_policy_lets_in_the_ingress_namespace_only(env, kube_node):
+    """The rendering's NetworkPolicies hold on the node (kube-router): the same nginx door in another namespace
+    reaches the dashboard's Service, but every connection to a dashboard pod is refused (nginx answers 502 or
+    504), while the door in the descriptor's ingress namespace is served."""
+    stray = Admin(kube_node.cluster.kubeconfig, f"{env['namespace']}-stray")
+    stray.create_namespace()
+    try:
+        port = nginx_door(stray, env["namespace"])
+        wait_serving(f"http://{kube_node.ip}:{port}/healthz", deadline_s=120)  # the stray door itself is up
+        refused = [httpx.get(f"http://{kube_node.ip}:{port}/api/health", timeout=10).status_code for _ in range(6)]
+        served = [httpx.get(env["nginx_url"], timeout=10).status_code for _ in range(6)]
+    finally:
+        stray.delete_namespace()
+    assert set(refused) <= {502, 504}, refused
+    assert served == [200] * 6, served
 
 
 def test_a_rolling_upgrade_under_keepalive_and_new_connection_load_fails_no_request(env, kube_node, node_worker):
