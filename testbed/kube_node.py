@@ -66,9 +66,8 @@ SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet")
 
 def machine_ready() -> str | None:
     """None when this machine can run the node, else what is missing (and how to get it)."""
-    missing = [p for p in ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "iptables", "podman", "conntrack",
-                                           "ipset")
-               if shutil.which(p) is None]
+    tools = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "iptables", "podman", "conntrack", "ipset")
+    missing = [p for p in tools if shutil.which(p) is None]
     missing += [str(CNI_BIN / p) for p in ("bridge", "host-local", "portmap", "loopback")
                 if not (CNI_BIN / p).exists()]
     if missing:
@@ -382,11 +381,23 @@ def forget_untranslated(host: str, port: int) -> int:
     Service to answer leaves such entries; call this after the wait and before a load that counts refusals.
     (Found with ``conntrack -E`` and ``tcpdump`` beside bench/nodeport_paths.py, 2026-12-04: the one refused
     connection of 120,004 reused the source port of one of the wait's two untranslated entries, 86 s later.)"""
-    done = subprocess.run(["conntrack", "-D", "-p", "tcp", "--dport", str(port), "--reply-src", host],
+    return _conntrack_untranslated("-D", host, port)
+
+
+def count_untranslated(host: str, port: int) -> int:
+    """How many conntrack entries :func:`forget_untranslated` would delete now (``conntrack -L``)."""
+    return _conntrack_untranslated("-L", host, port)
+
+
+def _conntrack_untranslated(action: str, host: str, port: int) -> int:
+    """``conntrack <action>`` (``-L`` lists, ``-D`` deletes) on the TCP entries to ``host:port`` whose reply comes
+    from ``host`` itself; returns the count conntrack reports ("N flow entries have been shown/deleted")."""
+    done = subprocess.run(["conntrack", action, "-p", "tcp", "--dport", str(port), "--reply-src", host],
                           capture_output=True, text=True, timeout=30)
-    found = re.search(r"(\d+) flow entries have been deleted", done.stderr + done.stdout)
+    found = re.search(r"(\d+) flow entries have been (?:shown|deleted)", done.stderr)
     if found is None:  # exit 1 with "0 flow entries" is conntrack's "nothing matched"; anything else is an error
-        raise RuntimeError(f"conntrack -D for {host}:{port} failed (exit {done.returncode}): {done.stderr.strip()}")
+        raise RuntimeError(f"conntrack {action} for {host}:{port} failed (exit {done.returncode}): "
+                           f"{done.stderr.strip()}")
     return int(found.group(1))
 
 

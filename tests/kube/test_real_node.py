@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from bench.mixed_load import MixedLoad
 from flows.deploy import deploy_helix
 from flows.upgrade import UpgradeRolledBack, upgrade_helix
 from helix_ops.wait import wait_until
-from testbed.kube_node import forget_untranslated
+from testbed.kube_node import count_untranslated, forget_untranslated
 from tests.kube.conftest import Admin, new_names, write_node_descriptor
 from tests.kube.timeline import Timeline
 from tests.prefect_worker import client_env, deployment_run, sh, worker_process
@@ -276,13 +275,6 @@ def forget_before_load(url: str) -> int:
     return n
 
 
-def untranslated(host: str, port: int) -> int:
-    """How many conntrack entries of TCP connections to ``host:port`` were never translated (``conntrack -L``)."""
-    listed = subprocess.run(["conntrack", "-L", "-p", "tcp", "--dport", str(port), "--reply-src", host],
-                            capture_output=True, text=True, timeout=30)
-    return len([line for line in listed.stdout.splitlines() if line.strip()])
-
-
 def connect_from(host: str, source_port: int, port: int) -> str:
     """A TCP connection from ``host:source_port`` to ``host:port``: "open" or the error's name."""
     with socket.socket() as c:
@@ -317,7 +309,7 @@ def test_a_connection_refused_before_kube_proxy_routes_a_node_port_poisons_its_s
 
         def rejected_with_an_entry() -> bool:  # kube-proxy's REJECT in place: the refusal leaves an entry
             return all(connect_from(host, p, port) == "ConnectionRefusedError" for p in sources) and \
-                untranslated(host, port) >= 2
+                count_untranslated(host, port) >= 2
         wait_until("kube-proxy rejecting the endpoint-less node port", rejected_with_an_entry, 60, interval_s=1)
         admin.client.patch(admin.res("Service"), "not-yet", {"spec": {"selector": {"app": "dashboard"}}},
                            patch_type=PatchType.MERGE, namespace=env["namespace"])
@@ -325,7 +317,7 @@ def test_a_connection_refused_before_kube_proxy_routes_a_node_port_poisons_its_s
         # the first source port is poisoned: its connection matches the stale entry and is refused by the node
         assert connect_from(host, sources[0], port) == "ConnectionRefusedError"
         assert forget_untranslated(host, port) >= 1
-        assert untranslated(host, port) == 0
+        assert count_untranslated(host, port) == 0
         assert connect_from(host, sources[1], port) == "open"
     finally:
         admin.client.delete(admin.res("Service"), "not-yet", namespace=env["namespace"])
